@@ -1,0 +1,1 @@
+//! Cgroup setup (v1, v2, hybrid) through libcgroups.

@@ -1,0 +1,1 @@
+//! Seccomp: compiling an OCI seccomp profile to classic BPF and installing it.
