@@ -3,3 +3,9 @@
 //! `slate-runtime`.
 
 pub mod unpack;
+pub mod auth;
+pub mod digest;
+pub mod manifest;
+pub mod platform;
+pub mod reference;
+pub mod registry;

@@ -1,0 +1,669 @@
+//! The registry client (distribution API v2): manifests and blobs, with docker's rules for
+//! transport and authentication.
+//!
+//! - HTTPS with the system roots (plus a per-registry CA and client certificate from
+//!   `certs.d/<host[:port]>/`, docker's convention). Plain HTTP only for loopback registries
+//!   and those the configuration names insecure; for those, HTTPS is tried first, as docker
+//!   does, and the answer is remembered for the life of the client.
+//! - Authentication by challenge: an anonymous or credentialed `Bearer` token per
+//!   repository scope (cached, renewed on 401), or `Basic`.
+//! - Redirects (blob storage behind a CDN) are followed by reqwest, which drops the
+//!   `Authorization` header whenever the host or port changes, so registry credentials
+//!   never reach another host.
+//! - Idempotent requests are retried with capped exponential backoff on connection
+//!   errors, timeouts, 429 (honouring `Retry-After`) and 5xx.
+//!
+//! The client is blocking: layer downloads run on plain threads that decompress and unpack
+//! as they read. reqwest keeps one small I/O thread per client; it is dropped with the
+//! client, before any container is cloned.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::blocking::{Client as Http, RequestBuilder, Response};
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
+
+use crate::auth::{Credential, Credentials};
+use crate::digest::{Digest, HashingReader};
+use crate::manifest::{self, MAX_MANIFEST_SIZE};
+use crate::reference::{is_loopback_host, Reference};
+
+/// Why a registry request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot reach registry {registry}: {}", error_chain(.source))]
+    Connect {
+        registry: String,
+        source: reqwest::Error,
+    },
+    #[error("registry {registry} requires authentication for {repository}: run `slate login {registry}`")]
+    Unauthorized { registry: String, repository: String },
+    #[error("registry {registry} denied access to {repository}: check the name and your credentials (`slate login {registry}`)")]
+    Denied { registry: String, repository: String },
+    #[error("{what} not found in registry {registry}")]
+    NotFound { registry: String, what: String },
+    #[error("registry {registry} answered {status} for {what}")]
+    Status {
+        registry: String,
+        what: String,
+        status: StatusCode,
+    },
+    #[error("registry {registry}: token service failed: {reason}")]
+    Token { registry: String, reason: String },
+    #[error("registry {registry}: manifest {what} is larger than {MAX_MANIFEST_SIZE} bytes")]
+    TooLarge { registry: String, what: String },
+    #[error("cannot use TLS files for {registry} in {path}: {reason}")]
+    Certs {
+        registry: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error("registry {registry}: reading {what}: {source}")]
+    Read {
+        registry: String,
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// How the client reaches registries.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Registries (`host[:port]`) that may be reached over plain HTTP besides loopback.
+    pub insecure_registries: Vec<String>,
+    /// Docker-convention directory of per-registry TLS files (`/etc/slate/certs.d`).
+    pub certs_dir: Option<PathBuf>,
+    pub credentials: Credentials,
+    /// Attempts for one request, including the first.
+    pub attempts: u32,
+    /// Longest pause between attempts.
+    pub max_backoff: Duration,
+    /// A connection that delivers nothing for this long is given up (and retried).
+    pub stall_timeout: Duration,
+    pub user_agent: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            insecure_registries: Vec::new(),
+            certs_dir: None,
+            credentials: Credentials::default(),
+            attempts: 5,
+            max_backoff: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(60),
+            user_agent: concat!("slate/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Challenge {
+    None,
+    Basic,
+    Bearer { realm: String, service: Option<String> },
+}
+
+struct Endpoint {
+    base: String,
+    http: Http,
+    challenge: Challenge,
+}
+
+/// A registry client shared by the threads of one pull.
+pub struct Client {
+    opts: ClientOptions,
+    endpoints: Mutex<HashMap<String, std::sync::Arc<Endpoint>>>,
+    tokens: Mutex<HashMap<(String, String), String>>,
+}
+
+/// A manifest as served.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub bytes: Vec<u8>,
+    pub media_type: Option<String>,
+    /// Computed from the bytes, never taken from the registry's header.
+    pub digest: Digest,
+}
+
+/// A blob download in progress.
+pub struct Blob {
+    pub response: Response,
+    /// Where the body starts in the blob: the requested offset if the registry honoured
+    /// the range, else 0.
+    pub offset: u64,
+    /// Content length of this response, when known.
+    pub length: Option<u64>,
+}
+
+impl Client {
+    pub fn new(opts: ClientOptions) -> Client {
+        Client {
+            opts,
+            endpoints: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn insecure(&self, registry: &str) -> bool {
+        is_loopback_host(registry) || self.opts.insecure_registries.iter().any(|r| r == registry)
+    }
+
+    fn build_http(&self, registry: &str) -> Result<Http, RegistryError> {
+        let mut b = Http::builder()
+            .user_agent(self.opts.user_agent.clone())
+            .connect_timeout(Duration::from_secs(15))
+            // For the blocking client this bounds each read of the body too: a stall timeout.
+            .timeout(self.opts.stall_timeout)
+            .redirect(reqwest::redirect::Policy::limited(10));
+        if let Some(dir) = &self.opts.certs_dir {
+            let dir = dir.join(registry);
+            b = add_cert_dir(b, registry, &dir)?;
+        }
+        b.build().map_err(RegistryError::Client)
+    }
+
+    /// Finds the registry's base URL and its authentication challenge (GET /v2/), once.
+    fn endpoint(&self, registry: &str, api_host: &str) -> Result<std::sync::Arc<Endpoint>, RegistryError> {
+        if let Some(e) = lock(&self.endpoints).get(registry) {
+            return Ok(e.clone());
+        }
+        let http = self.build_http(registry)?;
+        // For a registry that may be plain HTTP, one quick HTTPS try (as docker), then
+        // HTTP with the usual retries.
+        let schemes: &[(&str, u32)] = if self.insecure(registry) {
+            &[("https", 1), ("http", self.opts.attempts)]
+        } else {
+            &[("https", self.opts.attempts)]
+        };
+        let mut last_err = None;
+        for &(scheme, attempts) in schemes {
+            let base = format!("{scheme}://{api_host}");
+            let url = format!("{base}/v2/");
+            match self.with_attempts(registry, "the API root", attempts, || http.get(&url)) {
+                Ok(resp) => {
+                    let challenge = if resp.status() == StatusCode::UNAUTHORIZED {
+                        parse_challenge(resp.headers())
+                    } else {
+                        Challenge::None
+                    };
+                    let ep = std::sync::Arc::new(Endpoint {
+                        base,
+                        http,
+                        challenge,
+                    });
+                    lock(&self.endpoints).insert(registry.to_string(), ep.clone());
+                    return Ok(ep);
+                }
+                Err(e) => {
+                    tracing::debug!(registry, scheme, error = %e, "registry ping failed");
+                    last_err = Some(e)
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| RegistryError::Token {
+            registry: registry.to_string(),
+            reason: "no transport".to_string(),
+        }))
+    }
+
+    /// Sends a request built by `make` again after transient failures.
+    fn with_retries<F>(&self, registry: &str, what: &str, make: F) -> Result<Response, RegistryError>
+    where
+        F: Fn() -> RequestBuilder,
+    {
+        self.with_attempts(registry, what, self.opts.attempts, make)
+    }
+
+    fn with_attempts<F>(&self, registry: &str, what: &str, attempts: u32, make: F) -> Result<Response, RegistryError>
+    where
+        F: Fn() -> RequestBuilder,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let last = attempt >= attempts;
+            let backoff = Duration::from_millis(200u64 << attempt.min(10)).min(self.opts.max_backoff);
+            match make().send() {
+                Ok(resp) => {
+                    let s = resp.status();
+                    let transient = s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error();
+                    if !transient || last {
+                        return Ok(resp);
+                    }
+                    let wait = retry_after(resp.headers())
+                        .unwrap_or(backoff)
+                        .min(self.opts.max_backoff * 3);
+                    tracing::warn!(registry, what, status = %s, attempt, "registry busy, retrying in {wait:?}");
+                    std::thread::sleep(wait);
+                }
+                Err(e) => {
+                    if last || !(e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()) {
+                        return Err(RegistryError::Connect {
+                            registry: registry.to_string(),
+                            source: e,
+                        });
+                    }
+                    tracing::warn!(registry, what, attempt, error = %error_chain(&e), "request failed, retrying in {backoff:?}");
+                    std::thread::sleep(backoff);
+                }
+            }
+        }
+    }
+
+    fn credential(&self, registry: &str) -> Option<&Credential> {
+        self.opts.credentials.get(registry)
+    }
+
+    fn token(&self, reference: &Reference, ep: &Endpoint, renew: bool) -> Result<Option<String>, RegistryError> {
+        let registry = reference.registry();
+        let scope = format!("repository:{}:pull", reference.repository());
+        let key = (registry.to_string(), scope.clone());
+        let (realm, service) = match &ep.challenge {
+            Challenge::Bearer { realm, service } => (realm.clone(), service.clone()),
+            Challenge::Basic => {
+                return Ok(self
+                    .credential(registry)
+                    .map(|c| basic_header(c)))
+            }
+            Challenge::None => return Ok(None),
+        };
+        if !renew {
+            if let Some(t) = lock(&self.tokens).get(&key) {
+                return Ok(Some(t.clone()));
+            }
+        }
+        let token_err = |reason: String| RegistryError::Token {
+            registry: registry.to_string(),
+            reason,
+        };
+        let mut query: Vec<(&str, &str)> = vec![("scope", &scope)];
+        if let Some(s) = &service {
+            query.push(("service", s));
+        }
+        let cred = self.credential(registry);
+        let resp = self.with_retries(registry, "a token", || {
+            let mut rb = ep.http.get(&realm).query(&query);
+            if let Some(c) = cred {
+                rb = rb.basic_auth(&c.username, Some(&c.password));
+            }
+            rb
+        })?;
+        match resp.status() {
+            s if s.is_success() => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(RegistryError::Unauthorized {
+                    registry: registry.to_string(),
+                    repository: reference.repository().to_string(),
+                })
+            }
+            s => return Err(token_err(format!("{realm} answered {s}"))),
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let reply: TokenReply = resp
+            .json()
+            .map_err(|e| token_err(format!("unreadable reply from {realm}: {e}")))?;
+        let token = reply
+            .token
+            .or(reply.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| token_err(format!("{realm} returned no token")))?;
+        let header = format!("Bearer {token}");
+        lock(&self.tokens).insert(key, header.clone());
+        Ok(Some(header))
+    }
+
+    /// GET `path` on the reference's registry with authentication, renewing a token once
+    /// on 401.
+    fn get(&self, reference: &Reference, path: &str, what: &str, headers: HeaderMap) -> Result<Response, RegistryError> {
+        let registry = reference.registry();
+        let ep = self.endpoint(registry, reference.registry_api_host())?;
+        let url = format!("{}/v2/{}/{}", ep.base, reference.repository(), path);
+        let mut renew = false;
+        loop {
+            let auth = self.token(reference, &ep, renew)?;
+            let resp = self.with_retries(registry, what, || {
+                let mut rb = ep.http.get(&url).headers(headers.clone());
+                if let Some(a) = &auth {
+                    rb = rb.header(AUTHORIZATION, a);
+                }
+                rb
+            })?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !renew && matches!(ep.challenge, Challenge::Bearer { .. }) {
+                // The token expired or lacks the scope: one fresh token, then give up.
+                renew = true;
+                continue;
+            }
+            return match status {
+                s if s.is_success() => Ok(resp),
+                StatusCode::UNAUTHORIZED => Err(RegistryError::Unauthorized {
+                    registry: registry.to_string(),
+                    repository: reference.repository().to_string(),
+                }),
+                StatusCode::FORBIDDEN => Err(RegistryError::Denied {
+                    registry: registry.to_string(),
+                    repository: reference.repository().to_string(),
+                }),
+                StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
+                    registry: registry.to_string(),
+                    what: what.to_string(),
+                }),
+                s => Err(RegistryError::Status {
+                    registry: registry.to_string(),
+                    what: what.to_string(),
+                    status: s,
+                }),
+            };
+        }
+    }
+
+    /// Fetches a manifest by tag or digest (`which`), reading at most
+    /// [`MAX_MANIFEST_SIZE`] bytes, and computes its digest.
+    pub fn manifest(&self, reference: &Reference, which: &str) -> Result<FetchedManifest, RegistryError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, reqwest::header::HeaderValue::from_static(manifest::ACCEPT));
+        let what = format!("manifest {}:{}", reference.name(), which);
+        let resp = self.get(reference, &format!("manifests/{which}"), &what, headers)?;
+        let media_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut bytes = Vec::new();
+        let mut hr = HashingReader::new(resp.take(MAX_MANIFEST_SIZE + 1));
+        hr.read_to_end(&mut bytes).map_err(|source| RegistryError::Read {
+            registry: reference.registry().to_string(),
+            what: what.clone(),
+            source,
+        })?;
+        if bytes.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(RegistryError::TooLarge {
+                registry: reference.registry().to_string(),
+                what,
+            });
+        }
+        Ok(FetchedManifest {
+            digest: Digest::of(&bytes),
+            bytes,
+            media_type,
+        })
+    }
+
+    /// Starts downloading a blob, from `offset` when resuming. The caller hashes and
+    /// verifies what it reads.
+    pub fn blob(&self, reference: &Reference, digest: &Digest, offset: u64) -> Result<Blob, RegistryError> {
+        let mut headers = HeaderMap::new();
+        if offset > 0 {
+            if let Ok(v) = format!("bytes={offset}-").parse() {
+                headers.insert(RANGE, v);
+            }
+        }
+        let resp = self.get(reference, &format!("blobs/{digest}"), &format!("blob {digest}"), headers)?;
+        let offset = if resp.status() == StatusCode::PARTIAL_CONTENT { offset } else { 0 };
+        let length = resp.content_length();
+        Ok(Blob {
+            response: resp,
+            offset,
+            length,
+        })
+    }
+
+    /// Fetches a small blob (an image config) whole and verifies it.
+    pub fn small_blob(&self, reference: &Reference, digest: &Digest, limit: u64) -> Result<Vec<u8>, RegistryError> {
+        let blob = self.blob(reference, digest, 0)?;
+        let mut bytes = Vec::new();
+        blob.response
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| RegistryError::Read {
+                registry: reference.registry().to_string(),
+                what: format!("blob {digest}"),
+                source,
+            })?;
+        if bytes.len() as u64 > limit {
+            return Err(RegistryError::TooLarge {
+                registry: reference.registry().to_string(),
+                what: format!("blob {digest}"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Checks credentials against a registry (for `slate login`): Ok when the registry
+    /// accepts them.
+    pub fn check_login(&self, registry: &str) -> Result<(), RegistryError> {
+        let api_host = if registry == crate::reference::DOCKER_HUB {
+            crate::reference::DOCKER_HUB_API
+        } else {
+            registry
+        };
+        let ep = self.endpoint(registry, api_host)?;
+        let unauthorized = || RegistryError::Unauthorized {
+            registry: registry.to_string(),
+            repository: "login".to_string(),
+        };
+        let cred = self.credential(registry).ok_or_else(unauthorized)?;
+        let url = format!("{}/v2/", ep.base);
+        let auth = match &ep.challenge {
+            Challenge::None => return Ok(()),
+            Challenge::Basic => basic_header(cred),
+            Challenge::Bearer { realm, service } => {
+                let mut query: Vec<(&str, &str)> = Vec::new();
+                if let Some(s) = service {
+                    query.push(("service", s));
+                }
+                let resp = self.with_retries(registry, "a token", || {
+                    ep.http
+                        .get(realm)
+                        .query(&query)
+                        .basic_auth(&cred.username, Some(&cred.password))
+                })?;
+                if !resp.status().is_success() {
+                    return Err(unauthorized());
+                }
+                return Ok(());
+            }
+        };
+        let resp = self.with_retries(registry, "the API root", || ep.http.get(&url).header(AUTHORIZATION, &auth))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(unauthorized())
+        }
+    }
+}
+
+fn basic_header(c: &Credential) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password))
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these maps leaves them consistent (plain inserts), so a
+    // poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn parse_challenge(h: &HeaderMap) -> Challenge {
+    for v in h.get_all(WWW_AUTHENTICATE) {
+        let Ok(v) = v.to_str() else { continue };
+        let (scheme, params) = v.trim().split_once(' ').unwrap_or((v.trim(), ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let p = parse_params(params);
+            if let Some(realm) = p.get("realm") {
+                return Challenge::Bearer {
+                    realm: realm.clone(),
+                    service: p.get("service").cloned(),
+                };
+            }
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            return Challenge::Basic;
+        }
+    }
+    Challenge::Basic
+}
+
+/// `key="value", key2=value2` as in RFC 7235 auth-params.
+fn parse_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { break };
+        let key = rest[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        rest = rest[eq + 1..].trim_start();
+        let value;
+        if let Some(r) = rest.strip_prefix('"') {
+            let mut v = String::new();
+            let mut chars = r.char_indices();
+            let mut end = r.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            v.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => v.push(c),
+                }
+            }
+            value = v;
+            rest = &r[end.min(r.len())..];
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            value = rest[..end].trim().to_string();
+            rest = &rest[end..];
+        }
+        rest = rest.trim_start().trim_start_matches(',').trim_start();
+        out.insert(key, value);
+    }
+    out
+}
+
+/// Adds docker-convention TLS files: `*.crt` CAs, `client.cert` + `client.key`.
+fn add_cert_dir(
+    mut b: reqwest::blocking::ClientBuilder,
+    registry: &str,
+    dir: &Path,
+) -> Result<reqwest::blocking::ClientBuilder, RegistryError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(_) => return Ok(b),
+    };
+    let bad = |path: &Path, reason: String| RegistryError::Certs {
+        registry: registry.to_string(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut client_cert = None;
+    let mut client_key = None;
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".crt") {
+            let pem = std::fs::read(&path).map_err(|e| bad(&path, e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(&path, e.to_string()))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        } else if name.ends_with(".cert") {
+            client_cert = Some(path);
+        } else if name.ends_with(".key") {
+            client_key = Some(path);
+        }
+    }
+    match (client_cert, client_key) {
+        (Some(c), Some(k)) => {
+            let mut pem = std::fs::read(&c).map_err(|e| bad(&c, e.to_string()))?;
+            pem.push(b'\n');
+            pem.extend(std::fs::read(&k).map_err(|e| bad(&k, e.to_string()))?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| bad(&c, e.to_string()))?;
+            b = b.identity(id);
+        }
+        (Some(c), None) => return Err(bad(&c, "client certificate without a client.key".to_string())),
+        (None, Some(k)) => return Err(bad(&k, "client key without a client.cert".to_string())),
+        (None, None) => {}
+    }
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            WWW_AUTHENTICATE,
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/nginx:pull""#
+                .parse()
+                .unwrap(),
+        );
+        match parse_challenge(&h) {
+            Challenge::Bearer { realm, service } => {
+                assert_eq!(realm, "https://auth.docker.io/token");
+                assert_eq!(service.as_deref(), Some("registry.docker.io"));
+            }
+            _ => panic!("expected a bearer challenge"),
+        }
+    }
+
+    #[test]
+    fn parses_params_with_escapes_and_bare_values() {
+        let p = parse_params(r#"realm="a\"b", service=svc , scope="x,y""#);
+        assert_eq!(p["realm"], "a\"b");
+        assert_eq!(p["service"], "svc");
+        assert_eq!(p["scope"], "x,y");
+    }
+
+    #[test]
+    fn basic_challenge() {
+        let mut h = HeaderMap::new();
+        h.insert(WWW_AUTHENTICATE, r#"Basic realm="Registry""#.parse().unwrap());
+        assert!(matches!(parse_challenge(&h), Challenge::Basic));
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+    }
+}
