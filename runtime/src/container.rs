@@ -1,0 +1,602 @@
+//! Creating a container: the parent prepares every plan from the spec, clones the child into
+//! its namespaces, places it (cgroup, id maps) and releases it; the child sets itself up and
+//! execs, or reports exactly which step failed.
+//!
+//! Sync protocol over a `socketpair` (both ends close-on-exec):
+//!
+//! | when                       | direction      | message                                  |
+//! |----------------------------|----------------|------------------------------------------|
+//! | child is placed            | parent → child | one byte: go                             |
+//! | a setup step failed        | child → parent | [`ChildFailure`], 12 bytes, then exit    |
+//! | the app exec'd             | child → parent | nothing: EOF, as exec closed the socket  |
+//!
+//! Guarantees: `spawn` returns only once the app runs (or with an error, after the child and
+//! everything else it created are gone). The clone happens only from a single-threaded process
+//! (else [`Error::MultiThreaded`]): the child may then use everything its parent could,
+//! allocation included, without inheriting a lock held by a thread that does not exist in it.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::stat::{umask, Mode};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{setresgid, setresuid, Pid};
+use oci_spec::runtime::Spec;
+
+use crate::caps::CapsPlan;
+use crate::error::{ChildFailure, Error, Stage};
+use crate::mounts::{MountPlan, Rootfs};
+use crate::namespaces::{with_pid_namespace, Namespaces};
+use crate::process::{rlimit_name, ExecPlan};
+use crate::pty::Pty;
+use crate::syscall::{self, Cloned};
+
+/// What to run and how.
+#[derive(Debug)]
+pub struct ContainerOptions {
+    /// Container id: names its cgroup.
+    pub id: String,
+    pub spec: Spec,
+    pub rootfs: Rootfs,
+    /// Run a minimal init as PID 1 that forwards signals to the app and reaps orphans.
+    pub init: bool,
+    /// Descriptors 3..3+n stay open in the container (socket activation); all others above
+    /// 2 are closed before exec.
+    pub preserve_fds: u32,
+}
+
+impl ContainerOptions {
+    pub fn new(id: impl Into<String>, spec: Spec, rootfs: Rootfs) -> ContainerOptions {
+        ContainerOptions {
+            id: id.into(),
+            spec,
+            rootfs,
+            init: false,
+            preserve_fds: 0,
+        }
+    }
+}
+
+/// How the container's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled(Signal),
+}
+
+impl ExitStatus {
+    /// The shell's (and docker's) number for it: the code, or 128 + the signal.
+    pub fn code(&self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => *c,
+            ExitStatus::Signaled(s) => 128 + *s as i32,
+        }
+    }
+}
+
+/// A running container. Dropping it without [`Container::wait`] kills it.
+#[derive(Debug)]
+pub struct Container {
+    id: String,
+    pid: Pid,
+    pub(crate) pty_master: Option<OwnedFd>,
+    status: Option<ExitStatus>,
+}
+
+/// Everything the child needs, prepared before the clone.
+struct Plan {
+    ns: Namespaces,
+    mounts: MountPlan,
+    exec: ExecPlan,
+    caps: CapsPlan,
+    hostname: Option<CString>,
+    sysctl: Vec<(CString, CString)>,
+    init: bool,
+    preserve_fds: u32,
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
+}
+
+impl Container {
+    /// Starts the container: returns once its process has exec'd the app.
+    pub fn spawn(opts: ContainerOptions) -> Result<Container, Error> {
+        let n = threads();
+        if n > 1 {
+            return Err(Error::MultiThreaded(n));
+        }
+        let spec = &opts.spec;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or(Error::SpecMissing("process"))?;
+        let ns = Namespaces::from_spec(spec)?;
+        if !ns.private(CloneFlags::CLONE_NEWNS) {
+            return Err(Error::NeedsNamespace {
+                what: "the rootfs",
+                namespace: "mount",
+            });
+        }
+        let hostname = match spec.hostname() {
+            Some(h) if !h.is_empty() => {
+                if !ns.private(CloneFlags::CLONE_NEWUTS) {
+                    return Err(Error::NeedsNamespace {
+                        what: "a hostname",
+                        namespace: "uts",
+                    });
+                }
+                Some(CString::new(h.as_bytes()).map_err(|_| Error::Nul { what: "hostname" })?)
+            }
+            _ => None,
+        };
+        let mut sysctl = Vec::new();
+        for (k, v) in spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.sysctl().as_ref())
+            .into_iter()
+            .flatten()
+        {
+            let path = format!("/proc/sys/{}", k.replace('.', "/"));
+            let nul = |_| Error::Nul { what: "sysctl" };
+            sysctl.push((
+                CString::new(path).map_err(nul)?,
+                CString::new(v.as_bytes()).map_err(nul)?,
+            ));
+        }
+        let plan = Plan {
+            mounts: MountPlan::new(spec, &opts.rootfs, ns.private(CloneFlags::CLONE_NEWIPC))?,
+            exec: ExecPlan::new(process)?,
+            caps: CapsPlan::new(process.capabilities().as_ref())?,
+            ns,
+            hostname,
+            sysctl,
+            init: opts.init,
+            preserve_fds: opts.preserve_fds,
+        };
+        let pty = if plan.exec.terminal {
+            Some(Pty::open()?)
+        } else {
+            None
+        };
+        let (parent_sock, child_sock) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(Error::sys("socketpair"))?;
+
+        let flags = plan.ns.clone_flags.bits();
+        let cloned =
+            with_pid_namespace(plan.ns.pid_join.as_ref(), || syscall::clone_process(flags))?;
+        let pid = match cloned {
+            Cloned::Child => {
+                drop(parent_sock);
+                let slave = pty.map(|p| {
+                    drop(p.master);
+                    p.slave
+                });
+                child_main(&plan, child_sock, slave)
+            }
+            Cloned::Parent(pid) => pid,
+        };
+        drop(child_sock);
+        let pty_master = pty.map(|p| {
+            drop(p.slave);
+            p.master
+        });
+        let mut container = Container {
+            id: opts.id,
+            pid,
+            pty_master,
+            status: None,
+        };
+        tracing::debug!(id = %container.id, pid = pid.as_raw(), "container process cloned");
+        // From here on, dropping `container` on an error kills and reaps the child.
+        container.release(&plan, &parent_sock)?;
+        Ok(container)
+    }
+
+    fn release(&mut self, plan: &Plan, sock: &OwnedFd) -> Result<(), Error> {
+        plan.ns.write_id_maps(self.pid)?;
+        if let Some(adj) = plan.exec.oom_score_adj {
+            std::fs::write(format!("/proc/{}/oom_score_adj", self.pid), adj.to_string()).map_err(
+                |source| Error::Io {
+                    op: "setting oom_score_adj",
+                    source,
+                },
+            )?;
+        }
+        syscall::write_all(sock.as_fd(), &[1])
+            .map_err(Error::sys("releasing the container process"))?;
+        let mut buf = [0u8; ChildFailure::SIZE];
+        let mut got = 0;
+        while got < buf.len() {
+            match nix::unistd::read(sock.as_raw_fd(), &mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::sys("reading from the container process")(e)),
+            }
+        }
+        if got == 0 {
+            // EOF: exec closed the child's end. A child that died without a word also gives
+            // EOF; tell the two apart without blocking.
+            return match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => Ok(()),
+                Ok(status) => {
+                    self.status = to_status(status);
+                    // An app that exec'd and exited at once is a success too.
+                    if plan.init || self.status.is_some() {
+                        Ok(())
+                    } else {
+                        Err(Error::ChildDied)
+                    }
+                }
+                Err(e) => Err(Error::sys("waitpid")(e)),
+            };
+        }
+        let failure = if got == ChildFailure::SIZE {
+            ChildFailure::decode(&buf).ok_or(Error::Protocol)?
+        } else {
+            return Err(Error::Protocol);
+        };
+        Err(plan.error(failure))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The container process, as seen from the host.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Sends `signal` to the container's PID 1. (A PID 1 without a handler for it ignores
+    /// everything but SIGKILL and SIGSTOP; `init: true` forwards to the app instead.)
+    pub fn kill(&self, signal: Signal) -> Result<(), Error> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        kill(self.pid, signal).map_err(Error::sys("kill"))
+    }
+
+    /// Reaps the container if it has exited, without blocking.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, Error> {
+        if self.status.is_some() {
+            return Ok(self.status);
+        }
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(s) => {
+                self.status = to_status(s);
+                Ok(self.status)
+            }
+            Err(Errno::EINTR) => Ok(None),
+            Err(e) => Err(Error::sys("waitpid")(e)),
+        }
+    }
+
+    /// Waits for the container to exit and reaps it.
+    pub fn wait(&mut self) -> Result<ExitStatus, Error> {
+        loop {
+            if let Some(s) = self.status {
+                return Ok(s);
+            }
+            match waitpid(self.pid, None) {
+                Ok(s) => self.status = to_status(s),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(Error::sys("waitpid")(e)),
+            }
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = kill(self.pid, Signal::SIGKILL);
+            let _ = self.wait();
+        }
+    }
+}
+
+fn to_status(s: WaitStatus) -> Option<ExitStatus> {
+    match s {
+        WaitStatus::Exited(_, c) => Some(ExitStatus::Exited(c)),
+        WaitStatus::Signaled(_, sig, _) => Some(ExitStatus::Signaled(sig)),
+        _ => None,
+    }
+}
+
+impl Plan {
+    /// Turns the child's report into an error that names the step.
+    fn error(&self, f: ChildFailure) -> Error {
+        let source = Errno::from_raw(f.errno);
+        match f.stage {
+            Stage::Exec => {
+                let path = self.exec.candidate(f.index);
+                if source == Errno::ENOENT {
+                    // The name alone, as the user wrote it, reads best when PATH was searched.
+                    Error::ExecNotFound(path)
+                } else {
+                    Error::ExecDenied { path, source }
+                }
+            }
+            Stage::Rlimit => {
+                let step = self
+                    .exec
+                    .rlimits
+                    .get(f.index as usize)
+                    .map(|r| {
+                        format!(
+                            "set {} to soft {} hard {} (the hard limit cannot be raised)",
+                            rlimit_name(r.name),
+                            r.soft,
+                            r.hard
+                        )
+                    })
+                    .unwrap_or_default();
+                Error::Setup { step, source }
+            }
+            Stage::JoinNamespace => Error::Setup {
+                step: self
+                    .ns
+                    .joins
+                    .get(f.index as usize)
+                    .map(|j| format!("join namespace {}", j.path.display()))
+                    .unwrap_or_default(),
+                source,
+            },
+            Stage::Sysctl => Error::Setup {
+                step: self
+                    .sysctl
+                    .get(f.index as usize)
+                    .map(|(k, _)| format!("write {}", k.to_string_lossy()))
+                    .unwrap_or_default(),
+                source,
+            },
+            Stage::CwdOutsideRoot => Error::Setup {
+                step: "the working directory is outside the container's root".to_string(),
+                source,
+            },
+            stage => {
+                let mut step = self.mounts.describe(stage, f.index);
+                if step.is_empty() {
+                    step = stage_name(stage).to_string();
+                }
+                Error::Setup { step, source }
+            }
+        }
+    }
+}
+
+fn stage_name(s: Stage) -> &'static str {
+    match s {
+        Stage::Sync => "wait for the runtime",
+        Stage::MountPropagation => "make the mount tree private",
+        Stage::PivotRoot => "pivot_root into the rootfs",
+        Stage::ReadonlyRoot => "make the rootfs read-only",
+        Stage::Hostname => "set the hostname",
+        Stage::NoNewPrivs => "set no_new_privs",
+        Stage::Seccomp => "install the seccomp filter",
+        Stage::Bounding => "drop capabilities from the bounding set",
+        Stage::Groups => "set the additional groups",
+        Stage::Gid => "set the gid",
+        Stage::Uid => "set the uid",
+        Stage::Capabilities => "set the capabilities",
+        Stage::Cwd => "change to the working directory",
+        Stage::Terminal => "attach the terminal",
+        Stage::CloseFds => "close inherited descriptors",
+        Stage::Fork => "fork the app under init",
+        _ => "set up the container",
+    }
+}
+
+/// The child: sets itself up, execs the app, or reports the failing step and exits.
+fn child_main(plan: &Plan, sock: OwnedFd, tty: Option<OwnedFd>) -> ! {
+    let failure = match child_setup(plan, &sock, tty) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let _ = syscall::write_all(sock.as_fd(), &failure.encode());
+    let code = match (failure.stage, Errno::from_raw(failure.errno)) {
+        (Stage::Exec, Errno::ENOENT) => 127,
+        (Stage::Exec, _) => 126,
+        _ => 125,
+    };
+    syscall::exit_now(code)
+}
+
+fn at(stage: Stage, index: u32) -> impl Fn(Errno) -> ChildFailure + Copy {
+    move |e| ChildFailure {
+        stage,
+        index,
+        errno: e as i32,
+    }
+}
+
+enum Never {}
+
+fn child_setup(plan: &Plan, sock: &OwnedFd, tty: Option<OwnedFd>) -> Result<Never, ChildFailure> {
+    // Die with the supervisor rather than outlive it unsupervised.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(at(Stage::Sync, 0))?;
+    let mut go = [0u8; 1];
+    loop {
+        match nix::unistd::read(sock.as_raw_fd(), &mut go) {
+            Ok(1) => break,
+            // The parent is gone or gave up on us.
+            Ok(_) => syscall::exit_now(125),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(at(Stage::Sync, 0)(e)),
+        }
+    }
+    for (i, j) in plan.ns.joins.iter().enumerate() {
+        nix::sched::setns(&j.fd, j.kind).map_err(at(Stage::JoinNamespace, i as u32))?;
+    }
+    if plan.ns.clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
+        // Become the namespace's root (mapped by the parent) for the setup that follows.
+        setresgid(0.into(), 0.into(), 0.into()).map_err(at(Stage::Gid, 0))?;
+        setresuid(0.into(), 0.into(), 0.into()).map_err(at(Stage::Uid, 0))?;
+    }
+    // Device nodes and mount points get exactly the modes asked for.
+    umask(Mode::empty());
+
+    let root = plan.mounts.setup_rootfs()?;
+    plan.mounts.pivot(root)?;
+    for (i, (path, value)) in plan.sysctl.iter().enumerate() {
+        write_file(path, value.as_bytes()).map_err(at(Stage::Sysctl, i as u32))?;
+    }
+    plan.mounts.finish()?;
+    if let Some(h) = &plan.hostname {
+        nix::unistd::sethostname(std::ffi::OsStr::from_bytes(h.as_bytes()))
+            .map_err(at(Stage::Hostname, 0))?;
+    }
+    plan.exec
+        .apply_rlimits()
+        .map_err(|(i, e)| at(Stage::Rlimit, i)(e))?;
+
+    if let Some(tty) = tty {
+        let t = at(Stage::Terminal, 0);
+        nix::unistd::setsid().map_err(t)?;
+        syscall::set_controlling_tty(tty.as_fd()).map_err(t)?;
+        for target in 0..=2 {
+            nix::unistd::dup2(tty.as_raw_fd(), target).map_err(t)?;
+        }
+        drop(tty);
+    }
+
+    if plan.exec.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().map_err(at(Stage::NoNewPrivs, 0))?;
+    }
+    // Seccomp goes here when no_new_privs is off (installing a filter then needs
+    // CAP_SYS_ADMIN, which is about to be dropped), else last before exec.
+
+    plan.caps.apply_bounding().map_err(at(Stage::Bounding, 0))?;
+    // Keep the permitted set across the uid switch; the spec's sets are applied right after.
+    nix::sys::prctl::set_keepcaps(true).map_err(at(Stage::Capabilities, 0))?;
+    if !plan.ns.clone_flags.contains(CloneFlags::CLONE_NEWUSER) || !plan.exec.groups.is_empty() {
+        nix::unistd::setgroups(&plan.exec.groups).map_err(at(Stage::Groups, 0))?;
+    }
+    let (uid, gid) = (plan.exec.uid, plan.exec.gid);
+    setresgid(gid, gid, gid).map_err(at(Stage::Gid, 0))?;
+    setresuid(uid, uid, uid).map_err(at(Stage::Uid, 0))?;
+    nix::sys::prctl::set_keepcaps(false).map_err(at(Stage::Capabilities, 0))?;
+    // A uid change clears the parent-death signal; set it again.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(at(Stage::Sync, 0))?;
+    plan.caps.apply_sets().map_err(at(Stage::Capabilities, 0))?;
+
+    // As the user, so that a directory it cannot enter is an error here, not a surprise later.
+    let cwd = plan.mounts.cwd.as_bytes();
+    let cwd_abs = if cwd == b"." { &b"/"[..] } else { cwd };
+    nix::unistd::chdir("/").map_err(at(Stage::Cwd, 0))?;
+    nix::unistd::chdir(std::ffi::OsStr::from_bytes(cwd_abs)).map_err(at(Stage::Cwd, 0))?;
+    // CVE-2024-21626: a descriptor leaked from the host (a cgroup directory, the old root)
+    // could serve as a cwd outside the container. With every mount done inside the rootfs
+    // and all descriptors closed below this cannot happen, but check that the cwd is
+    // reachable from the container's root anyway: getcwd fails with ENOENT (or returns a
+    // path not starting with "/") for a directory outside it.
+    let mut buf = [0u8; 4096];
+    // SAFETY: getcwd writes at most buf.len() bytes, NUL included, into the buffer passed.
+    let p = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+    if p.is_null() || buf[0] != b'/' {
+        let errno = if p.is_null() {
+            Errno::last()
+        } else {
+            Errno::ENOENT
+        };
+        return Err(at(Stage::CwdOutsideRoot, 0)(errno));
+    }
+    umask(Mode::from_bits_truncate(
+        plan.exec.umask.unwrap_or(0o022) as libc::mode_t
+    ));
+
+    if plan.init {
+        crate::init::fork_app(|| {
+            // Only the app reports over the socket from now on.
+            let _ = nix::unistd::close(sock.as_raw_fd());
+        })
+        .map_err(at(Stage::Fork, 0))?;
+    }
+
+    close_fds(plan.preserve_fds, sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
+    // Seccomp (no_new_privs set) goes here, last before exec.
+
+    let (index, errno) = plan.exec.exec();
+    Err(at(Stage::Exec, index)(errno))
+}
+
+fn write_file(path: &CString, value: &[u8]) -> Result<(), Errno> {
+    let fd = nix::fcntl::open(
+        path.as_c_str(),
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    syscall::write_all(fd.as_fd(), value)
+}
+
+/// CVE-2024-21626: close every descriptor the container is not meant to have, so nothing of
+/// the host (a cgroup directory, a runtime file) is reachable through /proc/self/fd after
+/// exec. Kept: 0-2, the preserved 3..3+n, and the sync socket (close-on-exec, so exec closes
+/// it and the parent sees EOF as success).
+fn close_fds(preserve: u32, sock: i32) -> Result<(), Errno> {
+    let first_free = 3 + preserve;
+    for fd in 3..first_free {
+        // Inherited descriptors meant for the container must survive exec.
+        let _ = nix::fcntl::fcntl(
+            fd as i32,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        );
+    }
+    let sock = sock as u32;
+    let ranges: [(u32, u32); 2] = if sock >= first_free {
+        [(first_free, sock.saturating_sub(1)), (sock + 1, u32::MAX)]
+    } else {
+        [(first_free, u32::MAX), (1, 0)]
+    };
+    for (lo, hi) in ranges {
+        if lo > hi {
+            continue;
+        }
+        match syscall::close_range(lo, hi) {
+            Ok(()) => {}
+            Err(Errno::ENOSYS) => {
+                // Kernels before 5.9: close one by one up to the descriptor limit.
+                let max =
+                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                        .map(|(soft, _)| soft.min(1 << 20) as u32)
+                        .unwrap_or(1024);
+                for fd in lo..=hi.min(max) {
+                    let _ = nix::unistd::close(fd as i32);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The rootfs path of a bundle's `root.path`, relative to the bundle directory.
+pub fn bundle_rootfs(bundle: &std::path::Path, spec: &Spec) -> Result<PathBuf, Error> {
+    let root = spec.root().as_ref().ok_or(Error::SpecMissing("root"))?;
+    let p = root.path();
+    Ok(if p.is_absolute() {
+        p.clone()
+    } else {
+        bundle.join(p)
+    })
+}

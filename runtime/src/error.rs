@@ -1,0 +1,258 @@
+//! Errors of the runtime, one enum composed with `#[from]`.
+//!
+//! What the caller is promised: every failure of [`crate::Container::spawn`] comes back as one of
+//! these, after everything the attempt created (process, cgroup, mounts) is gone. Failures inside
+//! the container's setup are reported by the child over the sync channel ([`ChildFailure`]) and
+//! turned into [`Error::Setup`] or an exec error by the parent, which knows what each step was.
+//! [`Error::exit_code`] maps an error to docker's exit codes (125, 126, 127).
+
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+/// Everything that can go wrong while starting or supervising a container.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec lacks a section the runtime cannot do without.
+    #[error("the spec has no {0}")]
+    SpecMissing(&'static str),
+    /// `process.args` is empty.
+    #[error("the spec's process has no args")]
+    NoArgs,
+    /// A string from the spec holds a NUL byte and cannot reach the kernel.
+    #[error("{what} contains a NUL byte")]
+    Nul { what: &'static str },
+    /// A capability name the kernel interface does not know.
+    #[error("unknown capability {0}")]
+    UnknownCapability(String),
+    /// A mount option the runtime does not understand.
+    #[error("unknown option {option:?} for the mount at {destination}")]
+    MountOption {
+        destination: PathBuf,
+        option: String,
+    },
+    /// A mount whose destination is not absolute.
+    #[error("mount destination {0} is not absolute")]
+    RelativeMountDestination(PathBuf),
+    /// The spec asks for something that needs a private namespace it does not create.
+    #[error("{what} needs a private {namespace} namespace, which the spec does not create")]
+    NeedsNamespace {
+        what: &'static str,
+        namespace: &'static str,
+    },
+    /// An overlay directory whose name the overlay option syntax cannot carry.
+    #[error(
+        "overlay directory {0} contains ',', ':' or '\\', which overlayfs options cannot carry"
+    )]
+    OverlayPath(PathBuf),
+    /// The source of a bind mount is not there.
+    #[error("bind mount source {path}")]
+    BindSource {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `process.cwd` is not absolute.
+    #[error("the working directory {0} is not absolute")]
+    RelativeCwd(PathBuf),
+    /// The root filesystem is not there.
+    #[error("rootfs {0} does not exist or is not a directory")]
+    RootfsMissing(PathBuf),
+    /// `Container::spawn` was called while other threads run (forking would copy held locks).
+    #[error("the container must be started from a single-threaded process, but {0} threads are running (stop async runtimes and worker threads first)")]
+    MultiThreaded(usize),
+    /// A system call of the parent failed.
+    #[error("{op} failed")]
+    Sys {
+        op: &'static str,
+        #[source]
+        source: Errno,
+    },
+    /// Opening a namespace to join failed.
+    #[error("cannot open namespace {path}")]
+    NamespacePath {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    /// A step of the container's setup failed inside the child.
+    #[error("container setup failed: {step}")]
+    Setup {
+        step: String,
+        #[source]
+        source: Errno,
+    },
+    /// The executable was not found (docker exit code 127).
+    #[error("{0}: executable file not found in the container")]
+    ExecNotFound(String),
+    /// The executable exists but cannot be executed (docker exit code 126).
+    #[error("{path}: cannot execute")]
+    ExecDenied {
+        path: String,
+        #[source]
+        source: Errno,
+    },
+    /// The child died before it reported success or failure.
+    #[error("the container process died during setup")]
+    ChildDied,
+    /// The child spoke a message that does not follow the sync protocol.
+    #[error("malformed message from the container process")]
+    Protocol,
+    /// I/O of the supervisor (terminal relay, signal handling).
+    #[error("{op} failed")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Docker's exit code for this error: 127 executable not found, 126 not executable,
+    /// 125 for every failure of the runtime itself.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::ExecNotFound(_) => 127,
+            Error::ExecDenied { .. } => 126,
+            _ => 125,
+        }
+    }
+
+    pub(crate) fn sys(op: &'static str) -> impl FnOnce(Errno) -> Error {
+        move |source| Error::Sys { op, source }
+    }
+}
+
+/// What the child reports when a setup step fails: which step, which item of that step (an
+/// index into the parent's plan) and the errno. Fixed size so the child sends it with one
+/// `write(2)` and no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChildFailure {
+    pub stage: Stage,
+    pub index: u32,
+    pub errno: i32,
+}
+
+/// Setup steps of the child, in the order it runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Stage {
+    Sync = 1,
+    JoinNamespace,
+    MountPropagation,
+    MountRootfs,
+    OpenRootfs,
+    Mount,
+    CreateDevice,
+    PivotRoot,
+    ReadonlyRoot,
+    MaskPath,
+    ReadonlyPath,
+    Hostname,
+    Sysctl,
+    Rlimit,
+    NoNewPrivs,
+    Seccomp,
+    Bounding,
+    Groups,
+    Gid,
+    Uid,
+    Capabilities,
+    Cwd,
+    CwdOutsideRoot,
+    Terminal,
+    CloseFds,
+    Fork,
+    Exec,
+}
+
+impl Stage {
+    const ALL: [Stage; 27] = [
+        Stage::Sync,
+        Stage::JoinNamespace,
+        Stage::MountPropagation,
+        Stage::MountRootfs,
+        Stage::OpenRootfs,
+        Stage::Mount,
+        Stage::CreateDevice,
+        Stage::PivotRoot,
+        Stage::ReadonlyRoot,
+        Stage::MaskPath,
+        Stage::ReadonlyPath,
+        Stage::Hostname,
+        Stage::Sysctl,
+        Stage::Rlimit,
+        Stage::NoNewPrivs,
+        Stage::Seccomp,
+        Stage::Bounding,
+        Stage::Groups,
+        Stage::Gid,
+        Stage::Uid,
+        Stage::Capabilities,
+        Stage::Cwd,
+        Stage::CwdOutsideRoot,
+        Stage::Terminal,
+        Stage::CloseFds,
+        Stage::Fork,
+        Stage::Exec,
+    ];
+
+    fn from_u32(v: u32) -> Option<Stage> {
+        Stage::ALL.iter().copied().find(|s| *s as u32 == v)
+    }
+}
+
+impl ChildFailure {
+    pub const SIZE: usize = 12;
+
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&(self.stage as u32).to_ne_bytes());
+        b[4..8].copy_from_slice(&self.index.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.errno.to_ne_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8; Self::SIZE]) -> Option<ChildFailure> {
+        let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        Some(ChildFailure {
+            stage: Stage::from_u32(u32::from_ne_bytes(word(0)))?,
+            index: u32::from_ne_bytes(word(4)),
+            errno: i32::from_ne_bytes(word(8)),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_round_trips() {
+        for stage in Stage::ALL {
+            let f = ChildFailure {
+                stage,
+                index: 7,
+                errno: libc::ENOENT,
+            };
+            assert_eq!(ChildFailure::decode(&f.encode()), Some(f));
+        }
+    }
+
+    #[test]
+    fn unknown_stage_is_rejected() {
+        assert_eq!(ChildFailure::decode(&[0xff; ChildFailure::SIZE]), None);
+    }
+
+    #[test]
+    fn exit_codes_follow_docker() {
+        assert_eq!(Error::ExecNotFound("x".into()).exit_code(), 127);
+        let denied = Error::ExecDenied {
+            path: "x".into(),
+            source: Errno::EACCES,
+        };
+        assert_eq!(denied.exit_code(), 126);
+        assert_eq!(Error::ChildDied.exit_code(), 125);
+    }
+}

@@ -1,0 +1,61 @@
+//! A minimal init for `init: true` (`slate run --init`): PID 1 of the container that starts the
+//! app, forwards signals to it, reaps every orphan, and exits with the app's status (128+N when
+//! the app was killed by signal N).
+//!
+//! It runs in the cloned container process itself after all setup, so it is already confined
+//! like the app (namespaces, mounts, capabilities, seccomp). CVE-2019-5736: slate's own binary
+//! never runs inside the container, in this mode as in the others; init is a fork of the freshly
+//! cloned, single-threaded child, not a re-exec of `/proc/self/exe`, so there is no host binary
+//! for the container to overwrite through `/proc/self/exe`.
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::syscall::exit_now;
+
+/// Forks the app. In the app, returns so the caller can exec it; in init, never returns.
+///
+/// All signals stay blocked in init and are taken synchronously with `sigwaitinfo`, so none is
+/// lost between a fork and a wait; the app gets an empty mask back before it execs.
+pub(crate) fn fork_app(close_in_init: impl FnOnce()) -> Result<(), Errno> {
+    let all = SigSet::all();
+    let mut old = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old))?;
+    // SAFETY: the container process is single-threaded (checked before clone), so the child of
+    // this fork is a complete copy; it only execs or exits.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            Ok(())
+        }
+        ForkResult::Parent { child } => {
+            close_in_init();
+            exit_now(supervise_app(child, &all))
+        }
+    }
+}
+
+fn supervise_app(app: Pid, all: &SigSet) -> i32 {
+    loop {
+        let sig = match all.wait() {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if sig != Signal::SIGCHLD {
+            // The app may already be gone; its status comes with the next SIGCHLD.
+            let _ = kill(app, sig);
+            continue;
+        }
+        // One SIGCHLD may stand for many exits: reap until nothing is left to reap.
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == app => return code,
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == app => return 128 + s as i32,
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Namespaces from the spec's `linux.namespaces`: which ones the container gets fresh (passed to
+//! `clone(2)` directly), which ones it joins by path (`setns(2)`), and the user namespace's id
+//! maps.
+//!
+//! Guarantees: an absent namespace type means the host's (e.g. no `network` entry = host
+//! network); paths are opened in the parent, so a bad path fails before any process exists. A
+//! PID namespace given by path is entered by the parent around `clone` (setns on a PID namespace
+//! only affects children), every other one by the child right after `clone`. User namespaces are
+//! created and mapped here, but nothing else in the runtime is yet tuned for running unprivileged
+//! inside one.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+
+use crate::error::Error;
+
+/// A namespace the child joins by path.
+#[derive(Debug)]
+pub(crate) struct Join {
+    pub fd: OwnedFd,
+    pub kind: CloneFlags,
+    pub path: PathBuf,
+}
+
+/// What the spec asks for, resolved and opened.
+#[derive(Debug)]
+pub(crate) struct Namespaces {
+    /// Flags for `clone(2)`: the namespaces created fresh.
+    pub clone_flags: CloneFlags,
+    /// Namespaces joined by the child, mount last so the others' paths are still reachable.
+    pub joins: Vec<Join>,
+    /// PID namespace entered by the parent for the duration of `clone`.
+    pub pid_join: Option<Join>,
+    pub uid_map: Vec<LinuxIdMapping>,
+    pub gid_map: Vec<LinuxIdMapping>,
+}
+
+impl Namespaces {
+    /// True if the container gets its own namespace of `kind` (fresh or joined).
+    pub fn private(&self, kind: CloneFlags) -> bool {
+        self.clone_flags.contains(kind)
+            || self.joins.iter().any(|j| j.kind == kind)
+            || (kind == CloneFlags::CLONE_NEWPID && self.pid_join.is_some())
+    }
+
+    pub fn from_spec(spec: &Spec) -> Result<Namespaces, Error> {
+        let mut ns = Namespaces {
+            clone_flags: CloneFlags::empty(),
+            joins: Vec::new(),
+            pid_join: None,
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
+        };
+        let linux = match spec.linux() {
+            Some(l) => l,
+            None => return Ok(ns),
+        };
+        for n in linux.namespaces().iter().flatten() {
+            let kind = flag(n.typ());
+            match n.path() {
+                None => ns.clone_flags |= kind,
+                Some(path) => {
+                    let fd = open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+                        .map_err(|source| Error::NamespacePath {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    // SAFETY: open returned a new descriptor that nothing else owns.
+                    let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+                    let join = Join {
+                        fd,
+                        kind,
+                        path: path.clone(),
+                    };
+                    if kind == CloneFlags::CLONE_NEWPID {
+                        ns.pid_join = Some(join);
+                    } else {
+                        ns.joins.push(join);
+                    }
+                }
+            }
+        }
+        // The user namespace must be joined first (it owns the others), mount last.
+        ns.joins.sort_by_key(|j| match j.kind {
+            k if k == CloneFlags::CLONE_NEWUSER => 0,
+            k if k == CloneFlags::CLONE_NEWNS => 2,
+            _ => 1,
+        });
+        if ns.clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
+            ns.uid_map = linux.uid_mappings().clone().unwrap_or_default();
+            ns.gid_map = linux.gid_mappings().clone().unwrap_or_default();
+        }
+        Ok(ns)
+    }
+
+    /// Writes the id maps of a fresh user namespace; the child waits for this before it does
+    /// anything that needs its ids.
+    pub fn write_id_maps(&self, pid: Pid) -> Result<(), Error> {
+        if !self.clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
+            return Ok(());
+        }
+        let write = |file: &str, body: String| -> Result<(), Error> {
+            std::fs::write(format!("/proc/{pid}/{file}"), body).map_err(|source| Error::Io {
+                op: "writing the user namespace id maps",
+                source,
+            })
+        };
+        let render = |maps: &[LinuxIdMapping]| {
+            maps.iter()
+                .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+                .collect::<String>()
+        };
+        write("uid_map", render(&self.uid_map))?;
+        write("gid_map", render(&self.gid_map))
+    }
+}
+
+/// The clone flag of a namespace type.
+pub(crate) fn flag(t: LinuxNamespaceType) -> CloneFlags {
+    match t {
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        // CLONE_NEWTIME is not accepted by clone(2), only by unshare/clone3; 0x80 is its value.
+        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(0x80),
+    }
+}
+
+/// Runs `f` with the parent's PID namespace for children switched to `join`, and switches back
+/// afterwards whatever `f` returned.
+pub(crate) fn with_pid_namespace<T>(
+    join: Option<&Join>,
+    f: impl FnOnce() -> Result<T, Errno>,
+) -> Result<T, Error> {
+    let join = match join {
+        None => return f().map_err(Error::sys("clone")),
+        Some(j) => j,
+    };
+    let own = open(
+        "/proc/self/ns/pid",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(Error::sys("opening the own pid namespace"))?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let own: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(own) };
+    nix::sched::setns(&join.fd, CloneFlags::CLONE_NEWPID).map_err(|source| {
+        Error::NamespacePath {
+            path: join.path.clone(),
+            source,
+        }
+    })?;
+    let result = f();
+    let back = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
+    let value = result.map_err(Error::sys("clone"))?;
+    back.map_err(Error::sys("returning to the own pid namespace"))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, SpecBuilder};
+
+    fn spec_with(types: &[LinuxNamespaceType]) -> Spec {
+        let namespaces = types
+            .iter()
+            .map(|t| LinuxNamespaceBuilder::default().typ(*t).build().unwrap())
+            .collect::<Vec<_>>();
+        let linux = LinuxBuilder::default()
+            .namespaces(namespaces)
+            .build()
+            .unwrap();
+        SpecBuilder::default().linux(linux).build().unwrap()
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn absent_network_means_host() {
+        let ns = Namespaces::from_spec(&spec_with(&[
+            LinuxNamespaceType::Pid,
+            LinuxNamespaceType::Mount,
+        ]))
+        .unwrap();
+        assert!(ns.private(CloneFlags::CLONE_NEWPID));
+        assert!(ns.private(CloneFlags::CLONE_NEWNS));
+        assert!(!ns.private(CloneFlags::CLONE_NEWNET));
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn missing_path_fails_before_clone() {
+        let ns = LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path("/nonexistent/ns/net")
+            .build()
+            .unwrap();
+        let linux = LinuxBuilder::default()
+            .namespaces(vec![ns])
+            .build()
+            .unwrap();
+        let spec = SpecBuilder::default().linux(linux).build().unwrap();
+        assert!(matches!(
+            Namespaces::from_spec(&spec),
+            Err(Error::NamespacePath { .. })
+        ));
+    }
+}

@@ -1,0 +1,151 @@
+//! The few raw system calls the runtime needs that `nix` does not wrap, each in a small
+//! function whose `unsafe` block says why it is sound.
+//!
+//! Guarantee: nothing here allocates, so every function may be called in the freshly cloned
+//! child before `execve`.
+
+use std::ffi::{c_char, CStr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// Result of [`clone_process`], seen from each side.
+pub(crate) enum Cloned {
+    Parent(Pid),
+    Child,
+}
+
+/// Creates the container process with `clone(2)` the way `fork(2)` would, but directly inside
+/// the new namespaces named by `flags` (no unshare-and-re-exec dance, which is what makes starts
+/// fast).
+pub(crate) fn clone_process(flags: libc::c_int) -> Result<Cloned, Errno> {
+    let flags = (flags | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: without CLONE_VM the child gets its own copy-on-write copy of the address space
+    // and, with a null stack pointer, keeps running on its copy of the current stack, exactly as
+    // after fork(2). The remaining pointer arguments are only read with CLONE_PARENT_SETTID,
+    // CLONE_CHILD_SETTID or CLONE_SETTLS, which are never passed. The caller has checked that the
+    // process is single-threaded, so no lock can be held by a thread that the child lacks.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(Cloned::Child),
+        pid => Ok(Cloned::Parent(Pid::from_raw(pid as libc::pid_t))),
+    }
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// `openat2(2)` of `path` with `root` as the root of every lookup: `..` and absolute symlinks
+/// stay inside it, so a hostile rootfs cannot redirect a mount onto the host. `ENOSYS` (kernel
+/// before 5.6) tells the caller to use its component-by-component fallback.
+pub(crate) fn openat2_in_root(
+    root: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+) -> Result<OwnedFd, Errno> {
+    let mut how: libc::open_how = unsafe_zeroed_open_how();
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `path` is a valid NUL-terminated string and `how` a valid open_how whose size is
+    // passed alongside; the kernel only reads both during the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+fn unsafe_zeroed_open_how() -> libc::open_how {
+    // SAFETY: open_how is a plain struct of integers, for which all-zero is valid (and means
+    // "no flags").
+    unsafe { std::mem::zeroed() }
+}
+
+/// Closes every descriptor in `first..=last`; `ENOSYS` on kernels before 5.9.
+pub(crate) fn close_range(first: u32, last: u32) -> Result<(), Errno> {
+    // SAFETY: closing descriptors has no memory-safety effect on this process: the child owns
+    // no Rust objects that use these descriptors after this point (it is about to exec).
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    Errno::result(ret).map(drop)
+}
+
+/// `execve(2)` with argument and environment arrays prepared (and NULL-terminated) by the
+/// parent, so the child does not allocate. Returns only on failure.
+pub(crate) fn execve(path: &CStr, argv: &[*const c_char], envp: &[*const c_char]) -> Errno {
+    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
+    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
+    // SAFETY: `path` is NUL-terminated; `argv` and `envp` are NULL-terminated arrays of pointers
+    // into CStrings that the caller keeps alive for the duration of the call.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Errno::last()
+}
+
+/// Makes the terminal on `fd` the controlling terminal of this (new session leader) process.
+pub(crate) fn set_controlling_tty(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and touches no memory.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY as _, 0) };
+    Errno::result(ret).map(drop)
+}
+
+/// Reads the window size of the terminal on `fd`.
+pub(crate) fn get_winsize(fd: BorrowedFd<'_>) -> Result<libc::winsize, Errno> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the valid, writable struct passed.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ as _, &mut ws) };
+    Errno::result(ret).map(|_| ws)
+}
+
+/// Sets the window size of the terminal on `fd`.
+pub(crate) fn set_winsize(fd: BorrowedFd<'_>, ws: &libc::winsize) -> Result<(), Errno> {
+    // SAFETY: TIOCSWINSZ only reads the winsize passed.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ as _, ws as *const _) };
+    Errno::result(ret).map(drop)
+}
+
+/// `setrlimit(2)` with raw values (the resource numbers come from the spec's names).
+pub(crate) fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> Result<(), Errno> {
+    let lim = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: setrlimit only reads the rlimit passed. The resource type differs between libc
+    // flavours, hence the inferred cast.
+    let ret = unsafe { libc::setrlimit(resource as _, &lim) };
+    Errno::result(ret).map(drop)
+}
+
+/// Leaves the process without running atexit handlers or destructors; the only exit the child
+/// may take, since it shares nothing it should flush or free.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no user memory.
+    unsafe { libc::_exit(code) }
+}
+
+/// Writes all of `buf` to `fd` without allocating.
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<(), Errno> {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(0) => return Err(Errno::EPIPE),
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
