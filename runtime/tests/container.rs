@@ -1,0 +1,349 @@
+//! Integration tests of the runtime on the real kernel, as root: each runs a container from
+//! a busybox bundle through the `run_bundle` example, asserts what the probe or the exit
+//! status shows, then that nothing of the run is left.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::Bundle;
+use serde_json::json;
+
+#[test]
+fn probe_sees_a_confined_world() {
+    let b = Bundle::new("probe");
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.one("pid"), "1");
+    assert_eq!(out.one("hostname"), "probe-host");
+    assert_eq!(out.one("cwd"), "/");
+    // Docker's 14 capabilities, in the effective and the bounding set alike.
+    assert_eq!(out.one("CapEff"), "00000000a80425fb");
+    assert_eq!(out.one("CapBnd"), "00000000a80425fb");
+    assert_eq!(out.one("CapInh"), "0000000000000000");
+    assert_eq!(out.one("NoNewPrivs"), "1");
+
+    let report = out.report();
+    let mounts = &report["mount"];
+    let has = |point: &str, fstype: &str, opt: &str| {
+        mounts.iter().any(|m| {
+            let f: Vec<&str> = m.split(' ').collect();
+            f[0] == point && f[1] == fstype && f[2].split(',').any(|o| o == opt)
+        })
+    };
+    assert!(has("/proc", "proc", "nosuid"), "{mounts:#?}");
+    assert!(has("/sys", "sysfs", "ro"), "{mounts:#?}");
+    assert!(has("/dev", "tmpfs", "nosuid"), "{mounts:#?}");
+    assert!(has("/dev/pts", "devpts", "rw"), "{mounts:#?}");
+    assert!(has("/dev/shm", "tmpfs", "nodev"), "{mounts:#?}");
+    assert!(has("/dev/mqueue", "mqueue", "rw"), "{mounts:#?}");
+    assert!(has("/proc/sys", "proc", "ro"), "{mounts:#?}");
+    // Nothing of the host's tree beyond what was mounted on purpose.
+    assert!(!mounts
+        .iter()
+        .any(|m| m.starts_with("/work") || m.starts_with("/tmp")));
+    assert_eq!(out.one("dev_null"), "chr");
+    assert_eq!(out.one("dev_ptmx"), "pts/ptmx");
+
+    // Masked: files read as empty, directories are empty, wherever this kernel has them.
+    for (k, v) in &report {
+        if let Some(path) = k.strip_prefix("masked ") {
+            let v = &v[0];
+            assert!(
+                v == "absent" || v == "read 0" || v == "dir 0",
+                "{path} is readable: {v}"
+            );
+        }
+    }
+    assert!(out.one("proc_sys_writable").starts_with("no"));
+    // CVE-2024-21626: only stdio reaches the container.
+    assert_eq!(out.one("fds"), "0,1,2");
+    b.assert_clean();
+}
+
+#[test]
+fn user_groups_umask_and_cwd() {
+    let mut b = Bundle::new("user");
+    b.spec["process"]["user"] =
+        json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 63});
+    b.spec["process"]["cwd"] = json!("/work/here");
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.one("uid"), "1000");
+    assert_eq!(out.one("gid"), "1000");
+    assert_eq!(out.one("groups"), "10,20");
+    assert_eq!(out.one("umask"), "0077");
+    assert_eq!(out.one("cwd"), "/work/here");
+    // A non-root user keeps no capability across exec without ambient ones, as under docker.
+    assert_eq!(out.one("CapEff"), "0000000000000000");
+    assert_eq!(out.one("CapBnd"), "00000000a80425fb");
+    b.assert_clean();
+}
+
+#[test]
+fn exit_codes_are_reported_exactly() {
+    let mut b = Bundle::new("exit7");
+    b.args(&["sh", "-c", "exit 7"]);
+    assert_eq!(b.run(&[]).code, 7);
+    b.args(&["false"]);
+    assert_eq!(b.run(&[]).code, 1);
+    b.args(&["true"]);
+    assert_eq!(b.run(&[]).code, 0);
+    b.assert_clean();
+}
+
+#[test]
+fn sigkill_is_reported_as_137() {
+    let mut b = Bundle::new("kill9");
+    b.args(&["sleep", "30"]);
+    let run = b.start(&[]);
+    let pid = run.container_pid();
+    // Give the exec a moment so the kill hits the app, not the setup.
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = run.finish(Duration::from_secs(20));
+    assert_eq!(out.code, 137, "{out:#?}");
+    b.assert_clean();
+}
+
+#[test]
+fn sigterm_to_the_supervisor_reaches_the_app() {
+    let mut b = Bundle::new("term");
+    // PID 1 only gets signals it handles: this one traps TERM and says so by its exit code.
+    b.args(&[
+        "sh",
+        "-c",
+        "trap 'exit 42' TERM; echo ready; while true; do sleep 0.05; done",
+    ]);
+    let run = b.start(&[]);
+    run.container_pid();
+    std::thread::sleep(Duration::from_millis(300));
+    run.signal(libc::SIGTERM);
+    let out = run.finish(Duration::from_secs(20));
+    assert_eq!(out.code, 42, "{out:#?}");
+    b.assert_clean();
+}
+
+#[test]
+fn init_forwards_signals_and_reaps() {
+    let mut b = Bundle::new("init");
+    b.args(&["sleep", "30"]);
+    let run = b.start(&["--init"]);
+    run.container_pid();
+    std::thread::sleep(Duration::from_millis(300));
+    run.signal(libc::SIGTERM);
+    let out = run.finish(Duration::from_secs(20));
+    // sleep has no handler: killed by SIGTERM, reported as 128+15.
+    assert_eq!(out.code, 143, "{out:#?}");
+
+    // Under init the app is not PID 1, and its status comes through unchanged.
+    b.args(&["/probe"]);
+    let out = b.run(&["--init"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.one("pid"), "2");
+    assert_eq!(out.one("ppid"), "1");
+    b.args(&["sh", "-c", "sleep 0 & exit 3"]);
+    assert_eq!(b.run(&["--init"]).code, 3);
+    b.assert_clean();
+}
+
+#[test]
+fn exec_failures_map_to_docker_codes() {
+    let mut b = Bundle::new("exec");
+    b.args(&["/nonexistent"]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 127, "{out:#?}");
+    assert!(
+        out.stderr.contains("/nonexistent") && out.stderr.contains("not found"),
+        "{}",
+        out.stderr
+    );
+    b.args(&["no-such-command"]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 127, "{out:#?}");
+    assert!(out.stderr.contains("no-such-command"), "{}", out.stderr);
+    b.args(&["/etc/notexec"]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 126, "{out:#?}");
+    assert!(
+        out.stderr.contains("/etc/notexec") && out.stderr.contains("cannot execute"),
+        "{}",
+        out.stderr
+    );
+    // Under init, the app's exec failure is reported the same way.
+    b.args(&["/nonexistent"]);
+    let out = b.run(&["--init"]);
+    assert_eq!(out.code, 127, "{out:#?}");
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+    b.assert_clean();
+}
+
+#[test]
+fn setup_errors_are_clear_and_leave_nothing() {
+    let mut b = Bundle::new("errors");
+    // Missing rootfs.
+    b.spec["root"]["path"] = json!("no-such-rootfs");
+    let out = b.run(&[]);
+    assert_eq!(out.code, 125);
+    assert!(
+        out.stderr.contains("rootfs") && out.stderr.contains("no-such-rootfs"),
+        "{}",
+        out.stderr
+    );
+    b.spec["root"]["path"] = json!("rootfs");
+
+    // A bind mount whose source is missing: refused before anything starts.
+    b.spec["mounts"] = json!([{"destination": "/data", "type": "bind", "source": "/no/such/dir", "options": ["rbind"]}]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 125);
+    assert!(out.stderr.contains("/no/such/dir"), "{}", out.stderr);
+
+    // A mount the kernel refuses, inside the child: named, with the errno.
+    b.spec["mounts"] = json!([{"destination": "/data", "type": "nosuchfs", "source": "x"}]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 125);
+    assert!(
+        out.stderr.contains("mount nosuchfs at /data"),
+        "{}",
+        out.stderr
+    );
+    b.spec["mounts"] = json!([]);
+
+    // A limit the kernel refuses: raising a hard limit needs CAP_SYS_RESOURCE... which root
+    // has here, so ask for more than the kernel's ceiling instead.
+    b.spec["process"]["rlimits"] =
+        json!([{"type": "RLIMIT_NOFILE", "hard": 1u64 << 40, "soft": 1024}]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 125);
+    assert!(out.stderr.contains("RLIMIT_NOFILE"), "{}", out.stderr);
+    b.assert_clean();
+}
+
+#[test]
+fn rlimits_apply() {
+    let mut b = Bundle::new("rlimit");
+    b.spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
+    b.args(&["sh", "-c", "ulimit -n; ulimit -Hn"]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(
+        out.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["256", "512"]
+    );
+    b.assert_clean();
+}
+
+#[test]
+fn mount_targets_stay_inside_the_rootfs() {
+    let mut b = Bundle::new("escape");
+    let root = b.path().join("rootfs");
+    let outside = b.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let data = b.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("marker"), b"x").unwrap();
+
+    // A relative link that climbs out of the rootfs resolves with the rootfs as "/".
+    std::os::unix::fs::symlink("../../../../../../etc", root.join("evil")).unwrap();
+    b.spec["mounts"] = json!([{"destination": "/evil/mnt", "type": "bind", "source": data, "options": ["rbind", "ro"]}]);
+    b.args(&["sh", "-c", "cat /etc/mnt/marker && ! touch /etc/mnt/new"]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout.trim(), "x");
+    assert!(root.join("etc/mnt").is_dir());
+
+    // An absolute link to a host directory: inside the rootfs that path does not exist, so
+    // the mount fails with a clear error instead of landing on the host.
+    std::fs::remove_file(root.join("evil")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+    let out = b.run(&[]);
+    assert_eq!(out.code, 125, "{out:#?}");
+    assert!(
+        out.stderr.contains("mount bind at /evil/mnt"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !outside.join("mnt").exists(),
+        "a mount target was created outside the rootfs"
+    );
+    b.assert_clean();
+}
+
+#[test]
+fn overlay_rootfs_is_mounted_inside_the_container_only() {
+    let mut b = Bundle::new("overlay");
+    b.args(&[
+        "sh",
+        "-c",
+        "echo hi > /written && cat /proc/self/mountinfo | grep ' / / '",
+    ]);
+    let out = b.run(&["--overlay"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stdout.contains("overlay"), "{}", out.stdout);
+    // The write went to the (now deleted) upper directory, not the lower one.
+    assert!(!b.path().join("rootfs/written").exists());
+    assert!(!b.path().join(".upper").exists());
+    b.assert_clean();
+}
+
+#[test]
+fn readonly_rootfs() {
+    let mut b = Bundle::new("ro");
+    b.spec["root"]["readonly"] = json!(true);
+    b.args(&[
+        "sh",
+        "-c",
+        "touch /x; echo $?; touch /dev/shm/y && echo shm-ok",
+    ]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stdout.contains("1\n") && out.stdout.contains("shm-ok"),
+        "{out:#?}"
+    );
+    b.assert_clean();
+}
+
+#[test]
+fn terminal_gets_a_pty() {
+    let mut b = Bundle::new("tty");
+    b.spec["process"]["terminal"] = json!(true);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.one("stdin_tty"), "yes");
+    b.assert_clean();
+}
+
+#[test]
+fn host_fds_do_not_leak() {
+    use std::os::unix::process::CommandExt;
+    let b = Bundle::new("fds");
+    b.write();
+    let mut cmd = std::process::Command::new(common::run_bundle());
+    cmd.arg("--id").arg(&b.id).arg(b.path());
+    cmd.stdout(std::process::Stdio::piped());
+    // SAFETY: between fork and exec the closure only calls async-signal-safe open/dup2.
+    unsafe {
+        cmd.pre_exec(|| {
+            let fd = libc::open(
+                c"/sys/fs/cgroup".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+            );
+            if fd >= 0 {
+                libc::dup2(fd, 7);
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.lines().any(|l| l == "fds=0,1,2"), "{stdout}");
+    b.assert_clean();
+}
