@@ -1,1 +1,22 @@
-//! End-to-end tests of the real slate binary.
+//! End-to-end tests of the real `slate` binary, as root, against a real registry on loopback
+//! (Debian's `docker-registry`) with images the tests build themselves (payload: Debian's
+//! `busybox-static`).
+//!
+//! Run with `cargo test -p slate --test e2e` (as root: layers hold device nodes and foreign
+//! owners, and `slate image mount` mounts overlays). Needs `docker-registry`, `busybox-static`,
+//! `skopeo` and `umoci` installed.
+//!
+//! - `harness/`: the registry, fixture building, the binary wrapper, tree comparison, store checks.
+//! - `fixtures`: the images, each with the tree it must unpack to.
+//! - `harness_selftest`: the fixtures and the model against an independent client alone, so a
+//!   harness bug is not mistaken for a slate bug.
+//! - `pull`, `hostile`, `corrupt`, `platform`, `commands`: issue 2's "Must show".
+
+mod commands;
+mod corrupt;
+mod fixtures;
+mod harness;
+mod harness_selftest;
+mod hostile;
+mod platform;
+mod pull;

@@ -1,0 +1,173 @@
+//! Blobs the registry serves corrupted: the image is pushed intact to a private registry, then
+//! the blob's `data` file in the registry's storage is overwritten (same length or not), so the
+//! registry serves other bytes under the right digest. The pull must fail with a digest error
+//! naming the blob, commit nothing of it, list nothing; once the blob is restored the same
+//! store pulls the image fine.
+
+use std::fs;
+
+use crate::harness::fixture::{busybox, digest_hex, BuiltImage, Compression, ImageSpec, LayerSpec};
+use crate::harness::registry::Registry;
+use crate::harness::slate::Slate;
+use crate::harness::store;
+use crate::harness::tar_writer::Entry;
+
+/// A two-layer image whose second layer is uncompressed, so a flipped byte still decompresses
+/// and parses as tar: only the digest can catch it.
+fn image() -> BuiltImage {
+    ImageSpec::new(vec![
+        LayerSpec::new(
+            Compression::Gzip,
+            vec![
+                Entry::dir("bin"),
+                Entry::file("bin/busybox", busybox()).mode(0o755),
+            ],
+        ),
+        LayerSpec::new(
+            Compression::None,
+            vec![Entry::file(
+                "payload",
+                "the original payload of this layer\n",
+            )],
+        ),
+    ])
+    .build()
+}
+
+enum Damage {
+    /// Replace a byte string inside the blob by another of the same length.
+    Replace(&'static [u8], &'static [u8]),
+    /// Append bytes after the end of the archive.
+    Longer,
+    /// Drop the end-of-archive blocks.
+    Shorter,
+}
+
+fn damage(data: &[u8], how: &Damage) -> Vec<u8> {
+    let mut d = data.to_vec();
+    match how {
+        Damage::Replace(needle, with) => {
+            assert_eq!(needle.len(), with.len());
+            let at = d
+                .windows(needle.len())
+                .position(|w| w == *needle)
+                .expect("the text to damage is in the blob");
+            d[at..at + needle.len()].copy_from_slice(with);
+        }
+        Damage::Longer => d.extend_from_slice(&[0u8; 1024]),
+        Damage::Shorter => d.truncate(d.len() - 1024),
+    }
+    d
+}
+
+fn assert_digest_error(out: &crate::harness::slate::Output, digest: &str) {
+    let line = out.error_line().to_lowercase();
+    assert!(
+        line.contains("digest") || line.contains("size") || line.contains("length"),
+        "the error does not say the blob failed verification:\n  {line}"
+    );
+    assert!(
+        line.contains(&digest_hex(digest)[..12]),
+        "the error does not name the blob {digest}:\n  {line}"
+    );
+}
+
+/// Pushes, damages the blob `digest`, pulls (must fail), restores, pulls (must work).
+fn corrupt_and_pull(
+    label: &str,
+    img: &BuiltImage,
+    digest: &str,
+    how: Damage,
+    allowed: &[String],
+    forbidden: &[String],
+) {
+    let reg = Registry::private();
+    let name = format!("corrupt/{label}");
+    let reference = reg.push_image(&name, "v1", img);
+    let path = reg.blob_data_path(digest);
+    let original = fs::read(&path).expect("the pushed blob in registry storage");
+    fs::write(&path, damage(&original, &how)).expect("damaging the blob");
+
+    let slate = Slate::new(label);
+    let out = slate.run(&["pull", &reference]).failure(1);
+    assert_digest_error(&out, digest);
+    store::assert_consistent(&slate, allowed, forbidden);
+    store::assert_not_listed(&slate, &format!("{}/{name}", reg.host()));
+    assert!(
+        store::dir_names(&slate.root().join("images"))
+            .iter()
+            .all(|n| !n.contains("corrupt")),
+        "an image record was written for a failed pull"
+    );
+
+    fs::write(&path, &original).expect("restoring the blob");
+    assert_eq!(slate.pull(&reference, None), img.manifest_digest);
+    assert_eq!(slate.images().len(), 1);
+    let mnt = slate.mount(&reference, "restored");
+    assert_eq!(
+        fs::read_to_string(mnt.join("payload")).expect("payload"),
+        "the original payload of this layer\n"
+    );
+    slate.unmount(&mnt);
+}
+
+#[test]
+fn layer_served_with_flipped_bytes_fails_with_a_digest_error() {
+    let img = image();
+    let chain = img.chain_ids();
+    let bad = img.layers[1].digest.clone();
+    corrupt_and_pull(
+        "layer-same-length",
+        &img,
+        &bad,
+        Damage::Replace(b"original", b"ORIGINAL"),
+        &chain[..1],
+        &chain[1..],
+    );
+}
+
+#[test]
+fn layer_served_longer_fails_with_a_digest_error() {
+    let img = image();
+    let chain = img.chain_ids();
+    let bad = img.layers[1].digest.clone();
+    corrupt_and_pull(
+        "layer-longer",
+        &img,
+        &bad,
+        Damage::Longer,
+        &chain[..1],
+        &chain[1..],
+    );
+}
+
+#[test]
+fn layer_served_truncated_fails_with_a_digest_error() {
+    let img = image();
+    let chain = img.chain_ids();
+    let bad = img.layers[1].digest.clone();
+    corrupt_and_pull(
+        "layer-shorter",
+        &img,
+        &bad,
+        Damage::Shorter,
+        &chain[..1],
+        &chain[1..],
+    );
+}
+
+#[test]
+fn config_served_with_flipped_bytes_fails_with_a_digest_error() {
+    let img = image();
+    let bad = img.config_digest.clone();
+    // The diff ids come from the config: nothing may be committed before it is verified.
+    let chain = img.chain_ids();
+    corrupt_and_pull(
+        "config",
+        &img,
+        &bad,
+        Damage::Replace(b"fixture", b"FIXTURE"),
+        &[],
+        &chain,
+    );
+}
