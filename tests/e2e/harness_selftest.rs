@@ -25,17 +25,52 @@ fn registry_answers_and_keeps_access_log() {
     assert_eq!(data, fx.image.layers[0].blob);
 }
 
-#[test]
-fn umoci_unpacks_the_rich_fixture_to_the_model() {
+/// umoci's rootfs of `fx` must equal the model; `None` when umoci cannot read the format.
+fn umoci_matches_model(name: &str, fx: &fixtures::Fixture) -> Option<()> {
     let reg = Registry::shared();
-    let fx = fixtures::rich([Compression::Gzip; 3], Flavor::Oci);
-    let reference = reg.push_image("selftest/rich", "v1", &fx.image);
+    let reference = reg.push_image(name, "v1", &fx.image);
     let dir = TestDir::new("selftest-umoci");
-    let rootfs = umoci::unpack(&reference, None, dir.path()).expect("skopeo + umoci");
+    let rootfs = match umoci::unpack(&reference, None, dir.path()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("umoci cannot unpack {name}: {e}");
+            return None;
+        }
+    };
     let actual = Tree::snapshot(&rootfs).expect("snapshot of umoci's rootfs");
     fx.expected_tree().assert_matches(
         &actual,
         CompareOptions::default(),
         "umoci unpack vs the fixture's model",
     );
+    Some(())
+}
+
+#[test]
+fn umoci_unpacks_the_rich_fixtures_to_the_model() {
+    for (name, c, flavor) in [
+        ("selftest/rich-gzip", [Compression::Gzip; 3], Flavor::Oci),
+        ("selftest/rich-plain", [Compression::None; 3], Flavor::Oci),
+        (
+            "selftest/rich-docker",
+            [Compression::Gzip; 3],
+            Flavor::Docker,
+        ),
+    ] {
+        umoci_matches_model(name, &fixtures::rich(c, flavor))
+            .unwrap_or_else(|| panic!("umoci must read {name}"));
+    }
+}
+
+#[test]
+fn umoci_unpacks_zstd_to_the_model_if_it_can() {
+    // umoci 0.4.7 may not know zstd layers; when it does, it must agree with the model.
+    let fx = fixtures::rich([Compression::Zstd; 3], Flavor::Oci);
+    if umoci_matches_model("selftest/rich-zstd", &fx).is_none() {
+        // Without umoci, at least the blobs must decompress to the tars the model was made from.
+        for l in &fx.image.layers {
+            let tar = zstd::stream::decode_all(&l.blob[..]).expect("zstd blob decodes");
+            assert_eq!(tar, l.tar);
+        }
+    }
 }
