@@ -1,1 +1,0 @@
-//! Cgroup setup (v1, v2, hybrid) through libcgroups.

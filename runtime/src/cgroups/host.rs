@@ -1,0 +1,155 @@
+//! What the host's cgroup setup looks like: v2 or v1/hybrid hierarchies, the kernel's view of
+//! its controllers, and the systemd unit slate runs in, if any. Detected once per operation
+//! from `/sys/fs/cgroup`, `/proc/self/cgroup`, `/proc/cgroups` and the environment; tests
+//! build a `Host` by hand over a fake cgroupfs tree instead.
+
+use std::path::{Path, PathBuf};
+
+use super::CgroupError;
+
+pub(crate) const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup hierarchies slate works with.
+#[derive(Debug, Clone)]
+pub(crate) enum Layout {
+    /// Pure cgroup v2, mounted at `root`.
+    Unified { root: PathBuf },
+    /// Legacy or hybrid: each v1 controller by name with its hierarchy's mount point. A
+    /// cgroup2 mount of a hybrid host has no controllers and is not used.
+    V1 { hierarchies: Vec<(String, PathBuf)> },
+}
+
+/// Directory creation and removal, the two operations a fake cgroupfs must emulate (the kernel
+/// populates a new cgroup with its interface files, and removes a cgroup that still has them).
+#[derive(Clone, Copy)]
+pub(crate) struct FsOps {
+    pub mkdir: fn(&Path) -> std::io::Result<()>,
+    pub rmdir: fn(&Path) -> std::io::Result<()>,
+}
+
+fn real_mkdir(p: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(p)
+}
+
+fn real_rmdir(p: &Path) -> std::io::Result<()> {
+    std::fs::remove_dir(p)
+}
+
+impl FsOps {
+    pub const REAL: FsOps = FsOps {
+        mkdir: real_mkdir,
+        rmdir: real_rmdir,
+    };
+}
+
+pub(crate) struct Host {
+    pub layout: Layout,
+    /// `/proc/cgroups`: tells a controller disabled at boot from one never built.
+    pub proc_cgroups: Option<String>,
+    /// The cgroup of the systemd service slate runs in, relative to the hierarchy root, when
+    /// it runs in one: container cgroups go inside it so that stopping the unit stops them.
+    pub unit: Option<PathBuf>,
+    pub fs: FsOps,
+}
+
+impl Host {
+    pub fn detect() -> Result<Host, CgroupError> {
+        let root = Path::new(DEFAULT_ROOT);
+        let setup = libcgroups::common::get_cgroup_setup_with_root(root)?;
+        let v2 = matches!(setup, libcgroups::common::CgroupSetup::Unified);
+        let layout = if v2 {
+            Layout::Unified {
+                root: root.to_path_buf(),
+            }
+        } else {
+            // libcgroups finds v1 mounts by the name of the mount directory, which copes with
+            // cpu and cpuacct mounted separately (this host) as well as co-mounted
+            // ("cpu,cpuacct"); using the same lookup as its v1 manager keeps the directories
+            // we create and remove identical to the ones it writes limits into.
+            let mut hierarchies: Vec<(String, PathBuf)> =
+                libcgroups::v1::util::list_supported_mount_points()?
+                    .into_iter()
+                    .map(|(c, p)| (c.to_string(), p))
+                    .collect();
+            hierarchies.sort();
+            Layout::V1 { hierarchies }
+        };
+        let self_path = Path::new("/proc/self/cgroup");
+        let self_cgroup =
+            std::fs::read_to_string(self_path).map_err(|source| CgroupError::Read {
+                path: self_path.to_path_buf(),
+                source,
+            })?;
+        let proc_cgroups = std::fs::read_to_string("/proc/cgroups").ok();
+        // systemd sets INVOCATION_ID for every process it starts as part of a service; a shell
+        // in a login session has no such variable even though its cgroup is a scope.
+        let in_service = std::env::var_os("INVOCATION_ID").is_some();
+        let unit = if in_service {
+            unit_cgroup(&self_cgroup, v2)
+        } else {
+            None
+        };
+        if let Some(u) = &unit {
+            tracing::debug!(unit = %u.display(), "running in a systemd service, nesting container cgroups in it");
+        }
+        Ok(Host {
+            layout,
+            proc_cgroups,
+            unit,
+            fs: FsOps::REAL,
+        })
+    }
+
+    /// Unique mount points of the hierarchies slate creates cgroups in.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        match &self.layout {
+            Layout::Unified { root } => vec![root.clone()],
+            Layout::V1 { hierarchies } => {
+                let mut out: Vec<PathBuf> = Vec::new();
+                for (_, m) in hierarchies {
+                    if !out.contains(m) {
+                        out.push(m.clone());
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// slate's parent cgroup, relative to the hierarchy root: the unit's cgroup or the root.
+    pub fn base_path(&self) -> PathBuf {
+        self.unit.clone().unwrap_or_default()
+    }
+}
+
+/// The cgroup of the systemd service in `/proc/self/cgroup` text: the path up to and
+/// including its last `*.service` component (slate may already sit in a leaf below it).
+pub(crate) fn unit_cgroup(self_cgroup: &str, v2: bool) -> Option<PathBuf> {
+    let path = self_cgroup.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let _id = parts.next()?;
+        let ctrls = parts.next()?;
+        let path = parts.next()?;
+        let wanted = if v2 {
+            ctrls.is_empty()
+        } else {
+            ctrls == "name=systemd"
+        };
+        if wanted {
+            Some(path.to_owned())
+        } else {
+            None
+        }
+    })?;
+    let mut unit = PathBuf::new();
+    let mut found = None;
+    for comp in Path::new(&path).components() {
+        if let std::path::Component::Normal(n) = comp {
+            unit.push(n);
+            if n.to_string_lossy().ends_with(".service") {
+                found = Some(unit.clone());
+            }
+        }
+    }
+    found
+}

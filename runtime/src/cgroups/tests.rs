@@ -1,0 +1,398 @@
+//! Unit tests of the cgroup v2 code path against a fake cgroupfs tree in a temp dir (this
+//! machine's kernel runs a hybrid setup and cannot show v2), and of the pure helpers.
+//!
+//! Pids written into the fake tree are above the kernel's maximum pid (2^22), so that even a
+//! bug that signalled them could not reach a real process.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::Pid;
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+};
+
+use super::host::unit_cgroup;
+use super::*;
+
+const FAKE_PID: i32 = 999_999_999;
+
+const FILES: &[&str] = &[
+    "cgroup.procs",
+    "cgroup.subtree_control",
+    "cgroup.controllers",
+    "cgroup.kill",
+    "cgroup.freeze",
+    "memory.max",
+    "memory.swap.max",
+    "memory.low",
+    "cpu.max",
+    "cpu.weight",
+    "pids.max",
+    "cpuset.cpus",
+    "cpuset.mems",
+];
+
+/// What the kernel does on mkdir in cgroupfs: the directory comes with its interface files.
+fn fake_mkdir(p: &Path) -> std::io::Result<()> {
+    fs::create_dir(p)?;
+    for f in FILES {
+        fs::write(p.join(f), "")?;
+    }
+    Ok(())
+}
+
+/// What the kernel does on rmdir of an empty cgroup: the interface files go with it.
+fn fake_rmdir(p: &Path) -> std::io::Result<()> {
+    if !fs::read_to_string(p.join("cgroup.procs"))?
+        .trim()
+        .is_empty()
+    {
+        return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    fs::remove_dir_all(p)
+}
+
+const FAKE_OPS: FsOps = FsOps {
+    mkdir: fake_mkdir,
+    rmdir: fake_rmdir,
+};
+
+const PROC_CGROUPS_PI: &str = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\
+cpuset\t0\t1\t1\ncpu\t0\t1\t1\ncpuacct\t0\t1\t1\nblkio\t0\t1\t1\nmemory\t0\t1\t0\n\
+devices\t0\t1\t1\nfreezer\t0\t1\t1\nnet_cls\t0\t1\t1\npids\t0\t1\t1\n";
+
+fn fake_root(controllers: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("cgroup");
+    fs::create_dir(&root).expect("root");
+    for f in FILES {
+        fs::write(root.join(f), "").expect("file");
+    }
+    fs::write(root.join("cgroup.controllers"), controllers).expect("controllers");
+    (tmp, root)
+}
+
+fn fake_host(root: &Path, unit: Option<&str>) -> Host {
+    Host {
+        layout: Layout::Unified {
+            root: root.to_path_buf(),
+        },
+        proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
+        unit: unit.map(PathBuf::from),
+        fs: FAKE_OPS,
+    }
+}
+
+fn read(p: &Path) -> String {
+    fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+fn limits() -> LinuxResources {
+    LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(128 * 1024 * 1024)
+                .swap(256 * 1024 * 1024)
+                .reservation(64 * 1024 * 1024)
+                .build()
+                .expect("memory"),
+        )
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(50_000)
+                .period(100_000u64)
+                .shares(1024u64)
+                .cpus("0-1")
+                .build()
+                .expect("cpu"),
+        )
+        .pids(LinuxPidsBuilder::default().limit(64).build().expect("pids"))
+        .build()
+        .expect("resources")
+}
+
+#[test]
+fn v2_create_writes_limits_and_enables_controllers() {
+    let (_tmp, root) = fake_root("cpuset cpu io memory hugetlb pids");
+    let host = fake_host(&root, None);
+    let cg = Cgroup::create_on(&host, "c1", None, Some(&limits())).expect("create");
+
+    let leaf = root.join("slate/c1");
+    assert_eq!(cg.unified_path(), Some(leaf.as_path()));
+    for dir in [&root, &root.join("slate")] {
+        let sc = read(&dir.join("cgroup.subtree_control"));
+        for c in ["+memory", "+cpu", "+cpuset", "+pids"] {
+            assert!(sc.contains(c), "{} lacks {c}: {sc}", dir.display());
+        }
+        assert!(
+            !sc.contains("+io"),
+            "io enabled without being asked for: {sc}"
+        );
+    }
+    assert_eq!(read(&leaf.join("memory.max")), "134217728");
+    // OCI swap is memory+swap; v2 wants swap alone
+    assert_eq!(read(&leaf.join("memory.swap.max")), "134217728");
+    assert_eq!(read(&leaf.join("memory.low")), "67108864");
+    assert_eq!(read(&leaf.join("cpu.max")), "50000 100000");
+    assert_eq!(read(&leaf.join("cpu.weight")), "100");
+    assert_eq!(read(&leaf.join("cpuset.cpus")), "0-1");
+    assert_eq!(read(&leaf.join("pids.max")), "64");
+
+    cg.add_task(Pid::from_raw(FAKE_PID)).expect("add task");
+    assert_eq!(read(&leaf.join("cgroup.procs")), FAKE_PID.to_string());
+
+    assert_eq!(
+        list_leftovers_on(&host).expect("list"),
+        vec!["c1".to_owned()]
+    );
+    let reopened = Cgroup::open_on(&host, "c1", None).expect("open");
+    assert_eq!(reopened.paths(), vec![leaf.clone()]);
+
+    // the fake kernel cannot kill; empty the cgroup as SIGKILL would have
+    fs::write(leaf.join("cgroup.procs"), "").expect("empty procs");
+    cg.remove().expect("remove");
+    assert_eq!(
+        read(&leaf.parent().expect("parent").join("cgroup.kill")),
+        ""
+    );
+    assert!(!leaf.exists(), "leaf left behind");
+    assert!(root.join("slate").is_dir(), "shared parent must stay");
+    assert!(list_leftovers_on(&host).expect("list").is_empty());
+    assert!(matches!(
+        Cgroup::open_on(&host, "c1", None),
+        Err(CgroupError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn v2_remove_uses_cgroup_kill() {
+    let (_tmp, root) = fake_root("cpu memory pids");
+    let host = fake_host(&root, None);
+    let cg = Cgroup::create_on(&host, "k", None, None).expect("create");
+    let leaf = root.join("slate/k");
+    cg.kill_all().expect("kill");
+    assert_eq!(read(&leaf.join("cgroup.kill")), "1");
+    cg.remove().expect("remove");
+    assert!(!leaf.exists());
+}
+
+#[test]
+fn v2_missing_memory_controller_names_cmdline() {
+    let (_tmp, root) = fake_root("cpuset cpu io pids");
+    let host = fake_host(&root, None);
+    let err = Cgroup::create_on(&host, "c2", None, Some(&limits())).expect_err("must fail");
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, CgroupError::MissingController { controller, .. } if controller == "memory"),
+        "{msg}"
+    );
+    assert!(msg.contains("cgroup_enable=memory"), "{msg}");
+    assert!(msg.contains("/boot/firmware/cmdline.txt"), "{msg}");
+    assert!(msg.contains("/boot/cmdline.txt"), "{msg}");
+    assert!(msg.contains("reboot"), "{msg}");
+    assert!(
+        !root.join("slate").exists(),
+        "nothing may be created on error"
+    );
+    assert_eq!(read(&root.join("cgroup.subtree_control")), "");
+}
+
+#[test]
+fn v2_no_limits_needs_no_controller() {
+    let (_tmp, root) = fake_root("");
+    let host = fake_host(&root, None);
+    let cg = Cgroup::create_on(&host, "bare", None, None).expect("create");
+    assert_eq!(read(&root.join("cgroup.subtree_control")), "");
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn v2_failed_apply_leaves_nothing() {
+    let (_tmp, root) = fake_root("cpu memory pids");
+    let host = fake_host(&root, None);
+    // swap (memory+swap) below the memory limit is invalid
+    let r = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(1 << 30)
+                .swap(1 << 20)
+                .build()
+                .expect("memory"),
+        )
+        .build()
+        .expect("resources");
+    let err = Cgroup::create_on(&host, "bad", None, Some(&r)).expect_err("must fail");
+    assert!(matches!(err, CgroupError::ApplyV2 { .. }), "{err}");
+    assert!(!root.join("slate/bad").exists());
+}
+
+#[test]
+fn v2_existing_cgroup_with_processes_is_refused() {
+    let (_tmp, root) = fake_root("cpu memory pids");
+    let host = fake_host(&root, None);
+    fake_mkdir(&root.join("slate")).expect("parent");
+    fake_mkdir(&root.join("slate/busy")).expect("leaf");
+    fs::write(root.join("slate/busy/cgroup.procs"), FAKE_PID.to_string()).expect("procs");
+    let err = Cgroup::create_on(&host, "busy", None, None).expect_err("must fail");
+    assert!(matches!(err, CgroupError::InUse { .. }), "{err}");
+    assert!(root.join("slate/busy").exists(), "not ours to remove");
+}
+
+fn fake_unit(root: &Path, controllers: &str) -> PathBuf {
+    let slice = root.join("system.slice");
+    fake_mkdir(&slice).expect("slice");
+    let unit = slice.join("app.service");
+    fake_mkdir(&unit).expect("unit");
+    fs::write(unit.join("cgroup.controllers"), controllers).expect("controllers");
+    fs::write(
+        unit.join("cgroup.procs"),
+        format!("{}\n{}\n", FAKE_PID, FAKE_PID - 1),
+    )
+    .expect("procs");
+    unit
+}
+
+#[test]
+fn v2_systemd_unit_nests_and_moves_slate_to_a_leaf() {
+    let (_tmp, root) = fake_root("cpuset cpu io memory pids");
+    let unit = fake_unit(&root, "cpu memory pids");
+    let host = fake_host(&root, Some("system.slice/app.service"));
+    let r = LinuxResourcesBuilder::default()
+        .pids(LinuxPidsBuilder::default().limit(10).build().expect("pids"))
+        .build()
+        .expect("resources");
+    let cg = Cgroup::create_on(&host, "web", None, Some(&r)).expect("create");
+
+    let leaf = unit.join("slate/web");
+    assert_eq!(cg.paths(), vec![leaf.clone()]);
+    assert_eq!(read(&leaf.join("pids.max")), "10");
+    let supervisor = unit.join("supervisor/cgroup.procs");
+    assert!(!read(&supervisor).is_empty(), "unit processes not moved");
+    assert!(read(&unit.join("cgroup.subtree_control")).contains("+pids"));
+    assert!(read(&unit.join("slate/cgroup.subtree_control")).contains("+pids"));
+    // above the unit is systemd's
+    assert_eq!(read(&root.join("cgroup.subtree_control")), "");
+    assert_eq!(read(&root.join("system.slice/cgroup.subtree_control")), "");
+
+    assert_eq!(
+        list_leftovers_on(&host).expect("list"),
+        vec!["web".to_owned()]
+    );
+    cg.remove().expect("remove");
+    assert!(!leaf.exists());
+    assert!(unit.exists());
+}
+
+#[test]
+fn v2_systemd_unit_without_delegation_says_delegate() {
+    let (_tmp, root) = fake_root("cpuset cpu io memory pids");
+    let _unit = fake_unit(&root, "");
+    let host = fake_host(&root, Some("system.slice/app.service"));
+    let r = LinuxResourcesBuilder::default()
+        .pids(LinuxPidsBuilder::default().limit(10).build().expect("pids"))
+        .build()
+        .expect("resources");
+    let err = Cgroup::create_on(&host, "web", None, Some(&r)).expect_err("must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("Delegate=yes"), "{msg}");
+    assert!(msg.contains("pids"), "{msg}");
+}
+
+#[test]
+fn v2_absolute_cgroups_path_is_from_the_root() {
+    let (_tmp, root) = fake_root("cpu memory pids");
+    let host = fake_host(&root, None);
+    let r = LinuxResourcesBuilder::default()
+        .pids(LinuxPidsBuilder::default().limit(5).build().expect("pids"))
+        .build()
+        .expect("resources");
+    let cg =
+        Cgroup::create_on(&host, "x", Some(Path::new("/k8s/pod1/x")), Some(&r)).expect("create");
+    assert_eq!(read(&root.join("k8s/pod1/x/pids.max")), "5");
+    assert!(read(&root.join("k8s/pod1/cgroup.subtree_control")).contains("+pids"));
+    cg.remove().expect("remove");
+    assert!(!root.join("k8s/pod1/x").exists());
+}
+
+#[test]
+fn unit_cgroup_is_found_in_proc_self_cgroup() {
+    assert_eq!(
+        unit_cgroup("0::/system.slice/app.service\n", true),
+        Some(PathBuf::from("system.slice/app.service"))
+    );
+    assert_eq!(
+        unit_cgroup("0::/system.slice/app.service/supervisor\n", true),
+        Some(PathBuf::from("system.slice/app.service"))
+    );
+    assert_eq!(
+        unit_cgroup("0::/user.slice/user-1000.slice/session-2.scope\n", true),
+        None
+    );
+    assert_eq!(
+        unit_cgroup(
+            "4:memory:/x\n1:name=systemd:/system.slice/a.service\n0::/system.slice/a.service\n",
+            false
+        ),
+        Some(PathBuf::from("system.slice/a.service"))
+    );
+}
+
+#[test]
+fn cgroups_paths_are_checked() {
+    let base = Path::new("system.slice/a.service");
+    assert_eq!(
+        container_rel_path(base, "c", None).expect("default"),
+        PathBuf::from("system.slice/a.service/slate/c")
+    );
+    assert_eq!(
+        container_rel_path(Path::new(""), "c", Some(Path::new("/a/b"))).expect("absolute"),
+        PathBuf::from("a/b")
+    );
+    assert_eq!(
+        container_rel_path(base, "c", Some(Path::new("mine/c"))).expect("relative"),
+        PathBuf::from("system.slice/a.service/mine/c")
+    );
+    for bad in ["/a/../b", "/", "system.slice:cri:abc"] {
+        assert!(
+            container_rel_path(base, "c", Some(Path::new(bad))).is_err(),
+            "{bad} accepted"
+        );
+    }
+    for bad in ["", "..", "a/b", "a b"] {
+        assert!(validate_id(bad).is_err(), "{bad:?} accepted");
+    }
+    assert!(validate_id("web-1_a.b").is_ok());
+}
+
+#[test]
+fn kernel_state_reads_proc_cgroups() {
+    assert_eq!(
+        kernel_state(Some(PROC_CGROUPS_PI), "memory"),
+        KernelState::DisabledAtBoot
+    );
+    assert_eq!(
+        kernel_state(Some(PROC_CGROUPS_PI), "io"),
+        KernelState::Enabled {
+            v1_hierarchy: false
+        }
+    );
+    assert_eq!(
+        kernel_state(Some(PROC_CGROUPS_PI), "hugetlb"),
+        KernelState::NotBuilt
+    );
+    assert_eq!(kernel_state(None, "cpu"), KernelState::Unknown);
+}
+
+#[test]
+fn required_controllers_follow_the_resources() {
+    assert!(required_controllers(&LinuxResources::default(), true).is_empty());
+    assert_eq!(
+        required_controllers(&LinuxResources::default(), false),
+        vec!["devices"]
+    );
+    assert_eq!(
+        required_controllers(&limits(), true),
+        vec!["memory", "cpu", "cpuset", "pids"]
+    );
+}

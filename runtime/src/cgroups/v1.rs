@@ -1,0 +1,315 @@
+//! The cgroup v1 side (legacy and hybrid hosts): one directory per container in every v1
+//! hierarchy, limits written by libcgroups' v1 controllers.
+//!
+//! Done here rather than by libcgroups' v1 manager: creating the directories before limits
+//! are written (it creates them only when a task is added), filling `cpuset.cpus`/`mems` of
+//! the shared parent before a cpuset limit is written (it does so only on add_task, so a
+//! `--cpuset-cpus` limit would hit an empty parent), naming a missing controller with how to
+//! enable it, and a removal that freezes, kills, waits and deletes every hierarchy (its
+//! remove gives up after ~300 ms without waiting for killed processes to go).
+//! The `name=systemd` hierarchy is never touched: it is systemd's bookkeeping, and a
+//! container process inherits slate's place in it, which is what makes `systemctl stop`
+//! reach it.
+
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{CgroupManager, ControllerOpt};
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxResources;
+
+use super::{
+    container_rel_path, join_rel, kill_pids, missing_hint, read_pids_recursive, remove_tree,
+    required_controllers, wait_empty, write_file, CgroupError, FsOps, Host, Layout,
+};
+
+pub(super) struct V1Cgroup {
+    rel: PathBuf,
+    paths: Vec<PathBuf>,
+    freezer: Option<PathBuf>,
+    fs: FsOps,
+}
+
+fn hierarchies(host: &Host) -> &[(String, PathBuf)] {
+    match &host.layout {
+        Layout::V1 { hierarchies } => hierarchies,
+        Layout::Unified { .. } => &[],
+    }
+}
+
+impl V1Cgroup {
+    fn at(host: &Host, rel: PathBuf) -> V1Cgroup {
+        let paths = host.mounts().iter().map(|m| join_rel(m, &rel)).collect();
+        let freezer = hierarchies(host)
+            .iter()
+            .find(|(c, _)| c == "freezer")
+            .map(|(_, m)| join_rel(m, &rel));
+        V1Cgroup {
+            rel,
+            paths,
+            freezer,
+            fs: host.fs,
+        }
+    }
+
+    pub fn create(
+        host: &Host,
+        id: &str,
+        cgroups_path: Option<&Path>,
+        resources: &LinuxResources,
+    ) -> Result<V1Cgroup, CgroupError> {
+        let hier = hierarchies(host);
+        for c in required_controllers(resources, false) {
+            if !hier.iter().any(|(name, _)| name == c) {
+                return Err(CgroupError::MissingController {
+                    controller: c.to_owned(),
+                    hint: missing_hint(host, c, Path::new(super::host::DEFAULT_ROOT)),
+                });
+            }
+        }
+        let rel = container_rel_path(&host.base_path(), id, cgroups_path)?;
+        let cg = V1Cgroup::at(host, rel);
+
+        for p in &cg.paths {
+            if p.exists() && !read_pids_recursive(p)?.is_empty() {
+                return Err(CgroupError::InUse { path: p.clone() });
+            }
+        }
+        let mut created = Vec::new();
+        let result = cg.make_dirs(&mut created).and_then(|()| {
+            if let Some((_, mount)) = hier.iter().find(|(c, _)| c == "cpuset") {
+                fill_cpuset(mount, &cg.rel)?;
+            }
+            cg.apply(hier, resources)
+        });
+        if let Err(e) = result {
+            for dir in created.iter().rev() {
+                if let Err(cleanup) = remove_tree(&cg.fs, dir) {
+                    tracing::warn!(path = %dir.display(), error = %cleanup, "cannot remove cgroup after a failed create");
+                }
+            }
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    pub fn open(
+        host: &Host,
+        id: &str,
+        cgroups_path: Option<&Path>,
+    ) -> Result<Option<V1Cgroup>, CgroupError> {
+        let mut bases = vec![host.base_path()];
+        if host.unit.is_some() {
+            bases.push(PathBuf::new());
+        }
+        for base in bases {
+            let cg = V1Cgroup::at(host, container_rel_path(&base, id, cgroups_path)?);
+            if cg.paths.iter().any(|p| p.is_dir()) {
+                return Ok(Some(cg));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Creates the container's directory in each hierarchy; records the ones it created.
+    fn make_dirs(&self, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+        for p in &self.paths {
+            if p.is_dir() {
+                continue;
+            }
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| CgroupError::Create {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            match (self.fs.mkdir)(p) {
+                Ok(()) => created.push(p.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(CgroupError::Create {
+                        path: p.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &self,
+        hier: &[(String, PathBuf)],
+        resources: &LinuxResources,
+    ) -> Result<(), CgroupError> {
+        let path = self.paths.first().cloned().unwrap_or_default();
+        if let Some(m) = resources.memory() {
+            if m.swap().is_some_and(|s| s != 0) {
+                let memsw = hier.iter().find(|(c, _)| c == "memory").map(|(_, mount)| {
+                    join_rel(mount, &self.rel).join("memory.memsw.limit_in_bytes")
+                });
+                if !memsw.is_some_and(|f| f.exists()) {
+                    return Err(CgroupError::MissingController {
+                        controller: "memory (swap accounting)".to_owned(),
+                        hint: "this kernel has no memory.memsw.limit_in_bytes; boot with \
+                               `swapaccount=1` (Raspberry Pi OS: in /boot/firmware/cmdline.txt) \
+                               and reboot, or set no swap limit"
+                            .to_owned(),
+                    });
+                }
+            }
+        }
+        let to_err = |source| CgroupError::ApplyV1 {
+            path: path.clone(),
+            source,
+        };
+        let manager = libcgroups::v1::manager::Manager::new(&self.rel).map_err(to_err)?;
+        let opts = ControllerOpt {
+            resources,
+            disable_oom_killer: resources
+                .memory()
+                .as_ref()
+                .and_then(|m| m.disable_oom_killer())
+                .unwrap_or(false),
+            oom_score_adj: None,
+            freezer_state: None,
+        };
+        manager.apply(&opts).map_err(to_err)
+    }
+
+    pub fn add_task(&self, pid: Pid) -> Result<(), CgroupError> {
+        let manager = libcgroups::v1::manager::Manager::new(&self.rel).map_err(|source| {
+            CgroupError::AddTaskV1 {
+                pid: pid.as_raw(),
+                path: self.rel.clone(),
+                source,
+            }
+        })?;
+        manager
+            .add_task(pid)
+            .map_err(|source| CgroupError::AddTaskV1 {
+                pid: pid.as_raw(),
+                path: self.rel.clone(),
+                source,
+            })
+    }
+
+    pub fn pids(&self) -> Result<Vec<Pid>, CgroupError> {
+        let mut all: Vec<Pid> = Vec::new();
+        for p in &self.paths {
+            for pid in read_pids_recursive(p)? {
+                if !all.contains(&pid) {
+                    all.push(pid);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    pub fn kill_all(&self) -> Result<(), CgroupError> {
+        // Frozen, the set of processes cannot change (no fork, no exit, so no recycled pid)
+        // between reading it and killing it; SIGKILL takes effect on thaw.
+        let state = self
+            .freezer
+            .as_ref()
+            .filter(|f| f.is_dir())
+            .map(|f| f.join("freezer.state"));
+        let frozen = match &state {
+            Some(s) => freeze(s),
+            None => false,
+        };
+        let result = self
+            .pids()
+            .and_then(|pids| kill_pids(&pids, self.paths.first().map_or(Path::new(""), |p| p)));
+        if frozen {
+            if let Some(s) = &state {
+                if let Err(source) = write_file(s, "THAWED") {
+                    tracing::warn!(path = %s.display(), error = %source, "cannot thaw cgroup");
+                }
+            }
+        }
+        result
+    }
+
+    pub fn remove(self) -> Result<(), CgroupError> {
+        if !self.paths.iter().any(|p| p.exists()) {
+            return Ok(());
+        }
+        let start = std::time::Instant::now();
+        loop {
+            self.kill_all()?;
+            match wait_empty(&self.paths, std::time::Duration::from_millis(500))? {
+                None => break,
+                Some(path) if start.elapsed() > std::time::Duration::from_secs(10) => {
+                    return Err(CgroupError::NotEmpty {
+                        path,
+                        waited_ms: start.elapsed().as_millis(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        let mut first_err = None;
+        for p in &self.paths {
+            if let Err(e) = remove_tree(&self.fs, p) {
+                // keep going: leave as little behind as possible, report the first failure
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove cgroup");
+                if first_err.is_none() {
+                    first_err = Some(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Freezes a v1 freezer cgroup and waits briefly for it to settle; false if it could not.
+fn freeze(state: &Path) -> bool {
+    if write_file(state, "FROZEN").is_err() {
+        return false;
+    }
+    for _ in 0..100 {
+        match std::fs::read_to_string(state) {
+            Ok(s) if s.trim() == "FROZEN" => return true,
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            Err(_) => return true,
+        }
+    }
+    // A task in uninterruptible sleep can keep it FREEZING; kill anyway and thaw after.
+    true
+}
+
+/// A new v1 cpuset cgroup starts with empty `cpuset.cpus` and `cpuset.mems`, which refuses
+/// tasks and child limits: copy them down from the nearest ancestor, as runc does.
+fn fill_cpuset(mount: &Path, rel: &Path) -> Result<(), CgroupError> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).map_err(|source| CgroupError::Read {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let mut dir = mount.to_path_buf();
+        let mut value = read(&dir.join(file))?;
+        for comp in rel.components() {
+            dir.push(comp);
+            let path = dir.join(file);
+            let own = read(&path)?;
+            if own.trim().is_empty() {
+                write_file(&path, value.trim()).map_err(|source| CgroupError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+            } else {
+                value = own;
+            }
+        }
+    }
+    Ok(())
+}
