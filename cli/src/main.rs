@@ -1,1 +1,52 @@
-fn main() {}
+//! The `slate` command line: parses, decides and prints. The work is done by
+//! `slate-image` (pull, store, rootfs) and `slate-runtime` (containers).
+
+mod cli;
+mod commands;
+mod config;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit status when slate itself fails (docker's convention for `run`; also used by every
+/// other command so scripts can tell slate's failures from a container's status).
+pub const EXIT_SLATE_FAILED: u8 = 125;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    match commands::dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // One line: what failed, on what, and why (the whole context chain).
+            eprintln!("slate: {e:#}");
+            ExitCode::from(exit_code_for(&e))
+        }
+    }
+}
+
+fn exit_code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(code) = cause.downcast_ref::<commands::ExitWith>() {
+            return code.0;
+        }
+    }
+    1
+}
+
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::new(format!("{l},hyper=warn,reqwest=warn,rustls=warn,h2=warn")),
+        None => EnvFilter::try_from_env("SLATE_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}

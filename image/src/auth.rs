@@ -119,9 +119,9 @@ impl Credentials {
                     .map_err(|_| malformed(format!("the auth of {key:?} is not base64")))?;
                 let raw = String::from_utf8(raw)
                     .map_err(|_| malformed(format!("the auth of {key:?} is not UTF-8")))?;
-                let (u, p) = raw
-                    .split_once(':')
-                    .ok_or_else(|| malformed(format!("the auth of {key:?} is not user:password")))?;
+                let (u, p) = raw.split_once(':').ok_or_else(|| {
+                    malformed(format!("the auth of {key:?} is not user:password"))
+                })?;
                 Credential {
                     username: u.to_string(),
                     password: p.to_string(),
@@ -255,7 +255,10 @@ mod tests {
             password: "p".into(),
         };
         assert!(!store_credential(&p, "r.example", Some(&cred)).unwrap());
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let mut c = Credentials::default();
         c.merge_file(&p).unwrap();
         assert_eq!(c.get("r.example"), Some(&cred));

@@ -2,10 +2,13 @@
 //! the content store and safe layer unpacking. It never prints and never depends on
 //! `slate-runtime`.
 
-pub mod unpack;
 pub mod auth;
 pub mod digest;
 pub mod manifest;
 pub mod platform;
+pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod rootfs;
+pub mod store;
+pub mod unpack;

@@ -70,16 +70,19 @@ fn offered_list(p: &[Platform]) -> String {
     if p.is_empty() {
         return "no platforms".to_string();
     }
-    p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    p.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A decoded manifest.
 #[derive(Debug, Clone)]
 pub enum Manifest {
     /// An OCI index or Docker manifest list: one manifest per platform.
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
     /// One image.
-    Image(ImageManifest),
+    Image(Box<ImageManifest>),
 }
 
 /// Decodes `bytes`, served with `content_type` (the registry's word; when absent or
@@ -120,12 +123,12 @@ pub fn parse(
         return Err(ManifestError::Schema1(reference.to_string()));
     }
     match kind.as_str() {
-        OCI_INDEX | DOCKER_LIST => Ok(Manifest::Index(
+        OCI_INDEX | DOCKER_LIST => Ok(Manifest::Index(Box::new(
             serde_json::from_slice(bytes).map_err(malformed)?,
-        )),
-        OCI_MANIFEST | DOCKER_MANIFEST => Ok(Manifest::Image(
+        ))),
+        OCI_MANIFEST | DOCKER_MANIFEST => Ok(Manifest::Image(Box::new(
             serde_json::from_slice(bytes).map_err(malformed)?,
-        )),
+        ))),
         other => Err(ManifestError::MediaType {
             reference: reference.to_string(),
             media_type: other.to_string(),
@@ -305,14 +308,13 @@ mod tests {
         let Manifest::Index(idx) = parse("r", j.as_bytes(), None).unwrap() else {
             panic!("not an index")
         };
-        let pick = |p: &str| {
-            select("r", &idx, &p.parse().unwrap())
-                .map(|d| d.digest().to_string())
-        };
+        let pick = |p: &str| select("r", &idx, &p.parse().unwrap()).map(|d| d.digest().to_string());
         assert_eq!(pick("linux/amd64").unwrap(), D1);
         assert_eq!(pick("linux/arm64").unwrap(), D2);
-        assert_eq!(pick("linux/arm/v6").unwrap_err().to_string(),
-            "no image for linux/arm/v6 in r; it offers linux/amd64, linux/arm64/v8, linux/arm/v7");
+        assert_eq!(
+            pick("linux/arm/v6").unwrap_err().to_string(),
+            "no image for linux/arm/v6 in r; it offers linux/amd64, linux/arm64/v8, linux/arm/v7"
+        );
     }
 
     #[test]
@@ -325,9 +327,15 @@ mod tests {
             Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd"),
             Some(Compression::Zstd)
         );
-        assert_eq!(Compression::from_media_type("application/octet-stream"), None);
+        assert_eq!(
+            Compression::from_media_type("application/octet-stream"),
+            None
+        );
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::sniff(b"etc/"), Compression::None);
     }
 }

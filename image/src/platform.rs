@@ -202,8 +202,14 @@ mod tests {
     #[test]
     fn picks_each_architecture() {
         assert_eq!(pick("linux/amd64", MULTI).as_deref(), Some("linux/amd64"));
-        assert_eq!(pick("linux/arm64", MULTI).as_deref(), Some("linux/arm64/v8"));
-        assert_eq!(pick("linux/arm64/v8", MULTI).as_deref(), Some("linux/arm64/v8"));
+        assert_eq!(
+            pick("linux/arm64", MULTI).as_deref(),
+            Some("linux/arm64/v8")
+        );
+        assert_eq!(
+            pick("linux/arm64/v8", MULTI).as_deref(),
+            Some("linux/arm64/v8")
+        );
         assert_eq!(pick("linux/arm/v7", MULTI).as_deref(), Some("linux/arm/v7"));
         assert_eq!(pick("linux/arm/v6", MULTI).as_deref(), Some("linux/arm/v6"));
         assert_eq!(pick("linux/arm/v5", MULTI), None);

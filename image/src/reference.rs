@@ -106,7 +106,9 @@ pub fn is_loopback_host(registry: &str) -> bool {
         return true;
     }
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    host.parse::<IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 fn host_without_port(registry: &str) -> &str {
@@ -155,7 +157,9 @@ impl FromStr for Reference {
         };
         if let Some(t) = tag {
             if !valid_tag(t) {
-                return Err(invalid("a tag is 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'"));
+                return Err(invalid(
+                    "a tag is 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'",
+                ));
             }
         }
         if name.is_empty() {
@@ -316,18 +320,27 @@ mod tests {
         assert_eq!(norm("nginx:alpine"), "docker.io/library/nginx:alpine");
         assert_eq!(norm("user/app"), "docker.io/user/app:latest");
         assert_eq!(norm("docker.io/nginx"), "docker.io/library/nginx:latest");
-        assert_eq!(norm("index.docker.io/nginx"), "docker.io/library/nginx:latest");
+        assert_eq!(
+            norm("index.docker.io/nginx"),
+            "docker.io/library/nginx:latest"
+        );
         assert_eq!(norm("localhost/app"), "localhost/app:latest");
         assert_eq!(norm("localhost:5000/a/b/c:v1"), "localhost:5000/a/b/c:v1");
         assert_eq!(norm("127.0.0.1:5000/app:1.0"), "127.0.0.1:5000/app:1.0");
         assert_eq!(norm("ghcr.io/o/r"), "ghcr.io/o/r:latest");
-        assert_eq!(norm(&format!("nginx@{D}")), format!("docker.io/library/nginx@{D}"));
+        assert_eq!(
+            norm(&format!("nginx@{D}")),
+            format!("docker.io/library/nginx@{D}")
+        );
         assert_eq!(
             norm(&format!("nginx:1.25@{D}")),
             format!("docker.io/library/nginx:1.25@{D}")
         );
         assert_eq!(norm("[::1]:5000/app"), "[::1]:5000/app:latest");
-        assert_eq!(norm("a__b-c---e/f_g.h"), "docker.io/a__b-c---e/f_g.h:latest");
+        assert_eq!(
+            norm("a__b-c---e/f_g.h"),
+            "docker.io/a__b-c---e/f_g.h:latest"
+        );
     }
 
     #[test]
@@ -371,9 +384,12 @@ mod tests {
             "example.com:/app",
             "-bad.com/app",
             &format!("nginx:{}", "a".repeat(129)),
-            &format!("{}", "a".repeat(256)),
+            &"a".repeat(256),
         ] {
-            assert!(bad.parse::<Reference>().is_err(), "{bad:?} should be invalid");
+            assert!(
+                bad.parse::<Reference>().is_err(),
+                "{bad:?} should be invalid"
+            );
         }
     }
 

@@ -24,7 +24,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::StatusCode;
 
 use crate::auth::{Credential, Credentials};
@@ -41,9 +43,15 @@ pub enum RegistryError {
         source: reqwest::Error,
     },
     #[error("registry {registry} requires authentication for {repository}: run `slate login {registry}`")]
-    Unauthorized { registry: String, repository: String },
+    Unauthorized {
+        registry: String,
+        repository: String,
+    },
     #[error("registry {registry} denied access to {repository}: check the name and your credentials (`slate login {registry}`)")]
-    Denied { registry: String, repository: String },
+    Denied {
+        registry: String,
+        repository: String,
+    },
     #[error("{what} not found in registry {registry}")]
     NotFound { registry: String, what: String },
     #[error("registry {registry} answered {status} for {what}")]
@@ -121,7 +129,10 @@ impl Default for ClientOptions {
 enum Challenge {
     None,
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 struct Endpoint {
@@ -184,7 +195,11 @@ impl Client {
     }
 
     /// Finds the registry's base URL and its authentication challenge (GET /v2/), once.
-    fn endpoint(&self, registry: &str, api_host: &str) -> Result<std::sync::Arc<Endpoint>, RegistryError> {
+    fn endpoint(
+        &self,
+        registry: &str,
+        api_host: &str,
+    ) -> Result<std::sync::Arc<Endpoint>, RegistryError> {
         if let Some(e) = lock(&self.endpoints).get(registry) {
             return Ok(e.clone());
         }
@@ -228,14 +243,25 @@ impl Client {
     }
 
     /// Sends a request built by `make` again after transient failures.
-    fn with_retries<F>(&self, registry: &str, what: &str, make: F) -> Result<Response, RegistryError>
+    fn with_retries<F>(
+        &self,
+        registry: &str,
+        what: &str,
+        make: F,
+    ) -> Result<Response, RegistryError>
     where
         F: Fn() -> RequestBuilder,
     {
         self.with_attempts(registry, what, self.opts.attempts, make)
     }
 
-    fn with_attempts<F>(&self, registry: &str, what: &str, attempts: u32, make: F) -> Result<Response, RegistryError>
+    fn with_attempts<F>(
+        &self,
+        registry: &str,
+        what: &str,
+        attempts: u32,
+        make: F,
+    ) -> Result<Response, RegistryError>
     where
         F: Fn() -> RequestBuilder,
     {
@@ -243,7 +269,8 @@ impl Client {
         loop {
             attempt += 1;
             let last = attempt >= attempts;
-            let backoff = Duration::from_millis(200u64 << attempt.min(10)).min(self.opts.max_backoff);
+            let backoff =
+                Duration::from_millis(200u64 << attempt.min(10)).min(self.opts.max_backoff);
             match make().send() {
                 Ok(resp) => {
                     let s = resp.status();
@@ -258,7 +285,8 @@ impl Client {
                     std::thread::sleep(wait);
                 }
                 Err(e) => {
-                    if last || !(e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()) {
+                    if last || !(e.is_connect() || e.is_timeout() || e.is_request() || e.is_body())
+                    {
                         return Err(RegistryError::Connect {
                             registry: registry.to_string(),
                             source: e,
@@ -275,17 +303,18 @@ impl Client {
         self.opts.credentials.get(registry)
     }
 
-    fn token(&self, reference: &Reference, ep: &Endpoint, renew: bool) -> Result<Option<String>, RegistryError> {
+    fn token(
+        &self,
+        reference: &Reference,
+        ep: &Endpoint,
+        renew: bool,
+    ) -> Result<Option<String>, RegistryError> {
         let registry = reference.registry();
         let scope = format!("repository:{}:pull", reference.repository());
         let key = (registry.to_string(), scope.clone());
         let (realm, service) = match &ep.challenge {
             Challenge::Bearer { realm, service } => (realm.clone(), service.clone()),
-            Challenge::Basic => {
-                return Ok(self
-                    .credential(registry)
-                    .map(|c| basic_header(c)))
-            }
+            Challenge::Basic => return Ok(self.credential(registry).map(basic_header)),
             Challenge::None => return Ok(None),
         };
         if !renew {
@@ -339,7 +368,13 @@ impl Client {
 
     /// GET `path` on the reference's registry with authentication, renewing a token once
     /// on 401.
-    fn get(&self, reference: &Reference, path: &str, what: &str, headers: HeaderMap) -> Result<Response, RegistryError> {
+    fn get(
+        &self,
+        reference: &Reference,
+        path: &str,
+        what: &str,
+        headers: HeaderMap,
+    ) -> Result<Response, RegistryError> {
         let registry = reference.registry();
         let ep = self.endpoint(registry, reference.registry_api_host())?;
         let url = format!("{}/v2/{}/{}", ep.base, reference.repository(), path);
@@ -354,7 +389,10 @@ impl Client {
                 rb
             })?;
             let status = resp.status();
-            if status == StatusCode::UNAUTHORIZED && !renew && matches!(ep.challenge, Challenge::Bearer { .. }) {
+            if status == StatusCode::UNAUTHORIZED
+                && !renew
+                && matches!(ep.challenge, Challenge::Bearer { .. })
+            {
                 // The token expired or lacks the scope: one fresh token, then give up.
                 renew = true;
                 continue;
@@ -384,9 +422,16 @@ impl Client {
 
     /// Fetches a manifest by tag or digest (`which`), reading at most
     /// [`MAX_MANIFEST_SIZE`] bytes, and computes its digest.
-    pub fn manifest(&self, reference: &Reference, which: &str) -> Result<FetchedManifest, RegistryError> {
+    pub fn manifest(
+        &self,
+        reference: &Reference,
+        which: &str,
+    ) -> Result<FetchedManifest, RegistryError> {
         let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, reqwest::header::HeaderValue::from_static(manifest::ACCEPT));
+        headers.insert(
+            ACCEPT,
+            reqwest::header::HeaderValue::from_static(manifest::ACCEPT),
+        );
         let what = format!("manifest {}:{}", reference.name(), which);
         let resp = self.get(reference, &format!("manifests/{which}"), &what, headers)?;
         let media_type = resp
@@ -396,11 +441,12 @@ impl Client {
             .map(str::to_string);
         let mut bytes = Vec::new();
         let mut hr = HashingReader::new(resp.take(MAX_MANIFEST_SIZE + 1));
-        hr.read_to_end(&mut bytes).map_err(|source| RegistryError::Read {
-            registry: reference.registry().to_string(),
-            what: what.clone(),
-            source,
-        })?;
+        hr.read_to_end(&mut bytes)
+            .map_err(|source| RegistryError::Read {
+                registry: reference.registry().to_string(),
+                what: what.clone(),
+                source,
+            })?;
         if bytes.len() as u64 > MAX_MANIFEST_SIZE {
             return Err(RegistryError::TooLarge {
                 registry: reference.registry().to_string(),
@@ -416,15 +462,29 @@ impl Client {
 
     /// Starts downloading a blob, from `offset` when resuming. The caller hashes and
     /// verifies what it reads.
-    pub fn blob(&self, reference: &Reference, digest: &Digest, offset: u64) -> Result<Blob, RegistryError> {
+    pub fn blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Blob, RegistryError> {
         let mut headers = HeaderMap::new();
         if offset > 0 {
             if let Ok(v) = format!("bytes={offset}-").parse() {
                 headers.insert(RANGE, v);
             }
         }
-        let resp = self.get(reference, &format!("blobs/{digest}"), &format!("blob {digest}"), headers)?;
-        let offset = if resp.status() == StatusCode::PARTIAL_CONTENT { offset } else { 0 };
+        let resp = self.get(
+            reference,
+            &format!("blobs/{digest}"),
+            &format!("blob {digest}"),
+            headers,
+        )?;
+        let offset = if resp.status() == StatusCode::PARTIAL_CONTENT {
+            offset
+        } else {
+            0
+        };
         let length = resp.content_length();
         Ok(Blob {
             response: resp,
@@ -434,7 +494,12 @@ impl Client {
     }
 
     /// Fetches a small blob (an image config) whole and verifies it.
-    pub fn small_blob(&self, reference: &Reference, digest: &Digest, limit: u64) -> Result<Vec<u8>, RegistryError> {
+    pub fn small_blob(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
         let blob = self.blob(reference, digest, 0)?;
         let mut bytes = Vec::new();
         blob.response
@@ -489,7 +554,9 @@ impl Client {
                 return Ok(());
             }
         };
-        let resp = self.with_retries(registry, "the API root", || ep.http.get(&url).header(AUTHORIZATION, &auth))?;
+        let resp = self.with_retries(registry, "the API root", || {
+            ep.http.get(&url).header(AUTHORIZATION, &auth)
+        })?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -542,7 +609,11 @@ fn parse_params(s: &str) -> HashMap<String, String> {
     let mut rest = s.trim();
     while !rest.is_empty() {
         let Some(eq) = rest.find('=') else { break };
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         rest = rest[eq + 1..].trim_start();
         let value;
         if let Some(r) = rest.strip_prefix('"') {
@@ -598,7 +669,8 @@ fn add_cert_dir(
         let name = e.file_name().to_string_lossy().to_string();
         if name.ends_with(".crt") {
             let pem = std::fs::read(&path).map_err(|e| bad(&path, e.to_string()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(&path, e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(&path, e.to_string()))?;
             for c in certs {
                 b = b.add_root_certificate(c);
             }
@@ -616,7 +688,12 @@ fn add_cert_dir(
             let id = reqwest::Identity::from_pem(&pem).map_err(|e| bad(&c, e.to_string()))?;
             b = b.identity(id);
         }
-        (Some(c), None) => return Err(bad(&c, "client certificate without a client.key".to_string())),
+        (Some(c), None) => {
+            return Err(bad(
+                &c,
+                "client certificate without a client.key".to_string(),
+            ))
+        }
         (None, Some(k)) => return Err(bad(&k, "client key without a client.cert".to_string())),
         (None, None) => {}
     }
@@ -656,7 +733,10 @@ mod tests {
     #[test]
     fn basic_challenge() {
         let mut h = HeaderMap::new();
-        h.insert(WWW_AUTHENTICATE, r#"Basic realm="Registry""#.parse().unwrap());
+        h.insert(
+            WWW_AUTHENTICATE,
+            r#"Basic realm="Registry""#.parse().unwrap(),
+        );
         assert!(matches!(parse_challenge(&h), Challenge::Basic));
     }
 

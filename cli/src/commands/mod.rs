@@ -1,0 +1,54 @@
+//! One module per verb. Each takes its parsed arguments and the settings and returns the
+//! process exit status; errors carry context and are printed once, by `main`.
+
+mod image;
+mod login;
+mod pull;
+
+use std::fmt;
+
+use anyhow::Context;
+use slate_image::store::Store;
+
+use crate::cli::{Cli, Command, ImageCommand};
+use crate::config::Settings;
+
+/// An error that asks for a specific exit status (docker's 125/126/127 for `run`).
+#[derive(Debug)]
+pub struct ExitWith(pub u8);
+
+impl fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let settings = Settings::load(cli.root.as_deref(), cli.config.as_deref())?;
+    match cli.command {
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull::run(&settings, a),
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => image::list(&settings, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => image::remove(&settings, a),
+        Command::Image(ImageCommand::Inspect(a)) => image::inspect(&settings, a),
+        Command::Image(ImageCommand::Mount(a)) => image::mount(&settings, a),
+        Command::Image(ImageCommand::Unmount(a)) => image::unmount(a),
+        Command::Login(a) => login::login(&settings, a),
+        Command::Logout(a) => login::logout(&settings, a),
+    }
+}
+
+/// Opens the store, with a hint when the cause is the usual one.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::open(&settings.root).with_context(|| {
+        if nix::unistd::geteuid().is_root() {
+            format!("cannot open the store at {}", settings.root.display())
+        } else {
+            format!(
+                "cannot open the store at {} (slate needs root: run it with sudo)",
+                settings.root.display()
+            )
+        }
+    })
+}

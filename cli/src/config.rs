@@ -1,0 +1,157 @@
+//! slate's configuration file (`/etc/slate/config.toml`; `configs/config.toml` documents
+//! every key) and the settings derived from it and the global flags.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use slate_image::auth::Credentials;
+use slate_image::registry::ClientOptions;
+
+pub const DEFAULT_CONFIG: &str = "/etc/slate/config.toml";
+pub const DEFAULT_ROOT: &str = "/var/lib/slate";
+
+/// The file's contents; every key optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub root: Option<PathBuf>,
+    #[serde(default)]
+    pub registries: RegistriesConfig,
+    #[serde(default)]
+    pub pull: PullConfig,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistriesConfig {
+    /// Reachable over plain HTTP (loopback registries always are).
+    #[serde(default)]
+    pub insecure: Vec<String>,
+    /// Docker-convention TLS files: `<certs_dir>/<host[:port]>/ca.crt`, `client.cert`, `client.key`.
+    pub certs_dir: Option<PathBuf>,
+    /// slate's own credentials file (written by `slate login`).
+    pub auth_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullConfig {
+    /// Layers downloaded at once.
+    pub parallel: Option<usize>,
+    /// Attempts per request.
+    pub attempts: Option<u32>,
+    /// Seconds without data before a download is retried.
+    pub stall_timeout: Option<u64>,
+}
+
+/// Settings in effect.
+#[derive(Debug)]
+pub struct Settings {
+    pub root: PathBuf,
+    pub file: ConfigFile,
+}
+
+impl Settings {
+    /// Flags win over the file, the file over defaults. A missing default config file is
+    /// fine; a missing file the user named is an error.
+    pub fn load(root: Option<&Path>, config: Option<&Path>) -> anyhow::Result<Settings> {
+        let (path, explicit) = match config {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let file = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<ConfigFile>(&text)
+                .with_context(|| format!("invalid configuration file {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                ConfigFile::default()
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read configuration file {}", path.display()))
+            }
+        };
+        let root = root
+            .map(Path::to_path_buf)
+            .or_else(|| file.root.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+        Ok(Settings { root, file })
+    }
+
+    pub fn auth_file(&self) -> PathBuf {
+        self.file
+            .registries
+            .auth_file
+            .clone()
+            .unwrap_or_else(|| self.root.join("auth.json"))
+    }
+
+    /// Credentials: docker's file first, then slate's own (which wins).
+    pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        let mut c = Credentials::default();
+        let docker = match std::env::var_os("DOCKER_CONFIG") {
+            Some(d) => Some(PathBuf::from(d).join("config.json")),
+            None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")),
+        };
+        if let Some(p) = docker {
+            c.merge_file(&p)?;
+        }
+        c.merge_file(&self.auth_file())?;
+        Ok(c)
+    }
+
+    pub fn client_options(&self) -> anyhow::Result<ClientOptions> {
+        let mut o = ClientOptions {
+            insecure_registries: self.file.registries.insecure.clone(),
+            certs_dir: Some(
+                self.file
+                    .registries
+                    .certs_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/etc/slate/certs.d")),
+            ),
+            credentials: self.credentials()?,
+            ..ClientOptions::default()
+        };
+        if let Some(a) = self.file.pull.attempts {
+            o.attempts = a.max(1);
+        }
+        if let Some(s) = self.file.pull.stall_timeout {
+            o.stall_timeout = Duration::from_secs(s.max(1));
+        }
+        Ok(o)
+    }
+
+    pub fn parallel(&self) -> usize {
+        self.file.pull.parallel.unwrap_or(3).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_parses() {
+        let text = include_str!("../../configs/config.toml");
+        let c: ConfigFile = toml::from_str(text).expect("configs/config.toml must parse");
+        assert!(c.registries.insecure.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<ConfigFile>("roots = \"/x\"").is_err());
+    }
+
+    #[test]
+    fn flags_win_and_named_files_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "root = \"/from/file\"\n").unwrap();
+        let s = Settings::load(None, Some(&p)).unwrap();
+        assert_eq!(s.root, PathBuf::from("/from/file"));
+        let s = Settings::load(Some(Path::new("/flag")), Some(&p)).unwrap();
+        assert_eq!(s.root, PathBuf::from("/flag"));
+        assert!(Settings::load(None, Some(&dir.path().join("missing.toml"))).is_err());
+    }
+}

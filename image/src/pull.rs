@@ -1,0 +1,478 @@
+//! `pull`: resolve a reference to one platform's image, fetch what the store lacks, verify
+//! every byte, and record the image.
+//!
+//! Each missing layer is one pass over the network stream: blob bytes -> sha256 (blob
+//! digest) -> decompress -> sha256 (diff id) -> unpack into a work directory. No temporary
+//! copy of the blob is written. Only when both digests match is the layer committed; the
+//! image record is written last, so an interrupted or failed pull never lists an image
+//! and never leaves a partial layer.
+
+use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::digest::{Digest, HashingReader};
+use crate::manifest::{self, Compression, Manifest, ManifestError};
+use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::registry::{Client, RegistryError};
+use crate::store::{ImageRecord, LayerMeta, LayerRecord, Store, StoreError};
+use crate::unpack::{self, UnpackError};
+
+/// Image configs are small; anything larger is hostile.
+const MAX_CONFIG_SIZE: u64 = 8 << 20;
+/// Read buffer for layer streams: large enough that decompression works in big steps.
+const STREAM_BUFFER: usize = 256 << 10;
+
+/// Why a pull failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what} of {reference}: digest mismatch: expected {expected}, got {actual}; the registry served corrupt or tampered data, nothing was stored")]
+    DigestMismatch {
+        reference: String,
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{what} of {reference}: expected {expected} bytes, got {actual}; nothing was stored")]
+    SizeMismatch {
+        reference: String,
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("layer {digest} of {reference}: {source}")]
+    Unpack {
+        reference: String,
+        digest: Digest,
+        source: UnpackError,
+    },
+    #[error("layer {digest} of {reference}: reading the stream: {source}")]
+    Stream {
+        reference: String,
+        digest: Digest,
+        source: std::io::Error,
+    },
+    #[error("malformed image config of {reference}: {reason}")]
+    Config { reference: String, reason: String },
+    #[error("{reference} is for {offered}, not {wanted}")]
+    WrongPlatform {
+        reference: String,
+        wanted: String,
+        offered: String,
+    },
+    #[error("cannot prepare layer {digest} of {reference}: {source}")]
+    Work {
+        reference: String,
+        digest: Digest,
+        source: std::io::Error,
+    },
+}
+
+/// What the caller wants of a pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// `None`: this host's platform.
+    pub platform: Option<Platform>,
+    /// Layers fetched at once.
+    pub parallel: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: None,
+            parallel: 3,
+        }
+    }
+}
+
+/// Progress of a pull, for the CLI to show. Called from worker threads.
+pub trait Progress: Sync {
+    /// The image is resolved; `missing` layers (of `total`) will be fetched.
+    fn resolved(&self, _record: &ImageRecord, _missing: &[LayerRecord]) {}
+    fn layer_started(&self, _layer: &LayerRecord) {}
+    /// `n` more bytes of `layer`'s blob were read.
+    fn layer_bytes(&self, _layer: &LayerRecord, _n: u64) {}
+    fn layer_done(&self, _layer: &LayerRecord) {}
+}
+
+/// Shows nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// The outcome of a pull.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub record: ImageRecord,
+    /// Layers that were fetched (the others were in the store already).
+    pub fetched: usize,
+}
+
+/// A resolved image: what to fetch, not yet fetched.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub record: ImageRecord,
+    pub manifest: Vec<u8>,
+    pub index: Option<Vec<u8>>,
+    pub config: Vec<u8>,
+}
+
+/// Resolves `reference` to one platform's manifest and config, verified.
+pub fn resolve(
+    client: &Client,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> Result<Resolved, PullError> {
+    let name = reference.to_string();
+    let host = Platform::host();
+    let wanted = opts.platform.clone().unwrap_or_else(|| host.clone());
+    let top = client.manifest(reference, &reference.manifest_reference())?;
+    if let Some(d) = reference.digest() {
+        check_digest(&name, "manifest", d, &top.digest)?;
+    }
+    let (manifest_bytes, manifest_digest, index) =
+        match manifest::parse(&name, &top.bytes, top.media_type.as_deref())? {
+            Manifest::Index(idx) => {
+                let desc = manifest::select(&name, &idx, &wanted)?;
+                let digest = manifest::descriptor_digest(&name, desc)?;
+                let m = client.manifest(reference, &digest.to_string())?;
+                check_digest(&name, "manifest", &digest, &m.digest)?;
+                (m, digest, Some(top))
+            }
+            Manifest::Image(_) => {
+                let d = top.digest.clone();
+                (top, d, None)
+            }
+        };
+    let image = match manifest::parse(
+        &name,
+        &manifest_bytes.bytes,
+        manifest_bytes.media_type.as_deref(),
+    )? {
+        Manifest::Image(m) => m,
+        Manifest::Index(_) => {
+            return Err(PullError::Config {
+                reference: name,
+                reason: "an index points to another index".to_string(),
+            })
+        }
+    };
+    let config_digest = manifest::descriptor_digest(&name, image.config())?;
+    let config = client.small_blob(reference, &config_digest, MAX_CONFIG_SIZE)?;
+    check_digest(&name, "config", &config_digest, &Digest::of(&config))?;
+    let parsed = parse_config(&name, &config)?;
+    let platform = Platform::new(&parsed.os, &parsed.architecture, parsed.variant.as_deref());
+    if index.is_none() && !wanted.accepts(&platform) {
+        if opts.platform.is_some() {
+            return Err(PullError::WrongPlatform {
+                reference: name,
+                wanted: wanted.to_string(),
+                offered: platform.to_string(),
+            });
+        }
+        tracing::warn!(image = %name, "image is for {platform}, this host is {host}: it may not run here");
+    }
+    if image.layers().len() != parsed.diff_ids.len() {
+        return Err(ManifestError::LayerCount {
+            reference: name,
+            layers: image.layers().len(),
+            diff_ids: parsed.diff_ids.len(),
+        }
+        .into());
+    }
+    let chain = Digest::chain_ids(&parsed.diff_ids);
+    let mut layers = Vec::new();
+    for ((desc, diff_id), chain_id) in image.layers().iter().zip(&parsed.diff_ids).zip(chain) {
+        let media_type = desc.media_type().to_string();
+        if Compression::from_media_type(&media_type).is_none() {
+            return Err(ManifestError::LayerType {
+                reference: name,
+                media_type,
+            }
+            .into());
+        }
+        layers.push(LayerRecord {
+            digest: manifest::descriptor_digest(&name, desc)?,
+            diff_id: diff_id.clone(),
+            chain_id,
+            size: desc.size(),
+            media_type,
+        });
+    }
+    let record = ImageRecord {
+        name: reference.name(),
+        tag: reference.tag().map(str::to_string),
+        digest: manifest_digest,
+        index_digest: index.as_ref().map(|i| i.digest.clone()),
+        platform,
+        config_digest,
+        layers,
+        created: parsed.created,
+        pulled_at: now(),
+        unpacked_size: 0,
+    };
+    Ok(Resolved {
+        record,
+        manifest: manifest_bytes.bytes,
+        index: index.map(|i| i.bytes),
+        config,
+    })
+}
+
+struct ParsedConfig {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+    diff_ids: Vec<Digest>,
+    created: Option<String>,
+}
+
+fn parse_config(reference: &str, data: &[u8]) -> Result<ParsedConfig, PullError> {
+    #[derive(serde::Deserialize)]
+    struct RootFs {
+        #[serde(default)]
+        diff_ids: Vec<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(default)]
+        os: String,
+        #[serde(default)]
+        architecture: String,
+        variant: Option<String>,
+        rootfs: RootFs,
+        created: Option<String>,
+    }
+    let bad = |reason: String| PullError::Config {
+        reference: reference.to_string(),
+        reason,
+    };
+    let c: Config = serde_json::from_slice(data).map_err(|e| bad(e.to_string()))?;
+    let diff_ids = c
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(|d| d.parse::<Digest>().map_err(|e| bad(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ParsedConfig {
+        os: c.os,
+        architecture: c.architecture,
+        variant: c.variant,
+        diff_ids,
+        created: c.created,
+    })
+}
+
+fn check_digest(
+    reference: &str,
+    what: &str,
+    expected: &Digest,
+    actual: &Digest,
+) -> Result<(), PullError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(PullError::DigestMismatch {
+            reference: reference.to_string(),
+            what: what.to_string(),
+            expected: expected.clone(),
+            actual: actual.clone(),
+        })
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Pulls `reference` into `store`.
+pub fn pull(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled, PullError> {
+    let resolved = resolve(client, reference, opts)?;
+    fetch(store, client, reference, resolved, opts, progress)
+}
+
+/// Fetches and records a resolved image.
+pub fn fetch(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    resolved: Resolved,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled, PullError> {
+    let _shared = store.lock_shared()?;
+    store.clean_debris()?;
+    let mut record = resolved.record;
+    let name = reference.to_string();
+    // The same layer may appear twice in one image; fetch it once.
+    let mut missing: Vec<LayerRecord> = Vec::new();
+    for l in &record.layers {
+        if !store.has_layer(&l.chain_id) && !missing.iter().any(|m| m.chain_id == l.chain_id) {
+            missing.push(l.clone());
+        }
+    }
+    progress.resolved(&record, &missing);
+    let fetched = missing.len();
+    let queue = Mutex::new(missing.into_iter());
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<PullError>> = Mutex::new(None);
+    let workers = opts.parallel.clamp(1, 16).min(fetched.max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                if failed.load(Ordering::Relaxed) {
+                    return;
+                }
+                let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                let Some(layer) = next else { return };
+                progress.layer_started(&layer);
+                match fetch_layer(store, client, reference, &name, &layer, progress) {
+                    Ok(()) => progress.layer_done(&layer),
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut unpacked = 0;
+    for l in &record.layers {
+        unpacked += store.layer_meta(&l.chain_id)?.size;
+    }
+    record.unpacked_size = unpacked;
+    // Blobs before the record: a listed image always has its manifest and config.
+    if let Some(index) = &resolved.index {
+        if let Some(d) = &record.index_digest {
+            store.put_blob(d, index)?;
+        }
+    }
+    store.put_blob(&record.digest, &resolved.manifest)?;
+    store.put_blob(&record.config_digest, &resolved.config)?;
+    store.save_image(&record)?;
+    Ok(Pulled { record, fetched })
+}
+
+/// Counts bytes for progress as they are read.
+struct Counting<'a, R> {
+    inner: R,
+    layer: &'a LayerRecord,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.layer_bytes(self.layer, n as u64);
+        Ok(n)
+    }
+}
+
+fn fetch_layer(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    name: &str,
+    layer: &LayerRecord,
+    progress: &dyn Progress,
+) -> Result<(), PullError> {
+    let _lock = store.lock_layer(&layer.chain_id)?;
+    if store.has_layer(&layer.chain_id) {
+        // Another pull committed it while we waited for the lock.
+        tracing::debug!(layer = %layer.digest, "layer appeared while waiting for its lock");
+        return Ok(());
+    }
+    let work = store.temp_dir("layer")?;
+    let diff = work.path().join("diff");
+    let work_err = |source| PullError::Work {
+        reference: name.to_string(),
+        digest: layer.digest.clone(),
+        source,
+    };
+    std::fs::create_dir(&diff).map_err(work_err)?;
+    let blob = client.blob(reference, &layer.digest, 0)?;
+    let stream_err = |source| PullError::Stream {
+        reference: name.to_string(),
+        digest: layer.digest.clone(),
+        source,
+    };
+    let mut compressed = HashingReader::new(Counting {
+        inner: blob.response,
+        layer,
+        progress,
+    });
+    let (stats, diff_id) = {
+        let mut buffered = BufReader::with_capacity(STREAM_BUFFER, &mut compressed);
+        let head = buffered.fill_buf().map_err(stream_err)?;
+        let compression = Compression::sniff(head);
+        let decoder: Box<dyn Read + '_> = match compression {
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(stream_err)?)
+            }
+            Compression::None => Box::new(buffered),
+        };
+        let mut tar = HashingReader::new(decoder);
+        let stats = unpack::unpack(&mut tar, &diff).map_err(|source| PullError::Unpack {
+            reference: name.to_string(),
+            digest: layer.digest.clone(),
+            source,
+        })?;
+        let (diff_id, _) = tar.finish().map_err(stream_err)?;
+        (stats, diff_id)
+    };
+    let (blob_digest, blob_size) = compressed.finish().map_err(stream_err)?;
+    check_digest(
+        name,
+        &format!("layer {}", layer.digest),
+        &layer.digest,
+        &blob_digest,
+    )?;
+    if blob_size != layer.size {
+        return Err(PullError::SizeMismatch {
+            reference: name.to_string(),
+            what: format!("layer {}", layer.digest),
+            expected: layer.size,
+            actual: blob_size,
+        });
+    }
+    check_digest(
+        name,
+        &format!("layer {} (uncompressed)", layer.digest),
+        &layer.diff_id,
+        &diff_id,
+    )?;
+    store.commit_layer(
+        work,
+        &LayerMeta {
+            diff_id: layer.diff_id.clone(),
+            chain_id: layer.chain_id.clone(),
+            size: stats.bytes,
+            entries: stats.entries,
+        },
+    )?;
+    Ok(())
+}

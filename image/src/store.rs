@@ -1,0 +1,607 @@
+//! The content store under slate's root (`/var/lib/slate` by default).
+//!
+//! ```text
+//! blobs/sha256/<hex>      manifests and configs (small); layer blobs only when kept
+//! layers/<chain-hex>/     one committed layer: diff/ (an overlayfs lower dir) + layer.json
+//! images/<key>.json       one record per image name (reference -> manifest digest, layers)
+//! tmp/                    work in progress; never read as content
+//! locks/                  flock files
+//! empty/                  an empty directory (a filler lower dir for overlayfs)
+//! ```
+//!
+//! Guarantees: nothing under `layers/`, `images/` or `blobs/` is ever partial. Content is
+//! written in `tmp/`, synced, and renamed into place; a crash leaves only debris in `tmp/`,
+//! which the next store user removes. Layers are created under an exclusive per-layer
+//! lock, so concurrent pulls unpack each layer once. Pulls hold the store lock shared and
+//! removals hold it exclusive, so a layer is never removed while a pull is adopting it.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::digest::Digest;
+use crate::platform::Platform;
+use crate::reference::Reference;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("corrupt store record {path}: {source}; remove it and pull the image again")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("no such image: {0}")]
+    NoSuchImage(String),
+    #[error("{0:?} matches more than one image: use the full name or digest")]
+    Ambiguous(String),
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One layer of an image, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerRecord {
+    /// Digest of the blob as distributed (usually compressed).
+    pub digest: Digest,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Identifies the layer with all below it: names its directory.
+    pub chain_id: Digest,
+    /// Size of the blob as distributed.
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// What slate knows of a pulled image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageRecord {
+    /// `registry/repository`.
+    pub name: String,
+    pub tag: Option<String>,
+    /// The chosen platform's manifest digest: what `slate pull` prints and pins.
+    pub digest: Digest,
+    /// The index (multi-platform) digest, when the image came through one.
+    #[serde(default)]
+    pub index_digest: Option<Digest>,
+    pub platform: Platform,
+    pub config_digest: Digest,
+    /// Bottom layer first.
+    pub layers: Vec<LayerRecord>,
+    /// The image config's creation time, as written there.
+    #[serde(default)]
+    pub created: Option<String>,
+    /// Seconds since the epoch when this record was written.
+    pub pulled_at: u64,
+    /// Bytes of the unpacked layers.
+    #[serde(default)]
+    pub unpacked_size: u64,
+}
+
+impl ImageRecord {
+    /// `name:tag`, or `name@digest` for an image pulled by digest only.
+    pub fn display_name(&self) -> String {
+        match &self.tag {
+            Some(t) => format!("{}:{t}", self.name),
+            None => format!("{}@{}", self.name, self.digest),
+        }
+    }
+
+    fn key(&self) -> String {
+        let id = match &self.tag {
+            Some(t) => format!("{}:{t}", self.name),
+            None => format!("{}@{}", self.name, self.digest),
+        };
+        Digest::of(id.as_bytes()).hex()[..32].to_string()
+    }
+}
+
+/// Metadata kept beside a layer's `diff/`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LayerMeta {
+    pub diff_id: Digest,
+    pub chain_id: Digest,
+    /// Bytes of regular files in the layer.
+    pub size: u64,
+    pub entries: u64,
+}
+
+/// A held flock; released on drop.
+pub struct Lock {
+    _lock: Flock<fs::File>,
+}
+
+/// The store at a root directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+const DIRS: [&str; 6] = ["blobs/sha256", "layers", "images", "tmp", "locks", "empty"];
+
+impl Store {
+    /// Opens (creating) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        for d in DIRS {
+            let p = root.join(d);
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p)
+                .map_err(io_err("cannot create", &p))?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// An always-empty directory: the bottom lower dir where overlayfs needs two.
+    pub fn empty_dir(&self) -> Result<PathBuf, StoreError> {
+        Ok(self.root.join("empty"))
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn lock_file(&self, name: &str, arg: FlockArg) -> Result<Lock, StoreError> {
+        let path = self.root.join("locks").join(name);
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("cannot open lock", &path))?;
+        let lock = Flock::lock(f, arg).map_err(|(_, e)| StoreError::Io {
+            action: "cannot lock",
+            path,
+            source: e.into(),
+        })?;
+        Ok(Lock { _lock: lock })
+    }
+
+    /// Held (shared) by every pull; exclusive for removals.
+    pub fn lock_shared(&self) -> Result<Lock, StoreError> {
+        self.lock_file("store.lock", FlockArg::LockShared)
+    }
+
+    pub fn lock_exclusive(&self) -> Result<Lock, StoreError> {
+        self.lock_file("store.lock", FlockArg::LockExclusive)
+    }
+
+    /// Exclusive lock on one layer while it is being created.
+    pub fn lock_layer(&self, chain_id: &Digest) -> Result<Lock, StoreError> {
+        self.lock_file(
+            &format!("layer-{}.lock", chain_id.hex()),
+            FlockArg::LockExclusive,
+        )
+    }
+
+    pub fn layer_path(&self, chain_id: &Digest) -> PathBuf {
+        self.root.join("layers").join(chain_id.hex())
+    }
+
+    /// The directory overlayfs uses as this layer's lower dir.
+    pub fn layer_diff(&self, chain_id: &Digest) -> PathBuf {
+        self.layer_path(chain_id).join("diff")
+    }
+
+    /// A layer is present only once committed whole (its directory exists only then).
+    pub fn has_layer(&self, chain_id: &Digest) -> bool {
+        self.layer_path(chain_id).join("layer.json").is_file()
+    }
+
+    pub fn layer_meta(&self, chain_id: &Digest) -> Result<LayerMeta, StoreError> {
+        let p = self.layer_path(chain_id).join("layer.json");
+        let data = fs::read(&p).map_err(io_err("cannot read", &p))?;
+        serde_json::from_slice(&data).map_err(|source| StoreError::Corrupt { path: p, source })
+    }
+
+    /// A fresh work directory under `tmp/`, removed when dropped unless committed.
+    pub fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir, StoreError> {
+        let tmp = self.tmp_dir();
+        tempfile::Builder::new()
+            .prefix(&format!("{prefix}-{}-", std::process::id()))
+            .tempdir_in(&tmp)
+            .map_err(io_err("cannot create a work directory in", &tmp))
+    }
+
+    /// Makes an unpacked layer (`work/diff`) visible under `layers/`, whole or not at all.
+    /// The caller holds the layer's lock.
+    pub fn commit_layer(
+        &self,
+        work: tempfile::TempDir,
+        meta: &LayerMeta,
+    ) -> Result<(), StoreError> {
+        let meta_path = work.path().join("layer.json");
+        write_synced(
+            &meta_path,
+            &serde_json::to_vec_pretty(meta)
+                .map_err(|e| io_err("cannot encode", &meta_path)(e.into()))?,
+        )?;
+        // One syncfs for the whole tree is far cheaper on an SD card than an fsync per
+        // file, and gives the same guarantee before the rename publishes it.
+        syncfs(work.path())?;
+        let dest = self.layer_path(&meta.chain_id);
+        let work_path = work.keep();
+        fs::rename(&work_path, &dest).map_err(|e| {
+            let _ = fs::remove_dir_all(&work_path);
+            io_err("cannot commit layer to", &dest)(e)
+        })?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("cannot set mode of", &dest))?;
+        sync_dir(&self.root.join("layers"))
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// Stores a small blob (manifest, config) that the caller has verified.
+    pub fn put_blob(&self, digest: &Digest, data: &[u8]) -> Result<(), StoreError> {
+        let path = self.blob_path(digest);
+        if path.is_file() {
+            return Ok(());
+        }
+        write_atomic(&path, data)
+    }
+
+    pub fn get_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let p = self.blob_path(digest);
+        fs::read(&p).map_err(io_err("cannot read", &p))
+    }
+
+    fn image_path(&self, key: &str) -> PathBuf {
+        self.root.join("images").join(format!("{key}.json"))
+    }
+
+    /// Writes (or replaces) an image record atomically.
+    pub fn save_image(&self, record: &ImageRecord) -> Result<(), StoreError> {
+        let path = self.image_path(&record.key());
+        let data = serde_json::to_vec_pretty(record)
+            .map_err(|e| io_err("cannot encode", &path)(e.into()))?;
+        write_atomic(&path, &data)
+    }
+
+    /// All image records, sorted by name.
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let dir = self.root.join("images");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_err("cannot list", &dir))? {
+            let e = e.map_err(io_err("cannot list", &dir))?;
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let data = match fs::read(&p) {
+                Ok(d) => d,
+                // Removed by a concurrent rmi between listing and reading.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("cannot read", &p)(e)),
+            };
+            let rec: ImageRecord = serde_json::from_slice(&data)
+                .map_err(|source| StoreError::Corrupt { path: p, source })?;
+            out.push(rec);
+        }
+        out.sort_by_key(|r| r.display_name());
+        Ok(out)
+    }
+
+    /// Finds an image by reference (`name[:tag]`, `name@digest`) or by a digest or its
+    /// hex prefix (at least 4 digits), as `docker images` shows them.
+    pub fn find_image(&self, input: &str) -> Result<ImageRecord, StoreError> {
+        let images = self.images()?;
+        let hex = input.strip_prefix("sha256:").unwrap_or(input);
+        let is_hex = hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_hex {
+            let hits: Vec<&ImageRecord> = images
+                .iter()
+                .filter(|r| r.digest.hex().starts_with(hex))
+                .collect();
+            match hits.len() {
+                0 => {}
+                1 => return Ok(hits[0].clone()),
+                _ => {
+                    // Several names for one digest are one image for inspect and mount.
+                    if hits.iter().all(|r| r.digest == hits[0].digest) {
+                        return Ok(hits[0].clone());
+                    }
+                    return Err(StoreError::Ambiguous(input.to_string()));
+                }
+            }
+        }
+        let Ok(reference) = input.parse::<Reference>() else {
+            return Err(StoreError::NoSuchImage(input.to_string()));
+        };
+        self.find_reference(&images, &reference)
+            .cloned()
+            .ok_or_else(|| StoreError::NoSuchImage(input.to_string()))
+    }
+
+    /// The record a parsed reference names, if pulled.
+    pub fn find_reference<'a>(
+        &self,
+        images: &'a [ImageRecord],
+        r: &Reference,
+    ) -> Option<&'a ImageRecord> {
+        let name = r.name();
+        images.iter().find(|rec| {
+            rec.name == name
+                && match r.digest() {
+                    Some(d) => &rec.digest == d || rec.index_digest.as_ref() == Some(d),
+                    None => rec.tag.as_deref() == r.tag(),
+                }
+        })
+    }
+
+    /// Removes an image record, then every layer and blob no remaining record uses.
+    /// Returns the bytes freed.
+    pub fn remove_image(&self, record: &ImageRecord) -> Result<u64, StoreError> {
+        let _lock = self.lock_exclusive()?;
+        let path = self.image_path(&record.key());
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NoSuchImage(record.display_name()))
+            }
+            Err(e) => return Err(io_err("cannot remove", &path)(e)),
+        }
+        sync_dir(&self.root.join("images"))?;
+        self.remove_unreferenced()
+    }
+
+    /// Deletes layers and blobs that no image record refers to; returns bytes freed.
+    /// The caller holds the store lock exclusively.
+    fn remove_unreferenced(&self) -> Result<u64, StoreError> {
+        let images = self.images()?;
+        let mut chains = HashSet::new();
+        let mut blobs = HashSet::new();
+        for r in &images {
+            blobs.insert(r.digest.hex().to_string());
+            blobs.insert(r.config_digest.hex().to_string());
+            if let Some(i) = &r.index_digest {
+                blobs.insert(i.hex().to_string());
+            }
+            for l in &r.layers {
+                chains.insert(l.chain_id.hex().to_string());
+                blobs.insert(l.digest.hex().to_string());
+            }
+        }
+        let mut freed = 0;
+        for (dir, keep) in [("layers", &chains), ("blobs/sha256", &blobs)] {
+            let dir = self.root.join(dir);
+            for e in fs::read_dir(&dir).map_err(io_err("cannot list", &dir))? {
+                let e = e.map_err(io_err("cannot list", &dir))?;
+                let name = e.file_name().to_string_lossy().to_string();
+                if keep.contains(&name) {
+                    continue;
+                }
+                let p = e.path();
+                freed += disk_usage(&p);
+                // Rename first so a half-deleted layer never looks committed.
+                let doomed = self
+                    .tmp_dir()
+                    .join(format!("rm-{}-{name}", std::process::id()));
+                match fs::rename(&p, &doomed) {
+                    Ok(()) => remove_all(&doomed)?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("cannot remove", &p)(e)),
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Removes debris that dead slate processes left in `tmp/` (work directories are
+    /// named after their creator's PID).
+    pub fn clean_debris(&self) -> Result<(), StoreError> {
+        let tmp = self.tmp_dir();
+        let entries = fs::read_dir(&tmp).map_err(io_err("cannot list", &tmp))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let pid = name.split('-').nth(1).and_then(|p| p.parse::<i32>().ok());
+            let alive = match pid {
+                Some(p) => {
+                    p as u32 == std::process::id() || Path::new(&format!("/proc/{p}")).exists()
+                }
+                None => false,
+            };
+            if !alive {
+                tracing::debug!(path = %e.path().display(), "removing debris of an interrupted slate");
+                remove_all(&e.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes used by a file or tree (apparent sizes of regular files).
+pub fn disk_usage(path: &Path) -> u64 {
+    let Ok(md) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !md.is_dir() {
+        return if md.is_file() { md.len() } else { 0 };
+    }
+    let mut total = 0;
+    if let Ok(rd) = fs::read_dir(path) {
+        for e in rd.flatten() {
+            total += disk_usage(&e.path());
+        }
+    }
+    total
+}
+
+fn remove_all(p: &Path) -> Result<(), StoreError> {
+    let md = match fs::symlink_metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("cannot remove", p)(e)),
+    };
+    let r = if md.is_dir() {
+        fs::remove_dir_all(p)
+    } else {
+        fs::remove_file(p)
+    };
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("cannot remove", p)(e)),
+    }
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let mut f = fs::File::create(path).map_err(io_err("cannot create", path))?;
+    f.write_all(data).map_err(io_err("cannot write", path))?;
+    f.sync_all().map_err(io_err("cannot sync", path))
+}
+
+/// Write to a temp file beside `path`, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io_err("cannot create a file in", dir))?;
+    tmp.write_all(data).map_err(io_err("cannot write", path))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err("cannot sync", path))?;
+    tmp.persist(path)
+        .map_err(|e| io_err("cannot write", path)(e.error))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("cannot sync", dir))
+}
+
+fn syncfs(path: &Path) -> Result<(), StoreError> {
+    let f = fs::File::open(path).map_err(io_err("cannot open", path))?;
+    nix::unistd::syncfs(f.as_raw_fd()).map_err(|e| io_err("cannot sync", path)(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, tag: &str, layers: &[&str]) -> ImageRecord {
+        let diff: Vec<Digest> = layers.iter().map(|l| Digest::of(l.as_bytes())).collect();
+        let chains = Digest::chain_ids(&diff);
+        ImageRecord {
+            name: name.to_string(),
+            tag: Some(tag.to_string()),
+            digest: Digest::of(format!("{name}{tag}").as_bytes()),
+            index_digest: None,
+            platform: Platform::host(),
+            config_digest: Digest::of(b"config"),
+            layers: diff
+                .iter()
+                .zip(&chains)
+                .map(|(d, c)| LayerRecord {
+                    digest: d.clone(),
+                    diff_id: d.clone(),
+                    chain_id: c.clone(),
+                    size: 1,
+                    media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                })
+                .collect(),
+            created: None,
+            pulled_at: 0,
+            unpacked_size: 0,
+        }
+    }
+
+    fn add_layers(store: &Store, rec: &ImageRecord) {
+        for l in &rec.layers {
+            if store.has_layer(&l.chain_id) {
+                continue;
+            }
+            let work = store.temp_dir("layer").unwrap();
+            fs::create_dir(work.path().join("diff")).unwrap();
+            fs::write(work.path().join("diff/file"), b"1234").unwrap();
+            store
+                .commit_layer(
+                    work,
+                    &LayerMeta {
+                        diff_id: l.diff_id.clone(),
+                        chain_id: l.chain_id.clone(),
+                        size: 4,
+                        entries: 1,
+                    },
+                )
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_removal_keeps_shared_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = record("r.example/a", "1", &["base", "a"]);
+        let b = record("r.example/b", "1", &["base", "b"]);
+        add_layers(&store, &a);
+        add_layers(&store, &b);
+        store.save_image(&a).unwrap();
+        store.save_image(&b).unwrap();
+        assert_eq!(store.images().unwrap(), vec![a.clone(), b.clone()]);
+        assert_eq!(store.find_image("r.example/a:1").unwrap(), a);
+        assert_eq!(store.find_image(&a.digest.hex()[..8]).unwrap(), a);
+        assert!(matches!(
+            store.find_image("r.example/a:2"),
+            Err(StoreError::NoSuchImage(_))
+        ));
+
+        let freed = store.remove_image(&a).unwrap();
+        assert_eq!(freed, 4 + layer_json_size(&store, &b));
+        assert!(store.has_layer(&a.layers[0].chain_id), "shared base kept");
+        assert!(!store.has_layer(&a.layers[1].chain_id));
+        assert!(store.has_layer(&b.layers[1].chain_id));
+        assert_eq!(store.images().unwrap(), vec![b]);
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    fn layer_json_size(store: &Store, b: &ImageRecord) -> u64 {
+        fs::metadata(store.layer_path(&b.layers[0].chain_id).join("layer.json"))
+            .unwrap()
+            .len()
+    }
+
+    #[test]
+    fn debris_of_dead_processes_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        fs::create_dir(store.tmp_dir().join("layer-999999999-x")).unwrap();
+        let mine = store.temp_dir("layer").unwrap();
+        store.clean_debris().unwrap();
+        let left: Vec<_> = fs::read_dir(store.tmp_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(left, vec![mine.path().to_path_buf()]);
+    }
+}
