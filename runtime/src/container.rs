@@ -30,6 +30,7 @@ use nix::unistd::{setresgid, setresuid, Pid};
 use oci_spec::runtime::Spec;
 
 use crate::caps::CapsPlan;
+use crate::cgroups::Cgroup;
 use crate::error::{ChildFailure, Error, Stage};
 use crate::mounts::{MountPlan, Rootfs};
 use crate::namespaces::{with_pid_namespace, Namespaces};
@@ -89,6 +90,8 @@ pub struct Container {
     pid: Pid,
     pub(crate) pty_master: Option<OwnedFd>,
     status: Option<ExitStatus>,
+    /// Removed once the container is reaped.
+    cgroup: Option<Cgroup>,
 }
 
 /// Everything the child needs, prepared before the clone.
@@ -178,9 +181,25 @@ impl Container {
         )
         .map_err(Error::sys("socketpair"))?;
 
-        let flags = plan.ns.clone_flags.bits();
+        // The cgroup namespace is created by the child once it sits in its cgroup (see
+        // child_setup), so that the namespace's root is the container's cgroup, not ours.
+        let flags = (plan.ns.clone_flags - CloneFlags::CLONE_NEWCGROUP).bits();
+        let linux = spec.linux().as_ref();
+        let cgroup = Cgroup::create(
+            &opts.id,
+            linux.and_then(|l| l.cgroups_path().as_deref()),
+            linux.and_then(|l| l.resources().as_ref()),
+        )?;
         let cloned =
-            with_pid_namespace(plan.ns.pid_join.as_ref(), || syscall::clone_process(flags))?;
+            match with_pid_namespace(plan.ns.pid_join.as_ref(), || syscall::clone_process(flags)) {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Err(ce) = cgroup.remove() {
+                        tracing::warn!(error = %ce, "removing the cgroup of a failed start");
+                    }
+                    return Err(e);
+                }
+            };
         let pid = match cloned {
             Cloned::Child => {
                 drop(parent_sock);
@@ -202,6 +221,7 @@ impl Container {
             pid,
             pty_master,
             status: None,
+            cgroup: Some(cgroup),
         };
         tracing::debug!(id = %container.id, pid = pid.as_raw(), "container process cloned");
         // From here on, dropping `container` on an error kills and reaps the child.
@@ -210,6 +230,10 @@ impl Container {
     }
 
     fn release(&mut self, plan: &Plan, sock: &OwnedFd) -> Result<(), Error> {
+        // The container must be in its cgroup before it execs (and before it can fork).
+        if let Some(cg) = &self.cgroup {
+            cg.add_task(self.pid)?;
+        }
         plan.ns.write_id_maps(self.pid)?;
         if let Some(adj) = plan.exec.oom_score_adj {
             std::fs::write(format!("/proc/{}/oom_score_adj", self.pid), adj.to_string()).map_err(
@@ -289,18 +313,24 @@ impl Container {
         }
     }
 
-    /// Waits for the container to exit and reaps it.
+    /// Waits for the container to exit, reaps it and removes its cgroup (killing anything
+    /// left in it). If the removal fails, the error is returned and a second call returns the
+    /// status.
     pub fn wait(&mut self) -> Result<ExitStatus, Error> {
-        loop {
+        let status = loop {
             if let Some(s) = self.status {
-                return Ok(s);
+                break s;
             }
             match waitpid(self.pid, None) {
                 Ok(s) => self.status = to_status(s),
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(Error::sys("waitpid")(e)),
             }
+        };
+        if let Some(cg) = self.cgroup.take() {
+            cg.remove()?;
         }
+        Ok(status)
     }
 }
 
@@ -308,7 +338,9 @@ impl Drop for Container {
     fn drop(&mut self) {
         if self.status.is_none() {
             let _ = kill(self.pid, Signal::SIGKILL);
-            let _ = self.wait();
+        }
+        if let Err(e) = self.wait() {
+            tracing::warn!(id = %self.id, error = %e, "cleaning up a dropped container");
         }
     }
 }
@@ -386,6 +418,7 @@ impl Plan {
 fn stage_name(s: Stage) -> &'static str {
     match s {
         Stage::Sync => "wait for the runtime",
+        Stage::CgroupNamespace => "create the cgroup namespace",
         Stage::MountPropagation => "make the mount tree private",
         Stage::PivotRoot => "pivot_root into the rootfs",
         Stage::ReadonlyRoot => "make the rootfs read-only",
@@ -445,6 +478,11 @@ fn child_setup(plan: &Plan, sock: &OwnedFd, tty: Option<OwnedFd>) -> Result<Neve
     }
     for (i, j) in plan.ns.joins.iter().enumerate() {
         nix::sched::setns(&j.fd, j.kind).map_err(at(Stage::JoinNamespace, i as u32))?;
+    }
+    if plan.ns.clone_flags.contains(CloneFlags::CLONE_NEWCGROUP) {
+        // Now that the parent has moved us into the container's cgroup, it becomes the root
+        // of our cgroup namespace.
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(at(Stage::CgroupNamespace, 0))?;
     }
     if plan.ns.clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
         // Become the namespace's root (mapped by the parent) for the setup that follows.

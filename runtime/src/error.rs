@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 
+use crate::cgroups::CgroupError;
+
 /// Everything that can go wrong while starting or supervising a container.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -98,6 +100,9 @@ pub enum Error {
     /// The child spoke a message that does not follow the sync protocol.
     #[error("malformed message from the container process")]
     Protocol,
+    /// Cgroup creation, placement or removal failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
     /// I/O of the supervisor (terminal relay, signal handling).
     #[error("{op} failed")]
     Io {
@@ -139,6 +144,7 @@ pub(crate) struct ChildFailure {
 pub(crate) enum Stage {
     Sync = 1,
     JoinNamespace,
+    CgroupNamespace,
     MountPropagation,
     MountRootfs,
     OpenRootfs,
@@ -167,9 +173,10 @@ pub(crate) enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 27] = [
+    const ALL: [Stage; 28] = [
         Stage::Sync,
         Stage::JoinNamespace,
+        Stage::CgroupNamespace,
         Stage::MountPropagation,
         Stage::MountRootfs,
         Stage::OpenRootfs,

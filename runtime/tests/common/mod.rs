@@ -185,6 +185,11 @@ impl Bundle {
     }
 }
 
+/// The cgroup directories named after container `id`, on every hierarchy.
+pub fn find_cgroups(id: &str) -> Vec<PathBuf> {
+    find_named(Path::new("/sys/fs/cgroup"), id, 6)
+}
+
 fn find_named(dir: &Path, name: &str, depth: u32) -> Vec<PathBuf> {
     let mut found = Vec::new();
     if depth == 0 {
