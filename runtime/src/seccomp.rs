@@ -1,1 +1,0 @@
-//! Seccomp: compiling an OCI seccomp profile to classic BPF and installing it.

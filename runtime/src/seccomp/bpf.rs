@@ -1,0 +1,325 @@
+//! Classic BPF for seccomp: a tiny assembler with forward labels, and the generator that turns
+//! resolved per-architecture rules into a filter program.
+//!
+//! Program shape:
+//! ```text
+//!   ld arch; for each arch: jeq AUDIT_ARCH -> its section; ret <mismatch>
+//! section:
+//!   ld nr; [x86_64: nr >= X32 bit -> ret <mismatch>]
+//!   binary search over the sorted syscall numbers (jge splits, ja to the right half), leaves
+//!   of up to four `jeq nr` that return the action or jump to the syscall's argument checks;
+//!   not found -> ret <default>
+//!   argument checks: rule by rule, every condition on 64-bit args compared as two 32-bit
+//!   halves; the first rule whose conditions all hold returns its action, else <default>
+//! ```
+//! Conditional jumps only ever go a short way forward (within one rule or one leaf); every
+//! long jump is a `ja`, whose offset is 32 bits, so programs of any size assemble.
+
+use super::SeccompError;
+
+/// One classic BPF instruction, laid out exactly as the kernel's `struct sock_filter`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct Insn {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+pub(crate) const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+pub(crate) const ALU_AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
+pub(crate) const JA: u16 = 0x05; // BPF_JMP | BPF_JA
+pub(crate) const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+pub(crate) const JGT_K: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
+pub(crate) const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+pub(crate) const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+
+/// The kernel's limit on the length of a filter (BPF_MAXINSNS).
+pub const MAX_INSNS: usize = 4096;
+
+// Offsets into struct seccomp_data.
+pub(crate) const OFF_NR: u32 = 0;
+pub(crate) const OFF_ARCH: u32 = 4;
+pub(crate) const OFF_ARGS: u32 = 16;
+
+/// x86_64 marks x32 syscalls by this bit in the number, under the x86_64 audit arch.
+pub(crate) const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Label(usize);
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum J {
+    Next,
+    To(Label),
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Jt,
+    Jf,
+    Ja,
+}
+
+#[derive(Default)]
+pub(crate) struct Asm {
+    insns: Vec<Insn>,
+    labels: Vec<Option<usize>>,
+    fixups: Vec<(usize, Slot, Label)>,
+}
+
+impl Asm {
+    pub fn label(&mut self) -> Label {
+        self.labels.push(None);
+        Label(self.labels.len() - 1)
+    }
+
+    pub fn bind(&mut self, l: Label) {
+        self.labels[l.0] = Some(self.insns.len());
+    }
+
+    fn push(&mut self, code: u16, k: u32) -> usize {
+        self.insns.push(Insn {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        });
+        self.insns.len() - 1
+    }
+
+    pub fn ld(&mut self, offset: u32) {
+        self.push(LD_W_ABS, offset);
+    }
+
+    pub fn and(&mut self, k: u32) {
+        self.push(ALU_AND_K, k);
+    }
+
+    pub fn ret(&mut self, k: u32) {
+        self.push(RET_K, k);
+    }
+
+    pub fn ja(&mut self, l: Label) {
+        let at = self.push(JA, 0);
+        self.fixups.push((at, Slot::Ja, l));
+    }
+
+    pub fn jmp(&mut self, code: u16, k: u32, jt: J, jf: J) {
+        let at = self.push(code, k);
+        if let J::To(l) = jt {
+            self.fixups.push((at, Slot::Jt, l));
+        }
+        if let J::To(l) = jf {
+            self.fixups.push((at, Slot::Jf, l));
+        }
+    }
+
+    /// Resolves every label; all jumps go forward.
+    pub fn finish(mut self) -> Result<Vec<Insn>, SeccompError> {
+        for (at, slot, l) in std::mem::take(&mut self.fixups) {
+            let target = self.labels[l.0].ok_or(SeccompError::Internal("unbound label"))?;
+            let off = target
+                .checked_sub(at + 1)
+                .ok_or(SeccompError::Internal("backward jump"))?;
+            let insn = &mut self.insns[at];
+            match slot {
+                Slot::Ja => {
+                    insn.k =
+                        u32::try_from(off).map_err(|_| SeccompError::Internal("jump too far"))?
+                }
+                Slot::Jt | Slot::Jf => {
+                    let short =
+                        u8::try_from(off).map_err(|_| SeccompError::Internal("branch too far"))?;
+                    if matches!(slot, Slot::Jt) {
+                        insn.jt = short;
+                    } else {
+                        insn.jf = short;
+                    }
+                }
+            }
+        }
+        if self.insns.len() > MAX_INSNS {
+            return Err(SeccompError::TooLarge(self.insns.len()));
+        }
+        Ok(self.insns)
+    }
+}
+
+/// Comparison of one syscall argument, as in the OCI profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Ne,
+    Lt,
+    Le,
+    Eq,
+    Ge,
+    Gt,
+    /// `(arg & value) == value_two`
+    MaskedEq,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cond {
+    pub index: u32,
+    pub op: Op,
+    pub value: u64,
+    pub value_two: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Rule {
+    pub ret: u32,
+    pub conds: Vec<Cond>,
+}
+
+/// The rules of one architecture, by syscall number, in profile order within a number.
+pub(crate) struct Section {
+    pub audit_arch: u32,
+    pub x32_guard: bool,
+    pub syscalls: Vec<(u32, Vec<Rule>)>,
+}
+
+enum Target {
+    Ret(u32),
+    Body(Label),
+}
+
+pub(crate) fn generate(
+    sections: &[Section],
+    default_ret: u32,
+    mismatch_ret: u32,
+) -> Result<Vec<Insn>, SeccompError> {
+    let mut a = Asm::default();
+    a.ld(OFF_ARCH);
+    let starts: Vec<Label> = sections.iter().map(|_| a.label()).collect();
+    for (s, start) in sections.iter().zip(&starts) {
+        let next = a.label();
+        a.jmp(JEQ_K, s.audit_arch, J::Next, J::To(next));
+        a.ja(*start);
+        a.bind(next);
+    }
+    a.ret(mismatch_ret);
+
+    for (s, start) in sections.iter().zip(&starts) {
+        a.bind(*start);
+        a.ld(OFF_NR);
+        if s.x32_guard {
+            let native = a.label();
+            a.jmp(JGE_K, X32_SYSCALL_BIT, J::Next, J::To(native));
+            a.ret(mismatch_ret);
+            a.bind(native);
+        }
+        let mut leaves = Vec::with_capacity(s.syscalls.len());
+        let mut bodies = Vec::new();
+        for (nr, rules) in &s.syscalls {
+            match rules.first() {
+                Some(r) if r.conds.is_empty() => leaves.push((*nr, Target::Ret(r.ret))),
+                Some(_) => {
+                    let l = a.label();
+                    leaves.push((*nr, Target::Body(l)));
+                    bodies.push((l, rules));
+                }
+                None => {}
+            }
+        }
+        tree(&mut a, &leaves, default_ret);
+        for (l, rules) in bodies {
+            a.bind(l);
+            for r in rules.iter() {
+                let fail = a.label();
+                for c in &r.conds {
+                    cond(&mut a, c, fail);
+                }
+                a.ret(r.ret);
+                a.bind(fail);
+            }
+            a.ret(default_ret);
+        }
+    }
+    a.finish()
+}
+
+/// Binary search over sorted syscall numbers; the accumulator holds the number throughout.
+fn tree(a: &mut Asm, leaves: &[(u32, Target)], default_ret: u32) {
+    if leaves.len() <= 4 {
+        for (nr, t) in leaves {
+            let after = a.label();
+            a.jmp(JEQ_K, *nr, J::Next, J::To(after));
+            match t {
+                Target::Ret(k) => a.ret(*k),
+                Target::Body(l) => a.ja(*l),
+            }
+            a.bind(after);
+        }
+        a.ret(default_ret);
+        return;
+    }
+    let mid = leaves.len() / 2;
+    let left = a.label();
+    let right = a.label();
+    a.jmp(JGE_K, leaves[mid].0, J::Next, J::To(left));
+    a.ja(right);
+    a.bind(left);
+    tree(a, &leaves[..mid], default_ret);
+    a.bind(right);
+    tree(a, &leaves[mid..], default_ret);
+}
+
+/// One 64-bit comparison as two 32-bit ones; falls through when it holds, jumps to `fail`
+/// otherwise.
+fn cond(a: &mut Asm, c: &Cond, fail: Label) {
+    let base = OFF_ARGS + 8 * c.index;
+    let (lo_off, hi_off) = if cfg!(target_endian = "little") {
+        (base, base + 4)
+    } else {
+        (base + 4, base)
+    };
+    let (vhi, vlo) = ((c.value >> 32) as u32, c.value as u32);
+    let pass = a.label();
+    let f = J::To(fail);
+    let p = J::To(pass);
+    match c.op {
+        Op::Eq => {
+            a.ld(hi_off);
+            a.jmp(JEQ_K, vhi, J::Next, f);
+            a.ld(lo_off);
+            a.jmp(JEQ_K, vlo, J::Next, f);
+        }
+        Op::Ne => {
+            a.ld(hi_off);
+            a.jmp(JEQ_K, vhi, J::Next, p);
+            a.ld(lo_off);
+            a.jmp(JEQ_K, vlo, f, J::Next);
+        }
+        Op::Gt | Op::Ge => {
+            a.ld(hi_off);
+            a.jmp(JGT_K, vhi, p, J::Next);
+            a.jmp(JEQ_K, vhi, J::Next, f);
+            a.ld(lo_off);
+            let code = if c.op == Op::Gt { JGT_K } else { JGE_K };
+            a.jmp(code, vlo, J::Next, f);
+        }
+        Op::Lt | Op::Le => {
+            a.ld(hi_off);
+            a.jmp(JGT_K, vhi, f, J::Next);
+            a.jmp(JEQ_K, vhi, J::Next, p);
+            a.ld(lo_off);
+            // lo < v  <=>  !(lo >= v);  lo <= v  <=>  !(lo > v)
+            let code = if c.op == Op::Lt { JGE_K } else { JGT_K };
+            a.jmp(code, vlo, f, J::Next);
+        }
+        Op::MaskedEq => {
+            let (mhi, mlo) = ((c.value >> 32) as u32, c.value as u32);
+            let (dhi, dlo) = ((c.value_two >> 32) as u32, c.value_two as u32);
+            a.ld(hi_off);
+            a.and(mhi);
+            a.jmp(JEQ_K, dhi, J::Next, f);
+            a.ld(lo_off);
+            a.and(mlo);
+            a.jmp(JEQ_K, dlo, J::Next, f);
+        }
+    }
+    a.bind(pass);
+}

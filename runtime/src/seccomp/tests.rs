@@ -1,0 +1,553 @@
+//! Tests of the BPF generator: generated programs run through a small classic-BPF interpreter
+//! on hand-made `seccomp_data` inputs, for the default profile and for every operator.
+
+use oci_spec::runtime::{
+    Arch as OciArch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompOperator,
+    LinuxSyscall,
+};
+
+use super::bpf::{self, Insn};
+use super::*;
+
+const ALLOW: u32 = RET_ALLOW;
+const EPERM: u32 = RET_ERRNO | 1;
+const ENOSYS: u32 = RET_ERRNO | 38;
+
+struct Data {
+    nr: u32,
+    arch: u32,
+    args: [u64; 6],
+}
+
+impl Data {
+    fn bytes(&self) -> [u8; 64] {
+        let mut b = [0u8; 64];
+        b[0..4].copy_from_slice(&self.nr.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.arch.to_ne_bytes());
+        for (i, a) in self.args.iter().enumerate() {
+            b[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
+        }
+        b
+    }
+}
+
+/// Runs a program the way the kernel's classic BPF interpreter would, for the instructions
+/// the generator emits; panics on anything else or on a jump out of the program.
+fn run(prog: &[Insn], data: &Data) -> u32 {
+    let mem = data.bytes();
+    let mut acc: u32 = 0;
+    let mut pc = 0usize;
+    for _ in 0..100_000 {
+        let i = prog
+            .get(pc)
+            .unwrap_or_else(|| panic!("pc {pc} out of the program"));
+        pc += 1;
+        match i.code {
+            bpf::LD_W_ABS => {
+                let k = i.k as usize;
+                assert!(k % 4 == 0 && k + 4 <= 64, "bad load offset {k}");
+                acc = u32::from_ne_bytes([mem[k], mem[k + 1], mem[k + 2], mem[k + 3]]);
+            }
+            bpf::ALU_AND_K => acc &= i.k,
+            bpf::JA => pc += i.k as usize,
+            bpf::JEQ_K | bpf::JGT_K | bpf::JGE_K => {
+                let taken = match i.code {
+                    bpf::JEQ_K => acc == i.k,
+                    bpf::JGT_K => acc > i.k,
+                    _ => acc >= i.k,
+                };
+                pc += usize::from(if taken { i.jt } else { i.jf });
+            }
+            bpf::RET_K => return i.k,
+            other => panic!("unexpected opcode {other:#x}"),
+        }
+    }
+    panic!("program did not return");
+}
+
+fn nr(arch: Arch, name: &str) -> u32 {
+    arch.lookup(name)
+        .unwrap_or_else(|| panic!("{name} unknown on {arch:?}"))
+}
+
+fn call(p: &Program, arch: Arch, name: &str, args: [u64; 6]) -> u32 {
+    run(
+        p.instructions(),
+        &Data {
+            nr: nr(arch, name),
+            arch: arch.audit(),
+            args,
+        },
+    )
+}
+
+fn default_profile(caps: &[&str]) -> LinuxSeccomp {
+    resolve_profile(DEFAULT_PROFILE_JSON, caps.iter(), Some((6, 1))).expect("resolve")
+}
+
+const CLONE_NEWUSER: u64 = 0x1000_0000;
+const CLONE_NEWNS: u64 = 0x0002_0000;
+const THREAD_FLAGS: u64 = 0x003d_0f00; // what pthread_create passes
+const SIGCHLD: u64 = 17;
+
+#[test]
+fn tables_are_sorted_and_plausible() {
+    for arch in [Arch::X86_64, Arch::Aarch64, Arch::Arm] {
+        let t = arch.table();
+        assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{arch:?} not sorted");
+        assert!(t.len() > 280, "{arch:?} has only {} syscalls", t.len());
+    }
+    assert_eq!(Arch::X86_64.lookup("read"), Some(0));
+    assert_eq!(Arch::X86_64.lookup("keyctl"), Some(250));
+    assert_eq!(Arch::Aarch64.lookup("read"), Some(63));
+    assert_eq!(Arch::Aarch64.lookup("open"), None);
+    assert_eq!(Arch::Arm.lookup("read"), Some(3));
+    assert_eq!(Arch::Arm.lookup("cacheflush"), Some(0x0f_0002));
+}
+
+#[test]
+fn default_profile_allows_ordinary_work_and_denies_the_rest() {
+    for arch in [Arch::X86_64, Arch::Aarch64] {
+        let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), arch).expect("compile");
+        assert!(p.instructions().len() < MAX_INSNS);
+        for name in [
+            "read",
+            "write",
+            "openat",
+            "execve",
+            "exit_group",
+            "futex",
+            "mmap",
+            "chroot",
+        ] {
+            assert_eq!(call(&p, arch, name, [0; 6]), ALLOW, "{name} on {arch:?}");
+        }
+        for name in [
+            "keyctl",
+            "add_key",
+            "request_key",
+            "mount",
+            "umount2",
+            "unshare",
+            "setns",
+            "pivot_root",
+            "reboot",
+            "kexec_load",
+            "bpf",
+            "perf_event_open",
+            "init_module",
+            "io_uring_setup",
+        ] {
+            assert_eq!(call(&p, arch, name, [0; 6]), EPERM, "{name} on {arch:?}");
+        }
+        assert_eq!(call(&p, arch, "clone3", [0; 6]), ENOSYS);
+        assert_eq!(
+            call(&p, arch, "clone", [THREAD_FLAGS, 0, 0, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(call(&p, arch, "clone", [SIGCHLD, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(
+            call(&p, arch, "clone", [SIGCHLD | CLONE_NEWUSER, 0, 0, 0, 0, 0]),
+            EPERM
+        );
+        assert_eq!(call(&p, arch, "clone", [CLONE_NEWNS, 0, 0, 0, 0, 0]), EPERM);
+        assert_eq!(call(&p, arch, "socket", [2, 1, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(call(&p, arch, "socket", [40, 1, 0, 0, 0, 0]), EPERM);
+        assert_eq!(call(&p, arch, "personality", [0; 6]), ALLOW);
+        assert_eq!(
+            call(&p, arch, "personality", [0xffff_ffff, 0, 0, 0, 0, 0]),
+            ALLOW
+        );
+        // ADDR_NO_RANDOMIZE
+        assert_eq!(
+            call(&p, arch, "personality", [0x0004_0000, 0, 0, 0, 0, 0]),
+            EPERM
+        );
+        // an unlisted syscall number
+        assert_eq!(
+            run(
+                p.instructions(),
+                &Data {
+                    nr: 4000,
+                    arch: arch.audit(),
+                    args: [0; 6]
+                }
+            ),
+            EPERM
+        );
+        // ptrace is allowed from 4.8 on
+        assert_eq!(call(&p, arch, "ptrace", [0; 6]), ALLOW);
+    }
+}
+
+#[test]
+fn every_listed_name_is_allowed_and_every_other_denied() {
+    let profile = default_profile(&DOCKER_DEFAULT_CAPS);
+    let p = compile_for(&profile, Arch::X86_64).expect("compile");
+    let unconditional: Vec<&String> = profile
+        .syscalls()
+        .iter()
+        .flatten()
+        .filter(|s| s.action() == LinuxSeccompAction::ScmpActAllow && s.args().is_none())
+        .flat_map(|s| s.names())
+        .collect();
+    let conditional: Vec<&String> = profile
+        .syscalls()
+        .iter()
+        .flatten()
+        .filter(|s| s.action() != LinuxSeccompAction::ScmpActAllow || s.args().is_some())
+        .flat_map(|s| s.names())
+        .collect();
+    for (name, number) in Arch::X86_64.table() {
+        let got = run(
+            p.instructions(),
+            &Data {
+                nr: *number,
+                arch: Arch::X86_64.audit(),
+                args: [0; 6],
+            },
+        );
+        if unconditional.iter().any(|n| n == name) {
+            assert_eq!(got, ALLOW, "{name}");
+        } else if !conditional.iter().any(|n| n == name) {
+            assert_eq!(got, EPERM, "{name}");
+        }
+    }
+}
+
+#[test]
+fn cap_add_relaxes_the_default_profile() {
+    let mut caps: Vec<&str> = DOCKER_DEFAULT_CAPS.to_vec();
+    caps.push("SYS_ADMIN");
+    let p = compile_for(&default_profile(&caps), Arch::X86_64).expect("compile");
+    let a = Arch::X86_64;
+    assert_eq!(call(&p, a, "mount", [0; 6]), ALLOW);
+    assert_eq!(
+        call(&p, a, "unshare", [CLONE_NEWUSER, 0, 0, 0, 0, 0]),
+        ALLOW
+    );
+    assert_eq!(
+        call(&p, a, "clone", [CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0, 0]),
+        ALLOW
+    );
+    assert_eq!(call(&p, a, "clone3", [0; 6]), ALLOW);
+    // still never
+    assert_eq!(call(&p, a, "keyctl", [0; 6]), EPERM);
+    // and without CAP_SYS_CHROOT, chroot goes
+    let p = compile_for(&default_profile(&["CAP_CHOWN"]), a).expect("compile");
+    assert_eq!(call(&p, a, "chroot", [0; 6]), EPERM);
+}
+
+#[test]
+fn min_kernel_gates_ptrace() {
+    let old =
+        resolve_profile(DEFAULT_PROFILE_JSON, DOCKER_DEFAULT_CAPS, Some((4, 4))).expect("resolve");
+    let p = compile_for(&old, Arch::X86_64).expect("compile");
+    assert_eq!(call(&p, Arch::X86_64, "ptrace", [0; 6]), EPERM);
+    assert_eq!(parse_kernel_version("6.18.44-fc-v782\n"), Some((6, 18)));
+    assert_eq!(parse_kernel_version("4.8"), Some((4, 8)));
+}
+
+#[test]
+fn aarch64_programs_also_filter_arm_compat_syscalls() {
+    let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), Arch::Aarch64).expect("compile");
+    assert_eq!(call(&p, Arch::Arm, "read", [0; 6]), ALLOW);
+    assert_eq!(call(&p, Arch::Arm, "cacheflush", [0; 6]), ALLOW);
+    assert_eq!(call(&p, Arch::Arm, "keyctl", [0; 6]), EPERM);
+    assert_eq!(
+        call(&p, Arch::Arm, "clone", [CLONE_NEWUSER, 0, 0, 0, 0, 0]),
+        EPERM
+    );
+    // x86_64 is not a compat arch of aarch64: the mismatch action
+    assert_eq!(call(&p, Arch::X86_64, "read", [0; 6]), EPERM);
+}
+
+fn rule(names: &[&str], action: LinuxSeccompAction, args: Vec<LinuxSeccompArg>) -> LinuxSyscall {
+    let mut s = LinuxSyscall::default();
+    s.set_names(names.iter().map(|n| n.to_string()).collect());
+    s.set_action(action);
+    if !args.is_empty() {
+        s.set_args(Some(args));
+    }
+    s
+}
+
+fn arg(
+    index: usize,
+    op: LinuxSeccompOperator,
+    value: u64,
+    value_two: Option<u64>,
+) -> LinuxSeccompArg {
+    let b = oci_spec::runtime::LinuxSeccompArgBuilder::default()
+        .index(index)
+        .op(op)
+        .value(value);
+    match value_two {
+        Some(v) => b.value_two(v),
+        None => b,
+    }
+    .build()
+    .expect("arg")
+}
+
+fn profile(default: LinuxSeccompAction, rules: Vec<LinuxSyscall>) -> LinuxSeccomp {
+    let mut p = LinuxSeccomp::default();
+    p.set_default_action(default);
+    p.set_syscalls(Some(rules));
+    p
+}
+
+#[test]
+fn wrong_arch_and_x32_are_killed_when_the_default_allows() {
+    let p = compile_for(
+        &profile(
+            LinuxSeccompAction::ScmpActAllow,
+            vec![rule(
+                &["keyctl"],
+                LinuxSeccompAction::ScmpActKillProcess,
+                vec![],
+            )],
+        ),
+        Arch::X86_64,
+    )
+    .expect("compile");
+    let a = Arch::X86_64;
+    assert_eq!(call(&p, a, "read", [0; 6]), ALLOW);
+    assert_eq!(call(&p, a, "keyctl", [0; 6]), RET_KILL_PROCESS);
+    let i386 = Data {
+        nr: 3,
+        arch: 0x4000_0003,
+        args: [0; 6],
+    };
+    assert_eq!(run(p.instructions(), &i386), RET_KILL_PROCESS);
+    let x32 = Data {
+        nr: bpf::X32_SYSCALL_BIT | 250,
+        arch: a.audit(),
+        args: [0; 6],
+    };
+    assert_eq!(run(p.instructions(), &x32), RET_KILL_PROCESS);
+
+    let kill = compile_for(&profile(LinuxSeccompAction::ScmpActKill, vec![]), a).expect("compile");
+    assert_eq!(run(kill.instructions(), &i386), RET_KILL_THREAD);
+}
+
+#[test]
+fn actions_are_encoded() {
+    use LinuxSeccompAction::*;
+    let mut errno = rule(&["read"], ScmpActErrno, vec![]);
+    errno.set_errno_ret(Some(13));
+    let p = compile_for(
+        &profile(
+            ScmpActAllow,
+            vec![
+                errno,
+                rule(&["write"], ScmpActTrap, vec![]),
+                rule(&["close"], ScmpActLog, vec![]),
+                rule(&["getpid"], ScmpActKillThread, vec![]),
+                rule(&["getppid"], ScmpActTrace, vec![]),
+                rule(&["no_such_syscall_anywhere"], ScmpActKill, vec![]),
+            ],
+        ),
+        Arch::X86_64,
+    )
+    .expect("unknown names are skipped, not errors");
+    let a = Arch::X86_64;
+    assert_eq!(call(&p, a, "read", [0; 6]), RET_ERRNO | 13);
+    assert_eq!(call(&p, a, "write", [0; 6]), RET_TRAP);
+    assert_eq!(call(&p, a, "close", [0; 6]), RET_LOG);
+    assert_eq!(call(&p, a, "getpid", [0; 6]), RET_KILL_THREAD);
+    assert_eq!(call(&p, a, "getppid", [0; 6]), RET_TRACE);
+    assert_eq!(call(&p, a, "openat", [0; 6]), ALLOW);
+
+    let notify = profile(ScmpActAllow, vec![rule(&["read"], ScmpActNotify, vec![])]);
+    assert!(matches!(
+        compile_for(&notify, a),
+        Err(SeccompError::UnsupportedAction(_))
+    ));
+    let bad_index = profile(
+        ScmpActAllow,
+        vec![rule(
+            &["read"],
+            ScmpActErrno,
+            vec![arg(6, LinuxSeccompOperator::ScmpCmpEq, 0, None)],
+        )],
+    );
+    assert!(matches!(
+        compile_for(&bad_index, a),
+        Err(SeccompError::ArgIndex { .. })
+    ));
+}
+
+#[test]
+fn argument_operators_compare_full_64_bit_values() {
+    use LinuxSeccompOperator::*;
+    let big: u64 = 0x0000_0001_0000_0005; // differs from 5 only in the high half
+                                          // operator, value, valueTwo, then (argument, whether the rule matches)
+    type Case<'a> = (LinuxSeccompOperator, u64, Option<u64>, &'a [(u64, bool)]);
+    let cases: &[Case] = &[
+        (ScmpCmpEq, 5, None, &[(5, true), (4, false), (big, false)]),
+        (ScmpCmpNe, 5, None, &[(5, false), (6, true), (big, true)]),
+        (
+            ScmpCmpLt,
+            big,
+            None,
+            &[(5, true), (big - 1, true), (big, false), (u64::MAX, false)],
+        ),
+        (
+            ScmpCmpLe,
+            big,
+            None,
+            &[(5, true), (big, true), (big + 1, false), (1 << 33, false)],
+        ),
+        (
+            ScmpCmpGt,
+            5,
+            None,
+            &[(5, false), (6, true), (big, true), (4, false)],
+        ),
+        (
+            ScmpCmpGe,
+            big,
+            None,
+            &[(big, true), (big - 1, false), (5, false), (u64::MAX, true)],
+        ),
+        (
+            ScmpCmpMaskedEq,
+            0xff00_0000_0000_00ff,
+            Some(0x1200_0000_0000_0034),
+            &[
+                (0x12ab_cdef_0000_1234, true),
+                (0x1300_0000_0000_0034, false),
+                (0x1200_0000_0000_0035, false),
+            ],
+        ),
+    ];
+    for (op, value, two, checks) in cases {
+        for index in [0usize, 3, 5] {
+            let p = compile_for(
+                &profile(
+                    LinuxSeccompAction::ScmpActErrno,
+                    vec![rule(
+                        &["read"],
+                        LinuxSeccompAction::ScmpActAllow,
+                        vec![arg(index, *op, *value, *two)],
+                    )],
+                ),
+                Arch::X86_64,
+            )
+            .expect("compile");
+            for (input, allowed) in *checks {
+                let mut args = [0u64; 6];
+                args[index] = *input;
+                let want = if *allowed { ALLOW } else { EPERM };
+                assert_eq!(
+                    call(&p, Arch::X86_64, "read", args),
+                    want,
+                    "{op:?} {value:#x} on arg {index} = {input:#x}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn conditions_of_a_rule_are_anded_and_rules_tried_in_order() {
+    use LinuxSeccompOperator::*;
+    let mut second = rule(
+        &["ioctl"],
+        LinuxSeccompAction::ScmpActErrno,
+        vec![arg(1, ScmpCmpEq, 7, None)],
+    );
+    second.set_errno_ret(Some(22));
+    let p = compile_for(
+        &profile(
+            LinuxSeccompAction::ScmpActErrno,
+            vec![
+                rule(
+                    &["ioctl"],
+                    LinuxSeccompAction::ScmpActAllow,
+                    vec![arg(0, ScmpCmpEq, 1, None), arg(1, ScmpCmpGe, 10, None)],
+                ),
+                second,
+            ],
+        ),
+        Arch::X86_64,
+    )
+    .expect("compile");
+    let a = Arch::X86_64;
+    assert_eq!(call(&p, a, "ioctl", [1, 10, 0, 0, 0, 0]), ALLOW);
+    assert_eq!(call(&p, a, "ioctl", [2, 10, 0, 0, 0, 0]), EPERM);
+    assert_eq!(call(&p, a, "ioctl", [1, 9, 0, 0, 0, 0]), EPERM);
+    assert_eq!(call(&p, a, "ioctl", [1, 7, 0, 0, 0, 0]), RET_ERRNO | 22);
+}
+
+#[test]
+fn many_syscalls_with_arguments_still_assemble() {
+    // far branches everywhere: every syscall of the table with a two-condition rule
+    let names: Vec<&str> = Arch::X86_64.table().iter().map(|(n, _)| *n).collect();
+    let rules = names
+        .iter()
+        .map(|n| {
+            rule(
+                &[n],
+                LinuxSeccompAction::ScmpActAllow,
+                vec![arg(0, LinuxSeccompOperator::ScmpCmpEq, 1, None)],
+            )
+        })
+        .collect();
+    let p = compile_for(
+        &profile(LinuxSeccompAction::ScmpActErrno, rules),
+        Arch::X86_64,
+    )
+    .expect("compile");
+    for n in names.iter().step_by(37) {
+        assert_eq!(call(&p, Arch::X86_64, n, [1, 0, 0, 0, 0, 0]), ALLOW, "{n}");
+        assert_eq!(call(&p, Arch::X86_64, n, [2, 0, 0, 0, 0, 0]), EPERM, "{n}");
+    }
+}
+
+#[test]
+fn programs_round_trip_through_bytes() {
+    let p = compile(&docker_default().expect("default")).expect("compile");
+    let bytes = p.to_bytes();
+    assert_eq!(Program::from_bytes(&bytes).expect("read back"), p);
+    for at in [0, 9, 13, bytes.len() / 2, bytes.len() - 1] {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x40;
+        assert!(
+            Program::from_bytes(&bad).is_err(),
+            "corruption at {at} accepted"
+        );
+    }
+    assert!(Program::from_bytes(&bytes[..bytes.len() - 3]).is_err());
+    assert!(Program::from_bytes(&[]).is_err());
+}
+
+#[test]
+fn the_shipped_profile_parses_and_lists_every_architecture() {
+    let p = docker_default().expect("default");
+    assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
+    let arches = p.architectures().clone().unwrap_or_default();
+    for a in [
+        OciArch::ScmpArchX86_64,
+        OciArch::ScmpArchAarch64,
+        OciArch::ScmpArchArm,
+    ] {
+        assert!(arches.contains(&a), "{a:?}");
+    }
+    let names: Vec<&String> = p
+        .syscalls()
+        .iter()
+        .flatten()
+        .flat_map(|s| s.names())
+        .collect();
+    for never in [
+        "keyctl",
+        "add_key",
+        "request_key",
+        "kexec_load",
+        "io_uring_setup",
+    ] {
+        assert!(!names.iter().any(|n| n == &never), "{never} listed");
+    }
+}
