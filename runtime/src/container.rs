@@ -2,11 +2,13 @@
 //! its namespaces, places it (cgroup, id maps) and releases it; the child sets itself up and
 //! execs, or reports exactly which step failed.
 //!
-//! Sync protocol over a `socketpair` (both ends close-on-exec):
+//! Sync protocol over a `SOCK_SEQPACKET` socketpair (one record per message, both ends
+//! close-on-exec):
 //!
 //! | when                       | direction      | message                                  |
 //! |----------------------------|----------------|------------------------------------------|
 //! | child is placed            | parent → child | one byte: go                             |
+//! | terminal: true, pty opened | child → parent | `PTY_MASTER` record + the master (SCM_RIGHTS) |
 //! | a setup step failed        | child → parent | [`ChildFailure`], 12 bytes, then exit    |
 //! | the app exec'd             | child → parent | nothing: EOF, as exec closed the socket  |
 //!
@@ -23,7 +25,10 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
 use nix::sys::stat::{umask, Mode};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{setresgid, setresuid, Pid};
@@ -35,7 +40,7 @@ use crate::error::{ChildFailure, Error, Stage};
 use crate::mounts::{MountPlan, Rootfs};
 use crate::namespaces::{with_pid_namespace, Namespaces};
 use crate::process::{rlimit_name, ExecPlan};
-use crate::pty::Pty;
+use crate::pty;
 use crate::syscall::{self, Cloned};
 
 /// What to run and how.
@@ -104,6 +109,31 @@ struct Plan {
     sysctl: Vec<(CString, CString)>,
     init: bool,
     preserve_fds: u32,
+    /// The host terminal's size, for a container terminal.
+    winsize: Option<libc::winsize>,
+}
+
+/// Receives one record of the sync protocol and the descriptor passed with it, if any.
+fn recv_record(sock: &OwnedFd, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>), Errno> {
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fd = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                // SAFETY: SCM_RIGHTS installed a new descriptor in this process for us alone.
+                let owned = unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) };
+                fd = Some(owned);
+            }
+        }
+    }
+    Ok((msg.bytes, fd))
 }
 
 fn threads() -> usize {
@@ -167,15 +197,11 @@ impl Container {
             sysctl,
             init: opts.init,
             preserve_fds: opts.preserve_fds,
-        };
-        let pty = if plan.exec.terminal {
-            Some(Pty::open()?)
-        } else {
-            None
+            winsize: pty::host_winsize(),
         };
         let (parent_sock, child_sock) = socketpair(
             AddressFamily::Unix,
-            SockType::Stream,
+            SockType::SeqPacket,
             None,
             SockFlag::SOCK_CLOEXEC,
         )
@@ -203,23 +229,15 @@ impl Container {
         let pid = match cloned {
             Cloned::Child => {
                 drop(parent_sock);
-                let slave = pty.map(|p| {
-                    drop(p.master);
-                    p.slave
-                });
-                child_main(&plan, child_sock, slave)
+                child_main(&plan, child_sock)
             }
             Cloned::Parent(pid) => pid,
         };
         drop(child_sock);
-        let pty_master = pty.map(|p| {
-            drop(p.slave);
-            p.master
-        });
         let mut container = Container {
             id: opts.id,
             pid,
-            pty_master,
+            pty_master: None,
             status: None,
             cgroup: Some(cgroup),
         };
@@ -246,15 +264,18 @@ impl Container {
         syscall::write_all(sock.as_fd(), &[1])
             .map_err(Error::sys("releasing the container process"))?;
         let mut buf = [0u8; ChildFailure::SIZE];
-        let mut got = 0;
-        while got < buf.len() {
-            match nix::unistd::read(sock.as_raw_fd(), &mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(Errno::EINTR) => {}
+        let got = loop {
+            let (n, fd) = match recv_record(sock, &mut buf) {
+                Ok(r) => r,
+                Err(Errno::EINTR) => continue,
                 Err(e) => return Err(Error::sys("reading from the container process")(e)),
+            };
+            if n == ChildFailure::SIZE && buf == ChildFailure::PTY_MASTER {
+                self.pty_master = Some(fd.ok_or(Error::Protocol)?);
+                continue;
             }
-        }
+            break n;
+        };
         if got == 0 {
             // EOF: exec closed the child's end. A child that died without a word also gives
             // EOF; tell the two apart without blocking.
@@ -282,6 +303,12 @@ impl Container {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The master of the container's terminal (`process.terminal: true`), for a caller that
+    /// relays it itself instead of through [`crate::supervise`] (a detached run, say).
+    pub fn take_pty_master(&mut self) -> Option<OwnedFd> {
+        self.pty_master.take()
     }
 
     /// The container process, as seen from the host.
@@ -439,8 +466,8 @@ fn stage_name(s: Stage) -> &'static str {
 }
 
 /// The child: sets itself up, execs the app, or reports the failing step and exits.
-fn child_main(plan: &Plan, sock: OwnedFd, tty: Option<OwnedFd>) -> ! {
-    let failure = match child_setup(plan, &sock, tty) {
+fn child_main(plan: &Plan, sock: OwnedFd) -> ! {
+    let failure = match child_setup(plan, &sock) {
         Ok(never) => match never {},
         Err(f) => f,
     };
@@ -463,7 +490,7 @@ fn at(stage: Stage, index: u32) -> impl Fn(Errno) -> ChildFailure + Copy {
 
 enum Never {}
 
-fn child_setup(plan: &Plan, sock: &OwnedFd, tty: Option<OwnedFd>) -> Result<Never, ChildFailure> {
+fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     // Die with the supervisor rather than outlive it unsupervised.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(at(Stage::Sync, 0))?;
     let mut go = [0u8; 1];
@@ -506,14 +533,20 @@ fn child_setup(plan: &Plan, sock: &OwnedFd, tty: Option<OwnedFd>) -> Result<Neve
         .apply_rlimits()
         .map_err(|(i, e)| at(Stage::Rlimit, i)(e))?;
 
-    if let Some(tty) = tty {
+    if plan.exec.terminal {
         let t = at(Stage::Terminal, 0);
-        nix::unistd::setsid().map_err(t)?;
-        syscall::set_controlling_tty(tty.as_fd()).map_err(t)?;
-        for target in 0..=2 {
-            nix::unistd::dup2(tty.as_raw_fd(), target).map_err(t)?;
-        }
-        drop(tty);
+        let master = pty::open_in_container(plan.winsize.as_ref(), plan.exec.uid).map_err(t)?;
+        let fds = [master.as_raw_fd()];
+        sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[std::io::IoSlice::new(&ChildFailure::PTY_MASTER)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(t)?;
+        // The supervisor holds the master now; the container keeps only the slave.
+        drop(master);
     }
 
     if plan.exec.no_new_privs {

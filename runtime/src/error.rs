@@ -220,6 +220,9 @@ impl ChildFailure {
         b
     }
 
+    /// The record that announces the pty master, passed alongside with SCM_RIGHTS.
+    pub const PTY_MASTER: [u8; Self::SIZE] = [0xff; Self::SIZE];
+
     pub fn decode(b: &[u8; Self::SIZE]) -> Option<ChildFailure> {
         let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
         Some(ChildFailure {

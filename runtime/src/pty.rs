@@ -8,34 +8,45 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 
 use crate::error::Error;
 use crate::syscall;
 
-/// A pty pair; the slave goes to the container, the master stays with the supervisor.
-#[derive(Debug)]
-pub(crate) struct Pty {
-    pub master: OwnedFd,
-    pub slave: OwnedFd,
+/// Child, after `pivot_root`: opens a pty in the container's own devpts instance (so the
+/// container sees its terminal under its /dev/pts, and nothing of the host's), sizes it like the
+/// host terminal, makes it the controlling terminal and stdio of this new session, and returns
+/// the master for the supervisor.
+pub(crate) fn open_in_container(
+    size: Option<&libc::winsize>,
+    owner: nix::unistd::Uid,
+) -> Result<OwnedFd, Errno> {
+    let master = nix::fcntl::open(
+        "/dev/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let master: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(master) };
+    syscall::unlock_pty(master.as_fd())?;
+    let slave = syscall::open_pty_peer(master.as_fd())?;
+    // The user the app runs as must be able to reopen its own terminal (/dev/tty).
+    nix::unistd::fchown(slave.as_raw_fd(), Some(owner), None)?;
+    if let Some(ws) = size {
+        syscall::set_winsize(master.as_fd(), ws)?;
+    }
+    nix::unistd::setsid()?;
+    syscall::set_controlling_tty(slave.as_fd())?;
+    for target in 0..=2 {
+        nix::unistd::dup2(slave.as_raw_fd(), target)?;
+    }
+    Ok(master)
 }
 
-impl Pty {
-    /// Opens a pty sized like the host terminal on stdin, if there is one.
-    pub fn open() -> Result<Pty, Error> {
-        let host = std::io::stdin();
-        let size = syscall::get_winsize(host.as_fd()).ok();
-        let pair = nix::pty::openpty(size.as_ref(), None).map_err(Error::sys("openpty"))?;
-        for fd in [&pair.master, &pair.slave] {
-            fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
-                .map_err(Error::sys("fcntl"))?;
-        }
-        Ok(Pty {
-            master: pair.master,
-            slave: pair.slave,
-        })
-    }
+/// The host terminal's window size, if stdin is a terminal.
+pub(crate) fn host_winsize() -> Option<libc::winsize> {
+    syscall::get_winsize(std::io::stdin().as_fd()).ok()
 }
 
 /// Copies the host terminal's window size to the container's.
@@ -94,21 +105,37 @@ pub(crate) enum Flow {
     Closed,
 }
 
-/// Moves what is readable from `from` to `to` (best effort on the writing side: a reader that
-/// went away must not stop the supervisor).
+/// Moves one read's worth from `from` to `to` (best effort on the writing side: a reader that
+/// went away must not stop the supervisor). One read per call, because the host's stdin stays
+/// blocking (it is shared with the user's shell): poll said it is readable, so one read will
+/// not block, a second might.
 pub(crate) fn pump(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Flow {
     let mut buf = [0u8; 8192];
     loop {
         match nix::unistd::read(from.as_raw_fd(), &mut buf) {
             Ok(0) => return Flow::Closed,
             Ok(n) => {
-                if write_blocking(to, &buf[..n]).is_err() {
-                    return Flow::Open;
-                }
+                let _ = write_blocking(to, &buf[..n]);
+                return Flow::Open;
             }
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => return Flow::Open,
             Err(_) => return Flow::Closed,
+        }
+    }
+}
+
+/// Moves everything readable from the non-blocking `from` to `to`: what the app wrote just
+/// before it exited.
+pub(crate) fn drain(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
+    for _ in 0..1024 {
+        let mut fds = [nix::poll::PollFd::new(from, nix::poll::PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        if pump(from, to) == Flow::Closed {
+            return;
         }
     }
 }

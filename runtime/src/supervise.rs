@@ -8,7 +8,7 @@
 //! or 128+N when signal N killed it. The signal mask and the host terminal's mode are restored
 //! before returning.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
@@ -16,7 +16,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::container::{Container, ExitStatus};
 use crate::error::Error;
-use crate::pty::{copy_winsize, pump, set_nonblocking, Flow, RawMode};
+use crate::pty::{copy_winsize, drain, pump, set_nonblocking, Flow, RawMode};
 
 /// The signals the supervisor passes on to the container.
 pub const FORWARDED: [Signal; 7] = [
@@ -126,9 +126,4 @@ pub fn supervise(mut c: Container) -> Result<ExitStatus, Error> {
     }
     let status = c.wait()?;
     Ok(status)
-}
-
-fn drain(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
-    let _ = from.as_raw_fd();
-    let _ = pump(from, to);
 }

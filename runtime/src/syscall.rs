@@ -98,6 +98,25 @@ pub(crate) fn set_controlling_tty(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     Errno::result(ret).map(drop)
 }
 
+/// Unlocks the slave of the pty master `fd` (`unlockpt(3)`).
+pub(crate) fn unlock_pty(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the valid pointer passed.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSPTLCK as _, &unlock) };
+    Errno::result(ret).map(drop)
+}
+
+/// Opens the slave of the pty master `fd` through the master itself (`TIOCGPTPEER`, Linux
+/// 4.13), so no path lookup can hand us another pty.
+pub(crate) fn open_pty_peer(fd: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes the open flags as an integer and returns a new descriptor.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTPEER as _, flags) };
+    let ret = Errno::result(ret)?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
 /// Reads the window size of the terminal on `fd`.
 pub(crate) fn get_winsize(fd: BorrowedFd<'_>) -> Result<libc::winsize, Errno> {
     let mut ws = libc::winsize {

@@ -314,9 +314,20 @@ fn readonly_rootfs() {
 fn terminal_gets_a_pty() {
     let mut b = Bundle::new("tty");
     b.spec["process"]["terminal"] = json!(true);
+    b.spec["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    b.args(&["sh", "-c", "tty; echo hi > /dev/tty; /probe"]);
     let out = b.run(&[]);
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(out.one("stdin_tty"), "yes");
+    // The terminal lives in the container's own devpts instance, and its user can reopen it.
+    assert!(
+        out.stdout.starts_with("/dev/pts/0\r\nhi\r\n"),
+        "{:?}",
+        out.stdout
+    );
+    // The terminal's exit status still comes through.
+    b.args(&["sh", "-c", "exit 5"]);
+    assert_eq!(b.run(&[]).code, 5);
     b.assert_clean();
 }
 
