@@ -61,6 +61,7 @@ fn damage(data: &[u8], how: &Damage) -> Vec<u8> {
 }
 
 fn assert_digest_error(out: &crate::harness::slate::Output, digest: &str) {
+    eprintln!("{}", out.error_line());
     let line = out.error_line().to_lowercase();
     assert!(
         line.contains("digest") || line.contains("size") || line.contains("length"),

@@ -74,3 +74,31 @@ fn umoci_unpacks_zstd_to_the_model_if_it_can() {
         }
     }
 }
+
+#[test]
+fn a_failing_test_leaves_no_mount_and_no_files() {
+    let reg = Registry::shared();
+    let fx = fixtures::small("cleanup", "linux/amd64", Compression::Gzip);
+    let reference = reg.push_image("selftest/cleanup", "v1", &fx.image);
+    let mut seen = None;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let slate = crate::harness::slate::Slate::new("cleanup");
+        slate.pull(&reference, None);
+        let mnt = slate.mount(&reference, "left-mounted");
+        seen = Some((slate.dir().path().to_path_buf(), mnt));
+        panic!("deliberate failure with an image mounted");
+    }));
+    assert!(result.is_err(), "the closure panicked");
+    let (dir, mnt) = seen.expect("the closure got as far as mounting");
+    assert!(
+        !crate::harness::slate::is_mount_point(&mnt),
+        "{} is still mounted after the test failed",
+        mnt.display()
+    );
+    assert!(
+        crate::harness::slate::mounts_below(&dir).is_empty(),
+        "mounts left below {}",
+        dir.display()
+    );
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+}

@@ -10,10 +10,14 @@
 use std::fs;
 
 use crate::fixtures;
-use crate::harness::fixture::{Compression, ImageSpec, LayerSpec};
+use crate::harness::fixture::{
+    build_layer, busybox, digest_hex, raw_layer, Compression, Flavor, ImageSpec, LayerSpec,
+};
 use crate::harness::registry::Registry;
 use crate::harness::slate::Slate;
+use crate::harness::slate::TestDir;
 use crate::harness::store::{self, Canary};
+use crate::harness::tar_writer::write_tar;
 use crate::harness::tar_writer::Entry;
 
 /// One hostile image: a good base layer, then `entries`, the last of which is the bad one.
@@ -42,7 +46,7 @@ fn bad_name(c: &Case) -> String {
 fn run_cases(label: &str, make: impl FnOnce(&Canary) -> Vec<Case>) {
     let reg = Registry::shared();
     let slate = Slate::new(label);
-    let canary = Canary::new(&slate);
+    let canary = Canary::new(slate.dir());
     let cases = make(&canary);
     let base = vec![Entry::dir("base"), Entry::file("base/ok", "ok\n")];
 
@@ -66,6 +70,7 @@ fn run_cases(label: &str, make: impl FnOnce(&Canary) -> Vec<Case>) {
         let out = out.failure(1);
         let entry = bad_name(case);
         let line = out.error_line().to_string();
+        eprintln!("{}: {line}", case.what);
         assert!(
             line.contains(&entry),
             "{}: the error does not name the entry {entry:?}:\n  {line}",
@@ -289,4 +294,104 @@ fn whiteouts_naming_outside_paths_are_refused() {
             },
         ]
     });
+}
+
+/// Replacing a symlink that points outside (by a file, dir, fifo or a hardlink to it, in the
+/// same layer) is legal and must act on the symlink, never on what it points to: the pull
+/// works, the mount shows the replacements, and the canary is untouched (an `open(O_TRUNC)`,
+/// `chmod`, `chown` or `link` that follows the symlink would change it).
+#[test]
+fn replacing_a_symlink_that_points_outside_does_not_follow_it() {
+    let canary_dir = TestDir::new("replace-symlink-canary");
+    let canary = Canary::new(&canary_dir);
+    let victim = canary.dir.join("victim").display().to_string();
+    let secret = canary.dir.join("secret").display().to_string();
+    let deep_victim = format!("{}{}/victim", to_root(), canary.rel_from_root());
+    let layer = vec![
+        Entry::dir("r"),
+        Entry::symlink("r/s-file", &victim),
+        Entry::file("r/s-file", "replaced\n")
+            .mode(0o600)
+            .owner(1000, 1000),
+        Entry::symlink("r/s-deep", &deep_victim),
+        Entry::fifo("r/s-deep").mode(0o600),
+        Entry::symlink("r/s-dir", canary.dir.display().to_string()),
+        Entry::dir("r/s-dir").mode(0o700).owner(1000, 1000),
+        Entry::symlink("r/s-meta", &secret).owner(1000, 1000),
+        Entry::hardlink("r/hl-to-link", "r/s-meta"),
+        Entry::symlink("r/s-dev", &secret),
+        Entry::char_dev("r/s-dev", 1, 3),
+    ];
+    let fx = crate::fixtures::Fixture::new(ImageSpec::new(vec![LayerSpec::new(
+        Compression::Gzip,
+        layer,
+    )]));
+    crate::pull::pull_and_compare(
+        "hostile/replace-symlinks",
+        &fx,
+        crate::pull::Umoci::Required,
+    );
+    canary.assert_untouched();
+}
+
+/// Layers whose bytes match their digests but are not valid archives: a tar cut off in the
+/// middle of a file, and bytes that are not a tar at all. The pull fails naming the layer, and
+/// the store stays consistent.
+#[test]
+fn malformed_layers_fail_cleanly() {
+    let reg = Registry::shared();
+    let slate = Slate::new("malformed");
+    let full = write_tar(&[
+        Entry::dir("bin"),
+        Entry::file("bin/busybox", busybox()).mode(0o755),
+    ]);
+    let truncated = full[..full.len() / 2].to_vec();
+    let mut junk = b"this is not a tar archive\n".repeat(64);
+    junk.resize(4096, b'!');
+    for (i, (what, tar)) in [("truncated tar", truncated), ("not a tar", junk)]
+        .into_iter()
+        .enumerate()
+    {
+        let ok = LayerSpec::new(Compression::Gzip, vec![Entry::file("ok", "ok\n")]);
+        let spec = ImageSpec::new(vec![ok.clone()]);
+        let built = spec.assemble(vec![
+            build_layer(&ok, Flavor::Oci),
+            raw_layer(tar, Compression::Gzip, Flavor::Oci),
+        ]);
+        let name = format!("hostile/malformed-{i}");
+        let reference = reg.push_image(&name, "v1", &built);
+        let out = slate.run(&["pull", &reference]).failure(1);
+        let bad = &built.layers[1].digest;
+        let line = out.error_line();
+        eprintln!("{what}: {line}");
+        assert!(
+            line.contains(&digest_hex(bad)[..12]),
+            "{what}: the error does not name the layer {bad}:\n  {line}"
+        );
+        let chain = built.chain_ids();
+        store::assert_consistent(&slate, &chain[..1], &chain[1..]);
+        store::assert_not_listed(&slate, &format!("{}/{name}", reg.host()));
+    }
+}
+
+/// The error of a refused layer says each cause once (`slate: <what failed>: <why>`): a cause
+/// embedded in a message and printed again as its source makes long lines twice as long.
+#[test]
+fn refused_layer_errors_say_each_cause_once() {
+    let reg = Registry::shared();
+    let slate = Slate::new("cause-once");
+    let cases: [(&str, Vec<u8>); 2] = [
+        ("dotdot", write_tar(&[Entry::file("../x", "escaped\n")])),
+        (
+            "truncated",
+            write_tar(&[Entry::file("big", vec![b'x'; 4096])])[..1024].to_vec(),
+        ),
+    ];
+    for (what, tar) in cases {
+        let spec = ImageSpec::new(Vec::new());
+        let img = spec.assemble(vec![raw_layer(tar, Compression::Gzip, Flavor::Oci)]);
+        let reference = reg.push_image(&format!("hostile/cause-once-{what}"), "v1", &img);
+        let out = slate.run(&["pull", &reference]).failure(1);
+        out.assert_each_cause_once();
+    }
 }

@@ -168,6 +168,7 @@ fn assert_no_match(reference: &str, platform: &str, offers: &str) {
         .run(&["pull", "--platform", platform, reference])
         .failure(1);
     let expected = format!("no image for {platform} in {reference}; it offers {offers}");
+    eprintln!("{}", out.error_line());
     out.error_mentions(&[&expected]);
     store::assert_consistent(&slate, &[], &[]);
     assert!(

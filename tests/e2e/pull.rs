@@ -16,7 +16,7 @@ use crate::harness::umoci;
 
 /// How to treat the independent extraction for a fixture.
 #[derive(PartialEq)]
-enum Umoci {
+pub(crate) enum Umoci {
     /// Must succeed and match.
     Required,
     /// umoci 0.4.7 may not read this format: compare when it can, say so when it cannot.
@@ -24,7 +24,7 @@ enum Umoci {
 }
 
 /// Pushes `fx` as `name:v1`, pulls it into a fresh store, mounts it and compares.
-fn pull_and_compare(name: &str, fx: &Fixture, umoci_mode: Umoci) {
+pub(crate) fn pull_and_compare(name: &str, fx: &Fixture, umoci_mode: Umoci) {
     let reg = Registry::shared();
     let reference = reg.push_image(name, "v1", &fx.image);
     let slate = Slate::new(&name.replace('/', "-"));
@@ -43,6 +43,7 @@ fn pull_and_compare(name: &str, fx: &Fixture, umoci_mode: Umoci) {
     let mnt = slate.mount(&reference, "image");
     let actual = Tree::snapshot(&mnt).expect("snapshot of the mounted image");
     let expected = fx.expected_tree();
+    assert!(!expected.nodes.is_empty(), "the fixture defines files");
     let model_diff = expected.diff(&actual, CompareOptions::default());
 
     let umoci_dir = slate.dir().subdir("umoci");
@@ -212,4 +213,38 @@ fn pull_without_quiet_reports_progress_on_stderr_and_digest_last_on_stdout() {
     let again = slate.run(&["pull", &reference]).success();
     assert_eq!(again.last_stdout_line(), fx.image.manifest_digest);
     store::assert_consistent(&slate, &fx.image.chain_ids(), &[]);
+}
+
+#[test]
+fn layers_already_in_the_store_are_not_fetched_again() {
+    let reg = Registry::shared();
+    // Identical first layers (same bytes, same chain id), different second layers.
+    let a = fixtures::small("fetch-once-a", "linux/amd64", Compression::Gzip).image;
+    let b = fixtures::small("fetch-once-b", "linux/amd64", Compression::Gzip).image;
+    assert_eq!(a.layers[0].digest, b.layers[0].digest);
+    let (na, nb) = ("pull/fetch-once-a", "pull/fetch-once-b");
+    let ra = reg.push_image(na, "v1", &a);
+    let rb = reg.push_image(nb, "v1", &b);
+    let a_layers: Vec<String> = a.layers.iter().map(|l| l.digest.clone()).collect();
+
+    let slate = Slate::new("fetch-once");
+    slate.pull(&ra, None);
+    reg.wait_for_blob_gets(na, &a_layers);
+    slate.pull(&ra, None);
+    slate.pull(&rb, None);
+    reg.wait_for_blob_gets(nb, std::slice::from_ref(&b.layers[1].digest));
+    for d in &a_layers {
+        assert_eq!(
+            reg.blob_gets(na, d),
+            1,
+            "layer {d} was fetched again though its layer is in the store"
+        );
+    }
+    assert_eq!(
+        reg.blob_gets(nb, &b.layers[0].digest),
+        0,
+        "the layer b shares with a was fetched again for b"
+    );
+    store::assert_consistent(&slate, &[a.chain_ids(), b.chain_ids()].concat(), &[]);
+    assert_eq!(slate.images().len(), 2);
 }

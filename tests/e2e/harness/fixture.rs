@@ -172,13 +172,19 @@ impl ImageSpec {
             .iter()
             .map(|l| build_layer(l, self.flavor))
             .collect();
+        self.assemble(layers)
+    }
+
+    /// Config and manifest over already built layers (which may be raw, e.g. malformed tars
+    /// that no [`Entry`] list describes); `self.layers` is not consulted.
+    pub fn assemble(&self, layers: Vec<BuiltLayer>) -> BuiltImage {
         let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.clone()).collect();
         let mut config = json!({
             "architecture": self.platform.architecture,
             "os": self.platform.os,
             "config": self.runtime_config,
             "rootfs": { "type": "layers", "diff_ids": diff_ids },
-            "history": self.layers.iter().map(|_| json!({"created_by": "slate e2e fixture"})).collect::<Vec<_>>(),
+            "history": layers.iter().map(|_| json!({"created_by": "slate e2e fixture"})).collect::<Vec<_>>(),
         });
         if let Some(v) = &self.platform.variant {
             config["variant"] = json!(v);
@@ -213,10 +219,15 @@ impl ImageSpec {
     }
 }
 
-fn build_layer(spec: &LayerSpec, flavor: Flavor) -> BuiltLayer {
-    let tar = write_tar(&spec.entries);
-    let blob = compress(&tar, spec.compression);
-    let media_type = match (flavor, spec.compression) {
+/// Builds a layer from its entries.
+pub fn build_layer(spec: &LayerSpec, flavor: Flavor) -> BuiltLayer {
+    raw_layer(write_tar(&spec.entries), spec.compression, flavor)
+}
+
+/// A layer from raw tar bytes (which need not be a valid archive).
+pub fn raw_layer(tar: Vec<u8>, compression: Compression, flavor: Flavor) -> BuiltLayer {
+    let blob = compress(&tar, compression);
+    let media_type = match (flavor, compression) {
         (Flavor::Oci, Compression::None) => OCI_LAYER,
         (Flavor::Oci, Compression::Gzip) => OCI_LAYER_GZIP,
         (Flavor::Oci, Compression::Zstd) => OCI_LAYER_ZSTD,

@@ -373,3 +373,26 @@ impl Drop for Registry {
         }
     }
 }
+
+impl Registry {
+    /// How many `GET` requests for `/v2/<name>/blobs/<digest>` the access log holds.
+    pub fn blob_gets(&self, name: &str, digest: &str) -> usize {
+        let needle = format!("\"GET /v2/{name}/blobs/{digest} ");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+
+    /// Waits until the access log shows at least one GET of each of `digests` under `name`.
+    /// The registry writes its access log line after the response, so a client can be done
+    /// before the line is; waiting makes later counts exact.
+    pub fn wait_for_blob_gets(&self, name: &str, digests: &[String]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while digests.iter().any(|d| self.blob_gets(name, d) == 0) {
+            assert!(
+                Instant::now() < deadline,
+                "the registry never logged GETs of all of {digests:?} under {name}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -170,6 +170,18 @@ impl Output {
         line
     }
 
+    /// Asserts the error line does not say the same thing twice in a row, as it does when an
+    /// error's message embeds its source and the chain is printed with `{:#}` as well.
+    pub fn assert_each_cause_once(&self) {
+        let line = self.error_line();
+        if let Some(rep) = repeated_cause(line) {
+            panic!(
+                "the error line says the same thing twice in a row ({rep:?}); a cause was \
+                 printed both in a message and as its source:\n  {line}"
+            );
+        }
+    }
+
     /// Asserts the error line mentions each of `needles`.
     pub fn error_mentions(&self, needles: &[&str]) {
         let line = self.error_line();
@@ -195,6 +207,20 @@ impl Output {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.describe()))
     }
+}
+
+/// A run of `: `-separated parts of an error line that is immediately repeated, as happens when
+/// an error's Display embeds its source and the chain is then printed with `{:#}` as well.
+pub fn repeated_cause(line: &str) -> Option<String> {
+    let parts: Vec<&str> = line.split(": ").collect();
+    for k in 1..=parts.len() / 2 {
+        for i in 0..=parts.len() - 2 * k {
+            if parts[i..i + k] == parts[i + k..i + 2 * k] {
+                return Some(parts[i..i + k].join(": "));
+            }
+        }
+    }
+    None
 }
 
 fn indent(s: &str) -> String {
@@ -317,6 +343,18 @@ impl Slate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_causes_are_spotted() {
+        assert_eq!(
+            repeated_cause("slate: pull x: bad entry \"a\": escapes"),
+            None
+        );
+        assert_eq!(
+            repeated_cause("slate: pull x: entry \"a\": escapes: entry \"a\": escapes"),
+            Some("entry \"a\": escapes".to_string())
+        );
+    }
 
     #[test]
     fn mountinfo_escapes_are_decoded() {

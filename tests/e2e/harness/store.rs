@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::fixture::digest_hex;
-use super::slate::Slate;
+use super::slate::{Slate, TestDir};
 use super::tree::{CompareOptions, Tree};
 
 /// Names of the entries of a directory (empty if it does not exist).
@@ -86,8 +86,9 @@ pub struct Canary {
 }
 
 impl Canary {
-    pub fn new(slate: &Slate) -> Canary {
-        let dir = slate.dir().subdir("canary");
+    /// Creates the canary as `canary/` inside `parent` (a test's temp dir, outside the store).
+    pub fn new(parent: &TestDir) -> Canary {
+        let dir = parent.subdir("canary");
         for (name, data) in [("victim", "do not delete me\n"), ("secret", "s3cret\n")] {
             let p = dir.join(name);
             fs::write(&p, data).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));

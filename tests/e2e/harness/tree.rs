@@ -3,9 +3,9 @@
 //!
 //! What is compared: type, permission bits (setuid/setgid/sticky included), uid/gid, symlink
 //! target, device major/minor, xattrs (except overlayfs' own `trusted.overlay.*`, which an
-//! overlay mount never shows), sha256 of contents, mtime of regular files, and hardlink identity
-//! (which visible paths share an inode). The tree's root directory itself is not compared: its
-//! metadata belongs to whoever made the mount point or bundle.
+//! overlay mount never shows), sha256 of contents, mtimes ([`CompareOptions`]), and hardlink
+//! identity (which visible paths share an inode). The tree's root directory itself is not
+//! compared: its metadata belongs to whoever made the mount point or bundle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{CString, OsStr};
@@ -71,11 +71,16 @@ pub struct Tree {
 pub struct CompareOptions {
     /// Compare mtimes of regular files.
     pub file_mtimes: bool,
+    /// Compare mtimes of directories, symlinks, devices and fifos as well.
+    pub all_mtimes: bool,
 }
 
 impl Default for CompareOptions {
     fn default() -> Self {
-        CompareOptions { file_mtimes: true }
+        CompareOptions {
+            file_mtimes: true,
+            all_mtimes: true,
+        }
     }
 }
 
@@ -318,7 +323,9 @@ impl Tree {
                     show_xattrs(&a.xattrs)
                 ));
             }
-            if opts.file_mtimes && matches!(e.kind, NodeKind::File { .. }) && e.mtime != a.mtime {
+            let compare_mtime =
+                opts.all_mtimes || (opts.file_mtimes && matches!(e.kind, NodeKind::File { .. }));
+            if compare_mtime && e.mtime != a.mtime {
                 out.push(format!("{p}: mtime: expected {}, got {}", e.mtime, a.mtime));
             }
         }
