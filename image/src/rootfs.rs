@@ -92,3 +92,119 @@ pub fn unmount(target: &Path) -> Result<(), RootfsError> {
         source,
     })
 }
+
+/// Largest file [`read_file`] returns: it is for small config files of the image.
+const MAX_READ: u64 = 4 << 20;
+
+/// Reads a regular file of the image (e.g. `/etc/passwd`) straight from its layers, as the
+/// merged overlay would show it, without mounting anything: the top-most layer that has
+/// the path wins, a whiteout or an opaque directory hides what lies below. Symlinks are
+/// not followed (an image's own symlink could point anywhere on the host), so a path
+/// through one reads as absent.
+pub fn read_file(lowers: &[PathBuf], path: &str) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileTypeExt;
+    let comps: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if comps.is_empty() || comps.contains(&"..") {
+        return None;
+    }
+    'layers: for layer in lowers {
+        let mut cur = layer.clone();
+        let mut hidden_below = false;
+        for (i, comp) in comps.iter().enumerate() {
+            cur.push(comp);
+            let md = match std::fs::symlink_metadata(&cur) {
+                Ok(m) => m,
+                Err(_) if hidden_below => return None,
+                Err(_) => continue 'layers,
+            };
+            let ft = md.file_type();
+            if ft.is_char_device()
+                && nix::sys::stat::major(md_rdev(&md)) == 0
+                && nix::sys::stat::minor(md_rdev(&md)) == 0
+            {
+                return None; // a whiteout
+            }
+            if i + 1 == comps.len() {
+                if !ft.is_file() || md.len() > MAX_READ {
+                    return None;
+                }
+                return std::fs::read(&cur).ok();
+            }
+            if !ft.is_dir() {
+                return None;
+            }
+            if is_opaque(&cur) {
+                hidden_below = true;
+            }
+        }
+    }
+    None
+}
+
+fn md_rdev(md: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    md.rdev()
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    let mut buf = [0u8; 4];
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path and `buf` a writable buffer of the length
+    // passed; lgetxattr does not follow a final symlink and writes at most that many bytes.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    n == 1 && buf[0] == b'y'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn reads_through_layers_like_the_merged_view() {
+        let d = tempfile::tempdir().unwrap();
+        let top = d.path().join("top");
+        let mid = d.path().join("mid");
+        let bottom = d.path().join("bottom");
+        for l in [&top, &mid, &bottom] {
+            fs::create_dir_all(l.join("etc")).unwrap();
+        }
+        fs::write(bottom.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        fs::write(bottom.join("etc/group"), "root:x:0:\n").unwrap();
+        fs::write(mid.join("etc/passwd"), "app:x:1000:1000::/:/bin/sh\n").unwrap();
+        let lowers = vec![top.clone(), mid.clone(), bottom.clone()];
+        assert_eq!(
+            read_file(&lowers, "/etc/passwd").unwrap(),
+            b"app:x:1000:1000::/:/bin/sh\n"
+        );
+        assert_eq!(read_file(&lowers, "etc/group").unwrap(), b"root:x:0:\n");
+        assert!(read_file(&lowers, "/etc/shadow").is_none());
+        assert!(read_file(&lowers, "/etc/../etc/passwd").is_none());
+
+        // A whiteout in the top layer hides the file below.
+        nix::sys::stat::mknod(
+            &top.join("etc/group"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(read_file(&lowers, "/etc/group").is_none());
+
+        // A symlink is never followed.
+        std::os::unix::fs::symlink("/etc/hostname", top.join("etc/hostname")).unwrap();
+        assert!(read_file(&lowers, "/etc/hostname").is_none());
+    }
+}
