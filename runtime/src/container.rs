@@ -21,6 +21,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
@@ -41,6 +42,7 @@ use crate::mounts::{MountPlan, Rootfs};
 use crate::namespaces::{with_pid_namespace, Namespaces};
 use crate::process::{rlimit_name, ExecPlan};
 use crate::pty;
+use crate::seccomp;
 use crate::syscall::{self, Cloned};
 
 /// What to run and how.
@@ -55,6 +57,9 @@ pub struct ContainerOptions {
     /// Descriptors 3..3+n stay open in the container (socket activation); all others above
     /// 2 are closed before exec.
     pub preserve_fds: u32,
+    /// A compiled seccomp filter (callers compile the default profile once and cache it).
+    /// When `None`, the spec's `linux.seccomp` is compiled, if it has one.
+    pub seccomp: Option<Arc<seccomp::Program>>,
 }
 
 impl ContainerOptions {
@@ -65,6 +70,7 @@ impl ContainerOptions {
             rootfs,
             init: false,
             preserve_fds: 0,
+            seccomp: None,
         }
     }
 }
@@ -111,6 +117,7 @@ struct Plan {
     preserve_fds: u32,
     /// The host terminal's size, for a container terminal.
     winsize: Option<libc::winsize>,
+    seccomp: Option<Arc<seccomp::Program>>,
 }
 
 /// Receives one record of the sync protocol and the descriptor passed with it, if any.
@@ -188,6 +195,7 @@ impl Container {
                 CString::new(v.as_bytes()).map_err(nul)?,
             ));
         }
+        let linux_seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
         let plan = Plan {
             mounts: MountPlan::new(spec, &opts.rootfs, ns.private(CloneFlags::CLONE_NEWIPC))?,
             exec: ExecPlan::new(process)?,
@@ -198,6 +206,11 @@ impl Container {
             init: opts.init,
             preserve_fds: opts.preserve_fds,
             winsize: pty::host_winsize(),
+            seccomp: match (opts.seccomp, linux_seccomp) {
+                (Some(p), _) => Some(p),
+                (None, Some(profile)) => Some(Arc::new(seccomp::compile(profile)?)),
+                (None, None) => None,
+            },
         };
         let (parent_sock, child_sock) = socketpair(
             AddressFamily::Unix,
@@ -552,8 +565,11 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     if plan.exec.no_new_privs {
         nix::sys::prctl::set_no_new_privs().map_err(at(Stage::NoNewPrivs, 0))?;
     }
-    // Seccomp goes here when no_new_privs is off (installing a filter then needs
-    // CAP_SYS_ADMIN, which is about to be dropped), else last before exec.
+    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which is about to be
+    // dropped: install it now (as runc does), at the price of filtering the setup that follows.
+    if !plan.exec.no_new_privs {
+        install_seccomp(plan)?;
+    }
 
     plan.caps.apply_bounding().map_err(at(Stage::Bounding, 0))?;
     // Keep the permitted set across the uid switch; the spec's sets are applied right after.
@@ -603,10 +619,28 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     }
 
     close_fds(plan.preserve_fds, sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
-    // Seccomp (no_new_privs set) goes here, last before exec.
+    // With no_new_privs, last before exec: the filter then only has to allow execve, not
+    // everything the setup above needed.
+    if plan.exec.no_new_privs {
+        install_seccomp(plan)?;
+    }
 
     let (index, errno) = plan.exec.exec();
     Err(at(Stage::Exec, index)(errno))
+}
+
+fn install_seccomp(plan: &Plan) -> Result<(), ChildFailure> {
+    let program = match &plan.seccomp {
+        Some(p) => p,
+        None => return Ok(()),
+    };
+    program.install().map_err(|e| {
+        let errno = match e {
+            seccomp::SeccompError::NeedsNoNewPrivs(e) | seccomp::SeccompError::Install(e) => e,
+            _ => Errno::EINVAL,
+        };
+        at(Stage::Seccomp, 0)(errno)
+    })
 }
 
 fn write_file(path: &CString, value: &[u8]) -> Result<(), Errno> {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 
 use crate::cgroups::CgroupError;
+use crate::seccomp::SeccompError;
 
 /// Everything that can go wrong while starting or supervising a container.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +104,9 @@ pub enum Error {
     /// Cgroup creation, placement or removal failed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// Seccomp profile compilation failed.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// I/O of the supervisor (terminal relay, signal handling).
     #[error("{op} failed")]
     Io {

@@ -12,7 +12,9 @@ use serde_json::json;
 
 #[test]
 fn probe_sees_a_confined_world() {
-    let b = Bundle::new("probe");
+    let mut b = Bundle::new("probe");
+    b.spec["linux"]["seccomp"] =
+        serde_json::to_value(slate_runtime::seccomp::docker_default().unwrap()).unwrap();
     let out = b.run(&[]);
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(out.one("pid"), "1");
@@ -23,6 +25,7 @@ fn probe_sees_a_confined_world() {
     assert_eq!(out.one("CapBnd"), "00000000a80425fb");
     assert_eq!(out.one("CapInh"), "0000000000000000");
     assert_eq!(out.one("NoNewPrivs"), "1");
+    assert_eq!(out.one("Seccomp"), "2");
 
     let report = out.report();
     let mounts = &report["mount"];
@@ -59,6 +62,21 @@ fn probe_sees_a_confined_world() {
     assert!(out.one("proc_sys_writable").starts_with("no"));
     // CVE-2024-21626: only stdio reaches the container.
     assert_eq!(out.one("fds"), "0,1,2");
+    b.assert_clean();
+}
+
+#[test]
+fn seccomp_without_no_new_privs() {
+    let mut b = Bundle::new("seccomp-nnp0");
+    b.spec["process"]["noNewPrivileges"] = json!(false);
+    b.spec["linux"]["seccomp"] =
+        serde_json::to_value(slate_runtime::seccomp::docker_default().unwrap()).unwrap();
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    // Installed while CAP_SYS_ADMIN was still there, before the capabilities were dropped.
+    assert_eq!(out.one("Seccomp"), "2");
+    assert_eq!(out.one("NoNewPrivs"), "0");
+    assert_eq!(out.one("CapEff"), "00000000a80425fb");
     b.assert_clean();
 }
 
