@@ -216,3 +216,50 @@ fn rmi_removes_the_record_and_only_unshared_layers() {
     );
     store::assert_consistent(&slate, &[], &[]);
 }
+
+#[test]
+fn re_pulling_a_moved_tag_replaces_the_record() {
+    let reg = Registry::shared();
+    let old = fixtures::small("old", "linux/amd64", Compression::Gzip).image;
+    let new = fixtures::small("new", "linux/amd64", Compression::Gzip).image;
+    let name = "cmd/moved-tag";
+    let reference = reg.push_image(name, "v1", &old);
+    let slate = Slate::new("moved-tag");
+    assert_eq!(slate.pull(&reference, None), old.manifest_digest);
+    reg.push_image(name, "v1", &new);
+    assert_eq!(slate.pull(&reference, None), new.manifest_digest);
+    let images = slate.images();
+    assert_eq!(images.len(), 1, "one record per name:tag: {images:?}");
+    assert_eq!(
+        images[0]["digest"].as_str(),
+        Some(new.manifest_digest.as_str())
+    );
+    let mnt = slate.mount(&reference, "moved");
+    assert_eq!(
+        fs::read_to_string(mnt.join("marker")).expect("marker"),
+        "new\n"
+    );
+    slate.unmount(&mnt);
+}
+
+#[test]
+fn one_image_mounted_twice_and_unmount_errors() {
+    let reg = Registry::shared();
+    let img = fixtures::small("twice", "linux/amd64", Compression::Gzip).image;
+    let reference = reg.push_image("cmd/mount-twice", "v1", &img);
+    let slate = Slate::new("mount-twice");
+    slate.pull(&reference, None);
+    let m1 = slate.mount(&reference, "one");
+    let m2 = slate.mount(&reference, "two");
+    slate.unmount(&m1);
+    assert_eq!(
+        fs::read_to_string(m2.join("marker")).expect("the other mount still works"),
+        "twice\n"
+    );
+    slate.unmount(&m2);
+    // Unmounting what is not mounted is an error naming the directory.
+    let out = slate
+        .run(&["image", "unmount", &m1.display().to_string()])
+        .failure(1);
+    out.error_mentions(&[&m1.display().to_string()]);
+}

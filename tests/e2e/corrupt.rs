@@ -172,3 +172,87 @@ fn config_served_with_flipped_bytes_fails_with_a_digest_error() {
         &chain,
     );
 }
+
+/// Replaces one space of a pretty-printed manifest's indentation with a tab: still valid JSON
+/// of the same length, so only the digest tells.
+fn damage_manifest(reg: &Registry, digest: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let path = reg.blob_data_path(digest);
+    let original = fs::read(&path).expect("the pushed manifest in registry storage");
+    fs::write(
+        &path,
+        damage(&original, &Damage::Replace(b"\n  \"", b"\n \t\"")),
+    )
+    .expect("damaging the manifest");
+    (path, original)
+}
+
+fn assert_manifest_refused(slate: &Slate, args: &[&str], digest: &str, name: &str, reg: &Registry) {
+    let out = slate.run(args).failure(1);
+    assert_digest_error(&out, digest);
+    store::assert_consistent(slate, &[], &[]);
+    store::assert_not_listed(slate, &format!("{}/{name}", reg.host()));
+}
+
+#[test]
+fn manifest_served_corrupted_is_refused() {
+    let reg = Registry::private();
+    let img = image();
+    let name = "corrupt/manifest";
+    let reference = reg.push_image(name, "v1", &img);
+    let (path, original) = damage_manifest(&reg, &img.manifest_digest);
+    let slate = Slate::new("corrupt-manifest");
+
+    let by_digest = format!("{}/{name}@{}", reg.host(), img.manifest_digest);
+    assert_manifest_refused(
+        &slate,
+        &["pull", &by_digest],
+        &img.manifest_digest,
+        name,
+        &reg,
+    );
+    // By tag the registry still announces the original digest (Docker-Content-Digest); bytes
+    // that do not match it are as corrupt as by digest.
+    let (announced, served) = reg.get_manifest_digests(name, "v1", &img.manifest_media_type);
+    assert_eq!(announced.as_deref(), Some(img.manifest_digest.as_str()));
+    assert_ne!(
+        served, img.manifest_digest,
+        "the registry serves the damaged bytes"
+    );
+    assert_manifest_refused(
+        &slate,
+        &["pull", &reference],
+        &img.manifest_digest,
+        name,
+        &reg,
+    );
+
+    fs::write(&path, &original).expect("restoring the manifest");
+    assert_eq!(slate.pull(&reference, None), img.manifest_digest);
+}
+
+#[test]
+fn platform_manifest_served_corrupted_under_an_index_is_refused() {
+    let reg = Registry::private();
+    let index = crate::fixtures::multi_arch(
+        &["linux/amd64", "linux/arm64/v8"],
+        crate::harness::fixture::Flavor::Oci,
+        true,
+    );
+    let name = "corrupt/index-child";
+    let reference = reg.push_index(name, "latest", &index);
+    let child = &index.images[0];
+    let (path, original) = damage_manifest(&reg, &child.manifest_digest);
+    let slate = Slate::new("corrupt-index-child");
+    assert_manifest_refused(
+        &slate,
+        &["pull", "--platform", "linux/amd64", &reference],
+        &child.manifest_digest,
+        name,
+        &reg,
+    );
+    fs::write(&path, &original).expect("restoring the manifest");
+    assert_eq!(
+        slate.pull(&reference, Some("linux/amd64")),
+        child.manifest_digest
+    );
+}

@@ -105,6 +105,8 @@ fn dotdot_entries_are_refused() {
         let m1 = marker("dotdot");
         let m2 = marker("dotdot-mid");
         let m3 = marker("dotdot-deep");
+        let m4 = marker("dotdot-pax");
+        let m5 = marker("dotdot-gnu");
         vec![
             Case {
                 what: "../x",
@@ -126,6 +128,18 @@ fn dotdot_entries_are_refused() {
                     "escaped\n",
                 )],
                 marker: Some(m3),
+            },
+            Case {
+                what: "PAX path ../x behind a harmless header name",
+                entries: vec![Entry::file(format!("../{m4}"), "escaped\n").decoy_name("harmless")],
+                marker: Some(m4),
+            },
+            Case {
+                what: "GNU long name ../x behind a harmless header name",
+                entries: vec![Entry::file(format!("../{m5}"), "escaped\n")
+                    .decoy_name("harmless")
+                    .gnu_long_names()],
+                marker: Some(m5),
             },
             Case {
                 what: "../ directory",

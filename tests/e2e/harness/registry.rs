@@ -396,3 +396,30 @@ impl Registry {
         }
     }
 }
+
+impl Registry {
+    /// GETs a manifest and returns the `Docker-Content-Digest` the registry announces with it
+    /// and the sha256 of the bytes it actually served.
+    pub fn get_manifest_digests(
+        &self,
+        name: &str,
+        reference: &str,
+        accept: &str,
+    ) -> (Option<String>, String) {
+        let r = self
+            .client
+            .get(self.url(&format!("/v2/{name}/manifests/{reference}")))
+            .header("accept", accept)
+            .send()
+            .unwrap_or_else(|e| panic!("GET manifest {name}:{reference}: {e}"));
+        let header = r
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|d| d.to_str().ok())
+            .map(str::to_string);
+        let body = r
+            .bytes()
+            .unwrap_or_else(|e| panic!("reading manifest {name}:{reference}: {e}"));
+        (header, super::fixture::sha256_digest(&body))
+    }
+}

@@ -44,6 +44,10 @@ pub struct Entry {
     /// Extended attributes, written as PAX `SCHILY.xattr.<name>` records.
     pub xattrs: Vec<(String, Vec<u8>)>,
     pub long_names: LongNames,
+    /// A name for the ustar header field that differs from `path`; `path` then always goes in
+    /// a PAX or GNU long-name record, which readers must prefer (the classic way to slip a
+    /// hostile name past a check that looks only at the header).
+    pub decoy: Option<Vec<u8>>,
 }
 
 /// A fixed, recognisable mtime so that the mtime a store shows can be compared.
@@ -60,6 +64,7 @@ impl Entry {
             mtime: DEFAULT_MTIME,
             xattrs: Vec::new(),
             long_names: LongNames::Pax,
+            decoy: None,
         }
     }
     pub fn file(path: impl AsRef<[u8]>, data: impl AsRef<[u8]>) -> Entry {
@@ -112,6 +117,11 @@ impl Entry {
     pub fn xattr(mut self, name: &str, value: impl AsRef<[u8]>) -> Entry {
         self.xattrs
             .push((name.to_string(), value.as_ref().to_vec()));
+        self
+    }
+    /// Puts `name` in the header and the real path in a long-name record.
+    pub fn decoy_name(mut self, name: impl AsRef<[u8]>) -> Entry {
+        self.decoy = Some(name.as_ref().to_vec());
         self
     }
     pub fn gnu_long_names(mut self) -> Entry {
@@ -194,7 +204,7 @@ fn write_entry(out: &mut Vec<u8>, e: &Entry) {
     for (name, value) in &e.xattrs {
         pax.extend(pax_record(&format!("SCHILY.xattr.{name}"), value));
     }
-    if e.path.len() > 100 {
+    if e.path.len() > 100 || e.decoy.is_some() {
         if gnu {
             let mut data = e.path.clone();
             data.push(0);
@@ -243,7 +253,8 @@ fn write_entry(out: &mut Vec<u8>, e: &Entry) {
         Kind::Block(..) => (EntryType::Block, &[]),
         Kind::Fifo => (EntryType::Fifo, &[]),
     };
-    let mut h = raw_header(gnu, &e.path, ty, data.len() as u64);
+    let header_name = e.decoy.as_deref().unwrap_or(&e.path);
+    let mut h = raw_header(gnu, header_name, ty, data.len() as u64);
     h.set_mode(e.mode);
     h.set_uid(e.uid);
     h.set_gid(e.gid);
@@ -298,5 +309,21 @@ mod tests {
         assert_eq!(seen[0].0, long.as_bytes());
         assert_eq!(seen[1].1.as_deref(), Some(target.as_bytes()));
         assert_eq!(seen[2].2, 1);
+    }
+
+    #[test]
+    fn long_name_records_override_a_decoy_header_name() {
+        for e in [
+            Entry::file("../pax", b"").decoy_name("harmless"),
+            Entry::file("../gnu", b"")
+                .decoy_name("harmless")
+                .gnu_long_names(),
+        ] {
+            let tar = write_tar(std::slice::from_ref(&e));
+            assert!(tar.windows(8).any(|w| w == b"harmless"));
+            let mut ar = tar::Archive::new(&tar[..]);
+            let first = ar.entries().expect("entries").next().expect("one entry");
+            assert_eq!(&*first.expect("entry").path_bytes(), &e.path[..]);
+        }
     }
 }
