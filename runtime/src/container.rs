@@ -33,7 +33,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{umask, Mode};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{setresgid, setresuid, Pid};
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{ContainerState, Spec, State};
 
 use crate::caps::CapsPlan;
 use crate::cgroups::Cgroup;
@@ -338,6 +338,27 @@ impl Container {
         kill(self.pid, signal).map_err(Error::sys("kill"))
     }
 
+    /// The container's state in the terms of the OCI runtime command line (`state`): running
+    /// until reaped, then stopped. `bundle` is reported as given.
+    pub fn state(&mut self, bundle: &std::path::Path) -> Result<State, Error> {
+        let running = self.try_wait()?.is_none();
+        let status = if running {
+            ContainerState::Running
+        } else {
+            ContainerState::Stopped
+        };
+        let mut state = State::default();
+        state.set_id(self.id.clone());
+        state.set_status(status);
+        state.set_pid(if running {
+            Some(self.pid.as_raw())
+        } else {
+            None
+        });
+        state.set_bundle(bundle.to_path_buf());
+        Ok(state)
+    }
+
     /// Reaps the container if it has exited, without blocking.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, Error> {
         if self.status.is_some() {
@@ -491,6 +512,36 @@ fn child_main(plan: &Plan, sock: OwnedFd) -> ! {
         _ => 125,
     };
     syscall::exit_now(code)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_to_clone_from_a_multithreaded_process() {
+        // Keep a second thread alive for the call, whatever the harness does.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        let spec = Spec::default();
+        let opts = ContainerOptions::new("t", spec, Rootfs::Dir("/nonexistent".into()));
+        assert!(matches!(
+            Container::spawn(opts),
+            Err(Error::MultiThreaded(_))
+        ));
+        drop(tx);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn exit_status_codes() {
+        assert_eq!(ExitStatus::Exited(7).code(), 7);
+        assert_eq!(ExitStatus::Signaled(Signal::SIGKILL).code(), 137);
+        assert_eq!(ExitStatus::Signaled(Signal::SIGTERM).code(), 143);
+    }
 }
 
 fn at(stage: Stage, index: u32) -> impl Fn(Errno) -> ChildFailure + Copy {

@@ -190,6 +190,39 @@ pub fn find_cgroups(id: &str) -> Vec<PathBuf> {
     find_named(Path::new("/sys/fs/cgroup"), id, 6)
 }
 
+impl Drop for Bundle {
+    /// Whatever happened in the test: a supervisor killed mid-run cannot remove its cgroup,
+    /// so remove it here, killing only the processes in it (this test's container, since the
+    /// cgroup is named after this bundle's unique id).
+    fn drop(&mut self) {
+        let mut dirs = find_cgroups(&self.id);
+        if dirs.is_empty() {
+            return;
+        }
+        for d in &dirs {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        // Deepest first.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for _ in 0..50 {
+            dirs.retain(|d| std::fs::remove_dir(d).is_err() && d.exists());
+            if dirs.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 fn find_named(dir: &Path, name: &str, depth: u32) -> Vec<PathBuf> {
     let mut found = Vec::new();
     if depth == 0 {
