@@ -514,36 +514,6 @@ fn child_main(plan: &Plan, sock: OwnedFd) -> ! {
     syscall::exit_now(code)
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refuses_to_clone_from_a_multithreaded_process() {
-        // Keep a second thread alive for the call, whatever the harness does.
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let t = std::thread::spawn(move || {
-            let _ = rx.recv();
-        });
-        let spec = Spec::default();
-        let opts = ContainerOptions::new("t", spec, Rootfs::Dir("/nonexistent".into()));
-        assert!(matches!(
-            Container::spawn(opts),
-            Err(Error::MultiThreaded(_))
-        ));
-        drop(tx);
-        t.join().unwrap();
-    }
-
-    #[test]
-    fn exit_status_codes() {
-        assert_eq!(ExitStatus::Exited(7).code(), 7);
-        assert_eq!(ExitStatus::Signaled(Signal::SIGKILL).code(), 137);
-        assert_eq!(ExitStatus::Signaled(Signal::SIGTERM).code(), 143);
-    }
-}
-
 fn at(stage: Stage, index: u32) -> impl Fn(Errno) -> ChildFailure + Copy {
     move |e| ChildFailure {
         stage,
@@ -755,4 +725,34 @@ pub fn bundle_rootfs(bundle: &std::path::Path, spec: &Spec) -> Result<PathBuf, E
     } else {
         bundle.join(p)
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_to_clone_from_a_multithreaded_process() {
+        // Keep a second thread alive for the call, whatever the harness does.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        let spec = Spec::default();
+        let opts = ContainerOptions::new("t", spec, Rootfs::Dir("/nonexistent".into()));
+        assert!(matches!(
+            Container::spawn(opts),
+            Err(Error::MultiThreaded(_))
+        ));
+        drop(tx);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn exit_status_codes() {
+        assert_eq!(ExitStatus::Exited(7).code(), 7);
+        assert_eq!(ExitStatus::Signaled(Signal::SIGKILL).code(), 137);
+        assert_eq!(ExitStatus::Signaled(Signal::SIGTERM).code(), 143);
+    }
 }
