@@ -248,3 +248,28 @@ fn layers_already_in_the_store_are_not_fetched_again() {
     store::assert_consistent(&slate, &[a.chain_ids(), b.chain_ids()].concat(), &[]);
     assert_eq!(slate.images().len(), 2);
 }
+
+#[test]
+fn concurrent_pulls_into_one_store_agree() {
+    let reg = Registry::shared();
+    let fx = fixtures::rich([Compression::Gzip; 3], Flavor::Oci);
+    let reference = reg.push_image("pull/concurrent", "v1", &fx.image);
+    let slate = Slate::new("concurrent");
+    let digests: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| slate.pull(&reference, None)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a concurrent pull panicked"))
+            .collect()
+    });
+    assert!(digests.iter().all(|d| *d == fx.image.manifest_digest));
+    store::assert_consistent(&slate, &fx.image.chain_ids(), &[]);
+    assert_eq!(slate.images().len(), 1);
+    let mnt = slate.mount(&reference, "concurrent");
+    let actual = Tree::snapshot(&mnt).expect("snapshot of the mounted image");
+    fx.expected_tree()
+        .assert_matches(&actual, CompareOptions::default(), "after concurrent pulls");
+    slate.unmount(&mnt);
+}

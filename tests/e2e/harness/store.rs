@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::fixture::digest_hex;
+use super::fixture::{digest_hex, sha256_digest};
 use super::slate::{Slate, TestDir};
 use super::tree::{CompareOptions, Tree};
 
@@ -53,6 +53,17 @@ pub fn assert_consistent(slate: &Slate, allowed_chain_ids: &[String], forbidden:
         assert!(
             allowed.contains(&name.as_str()),
             "layers/{name} is not a chain id that could have been committed (allowed: {allowed:?})"
+        );
+    }
+    // Kept blobs (the store may drop them after unpacking) must be whole: named by their digest.
+    let blobs = root.join("blobs/sha256");
+    for name in dir_names(&blobs) {
+        let data = fs::read(blobs.join(&name))
+            .unwrap_or_else(|e| panic!("reading blobs/sha256/{name}: {e}"));
+        assert_eq!(
+            digest_hex(&sha256_digest(&data)),
+            name,
+            "blobs/sha256/{name} does not hold the blob of that digest"
         );
     }
     for f in forbidden {
