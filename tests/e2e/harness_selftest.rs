@@ -102,3 +102,36 @@ fn a_failing_test_leaves_no_mount_and_no_files() {
     );
     assert!(!dir.exists(), "{} was not removed", dir.display());
 }
+
+/// The checks the hostile tests rely on do catch what they look for.
+#[test]
+fn canary_and_marker_checks_catch_escapes() {
+    use crate::harness::store::{assert_marker_absent, Canary};
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let dir = TestDir::new("selftest-canary");
+    let caught = |f: &dyn Fn()| catch_unwind(AssertUnwindSafe(f)).is_err();
+
+    let canary = Canary::new(&dir);
+    canary.assert_untouched();
+    std::fs::write(canary.dir.join("victim"), "changed\n").expect("changing the victim");
+    assert!(caught(&|| canary.assert_untouched()), "a changed file");
+
+    let dir2 = TestDir::new("selftest-canary-link");
+    let canary = Canary::new(&dir2);
+    std::fs::hard_link(canary.dir.join("secret"), canary.dir.join("sub/link")).expect("link");
+    assert!(caught(&|| canary.assert_untouched()), "a new hardlink");
+
+    let dir3 = TestDir::new("selftest-canary-new");
+    let canary = Canary::new(&dir3);
+    std::fs::write(canary.dir.join("sub/new"), "").expect("new file");
+    assert!(caught(&|| canary.assert_untouched()), "a new file");
+
+    let marker = format!("selftest-marker-{}", std::process::id());
+    assert_marker_absent(dir.path(), &marker);
+    let deep = dir.subdir("a/b/c");
+    std::fs::write(deep.join(&marker), "").expect("marker");
+    assert!(
+        caught(&|| assert_marker_absent(dir.path(), &marker)),
+        "a marker below"
+    );
+}

@@ -14,11 +14,9 @@ use crate::harness::fixture::{
     build_layer, busybox, digest_hex, raw_layer, Compression, Flavor, ImageSpec, LayerSpec,
 };
 use crate::harness::registry::Registry;
-use crate::harness::slate::Slate;
-use crate::harness::slate::TestDir;
+use crate::harness::slate::{Slate, TestDir};
 use crate::harness::store::{self, Canary};
-use crate::harness::tar_writer::write_tar;
-use crate::harness::tar_writer::Entry;
+use crate::harness::tar_writer::{write_tar, Entry};
 
 /// One hostile image: a good base layer, then `entries`, the last of which is the bad one.
 struct Case {
@@ -59,6 +57,11 @@ fn run_cases(label: &str, make: impl FnOnce(&Canary) -> Vec<Case>) {
         .build();
         let reference = reg.push_image(&name, "v1", &img);
         let out = slate.run(&["pull", &reference]);
+        // Safety first: whatever the exit status, nothing outside the store may have changed.
+        canary.assert_untouched();
+        if let Some(m) = &case.marker {
+            store::assert_marker_absent(slate.dir().path(), m);
+        }
         assert_ne!(
             out.status.code(),
             Some(0),
@@ -76,10 +79,6 @@ fn run_cases(label: &str, make: impl FnOnce(&Canary) -> Vec<Case>) {
             "{}: the error does not name the entry {entry:?}:\n  {line}",
             case.what
         );
-        canary.assert_untouched();
-        if let Some(m) = &case.marker {
-            store::assert_marker_absent(slate.dir().path(), m);
-        }
         let chain = img.chain_ids();
         store::assert_consistent(&slate, &chain[..1], &chain[1..]);
         store::assert_not_listed(&slate, &format!("{}/{name}", reg.host()));

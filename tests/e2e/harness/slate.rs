@@ -66,8 +66,9 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 1 && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let octal = std::str::from_utf8(&b[i + 1..i + 4]).ok();
+            if let Some(v) = octal.and_then(|o| u8::from_str_radix(o, 8).ok()) {
                 out.push(v);
                 i += 4;
                 continue;
@@ -82,7 +83,8 @@ fn unescape_mountinfo(s: &str) -> PathBuf {
 
 /// Mount points at or below `dir`, per `/proc/self/mountinfo`.
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let info = fs::read("/proc/self/mountinfo").unwrap_or_default();
+    let info = String::from_utf8_lossy(&info);
     info.lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(unescape_mountinfo)
