@@ -263,3 +263,20 @@ fn one_image_mounted_twice_and_unmount_errors() {
         .failure(1);
     out.error_mentions(&[&m1.display().to_string()]);
 }
+
+#[test]
+fn invalid_references_get_a_clear_error() {
+    let slate = Slate::new("bad-refs");
+    for bad in [
+        "Upper/Case",
+        "127.0.0.1:5000/a:b:c",
+        "127.0.0.1:5000/a@sha256:123",
+        "a//b",
+        "a:",
+    ] {
+        let out = slate.run(&["pull", bad]).failure(1);
+        out.error_mentions(&[bad]);
+    }
+    store::assert_consistent(&slate, &[], &[]);
+    assert!(slate.images().is_empty());
+}

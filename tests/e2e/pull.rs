@@ -39,6 +39,15 @@ pub(crate) fn pull_and_compare(name: &str, fx: &Fixture, umoci_mode: Umoci) {
         let dir = slate.root().join("layers").join(&c["sha256:".len()..]);
         assert!(dir.is_dir(), "layer {} is not in the store", dir.display());
     }
+    // By default compressed blobs are dropped once unpacked (to spare SD cards).
+    let kept = store::dir_names(&slate.root().join("blobs/sha256"));
+    for l in &fx.image.layers {
+        assert!(
+            !kept.iter().any(|k| l.digest.ends_with(k.as_str())),
+            "layer blob {} was kept in blobs/ under the default config",
+            l.digest
+        );
+    }
 
     let mnt = slate.mount(&reference, "image");
     let actual = Tree::snapshot(&mnt).expect("snapshot of the mounted image");
