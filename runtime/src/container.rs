@@ -112,6 +112,7 @@ struct Plan {
     exec: ExecPlan,
     caps: CapsPlan,
     hostname: Option<CString>,
+    domainname: Option<CString>,
     sysctl: Vec<(CString, CString)>,
     init: bool,
     preserve_fds: u32,
@@ -180,6 +181,18 @@ impl Container {
             }
             _ => None,
         };
+        let domainname = match spec.domainname() {
+            Some(d) if !d.is_empty() => {
+                if !ns.private(CloneFlags::CLONE_NEWUTS) {
+                    return Err(Error::NeedsNamespace {
+                        what: "a domain name",
+                        namespace: "uts",
+                    });
+                }
+                Some(CString::new(d.as_bytes()).map_err(|_| Error::Nul { what: "domainname" })?)
+            }
+            _ => None,
+        };
         let mut sysctl = Vec::new();
         for (k, v) in spec
             .linux()
@@ -202,10 +215,20 @@ impl Container {
             caps: CapsPlan::new(process.capabilities().as_ref())?,
             ns,
             hostname,
+            domainname,
             sysctl,
             init: opts.init,
             preserve_fds: opts.preserve_fds,
-            winsize: pty::host_winsize(),
+            // The spec's console size wins over the host terminal's.
+            winsize: process
+                .console_size()
+                .map(|b| libc::winsize {
+                    ws_row: b.height().min(u16::MAX as u64) as u16,
+                    ws_col: b.width().min(u16::MAX as u64) as u16,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                })
+                .or_else(pty::host_winsize),
             seccomp: match (opts.seccomp, linux_seccomp) {
                 (Some(p), _) => Some(p),
                 (None, Some(profile)) => Some(Arc::new(seccomp::compile(profile)?)),
@@ -525,6 +548,14 @@ fn at(stage: Stage, index: u32) -> impl Fn(Errno) -> ChildFailure + Copy {
 enum Never {}
 
 fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
+    // The caller's ignored signals and blocked mask must not reach the app.
+    syscall::reset_signal_dispositions();
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(at(Stage::Sync, 0))?;
     // Die with the supervisor rather than outlive it unsupervised.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(at(Stage::Sync, 0))?;
     let mut go = [0u8; 1];
@@ -559,6 +590,9 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
         write_file(path, value.as_bytes()).map_err(at(Stage::Sysctl, i as u32))?;
     }
     plan.mounts.finish()?;
+    if let Some(d) = &plan.domainname {
+        syscall::setdomainname(d).map_err(at(Stage::Hostname, 1))?;
+    }
     if let Some(h) = &plan.hostname {
         nix::unistd::sethostname(std::ffi::OsStr::from_bytes(h.as_bytes()))
             .map_err(at(Stage::Hostname, 0))?;

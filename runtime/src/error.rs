@@ -58,6 +58,9 @@ pub enum Error {
     /// `process.cwd` is not absolute.
     #[error("the working directory {0} is not absolute")]
     RelativeCwd(PathBuf),
+    /// A namespace type the runtime cannot create.
+    #[error("{0} namespaces are not supported")]
+    UnsupportedNamespace(&'static str),
     /// The root filesystem is not there.
     #[error("rootfs {0} does not exist or is not a directory")]
     RootfsMissing(PathBuf),

@@ -63,6 +63,11 @@ impl Namespaces {
             None => return Ok(ns),
         };
         for n in linux.namespaces().iter().flatten() {
+            if n.typ() == LinuxNamespaceType::Time {
+                // clone(2) does not take CLONE_NEWTIME, and setting the clock offsets it is for
+                // is not implemented: refuse rather than silently share the host's clocks.
+                return Err(Error::UnsupportedNamespace("time"));
+            }
             let kind = flag(n.typ());
             match n.path() {
                 None => ns.clone_flags |= kind,

@@ -149,6 +149,40 @@ pub(crate) fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> Result<(
     Errno::result(ret).map(drop)
 }
 
+/// Sets the NIS domain name of the (private) UTS namespace.
+pub(crate) fn setdomainname(name: &CStr) -> Result<(), Errno> {
+    // SAFETY: the kernel reads at most `len` bytes of the valid string passed.
+    let ret = unsafe { libc::setdomainname(name.as_ptr(), name.to_bytes().len()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Puts every signal back to its default disposition. Exec resets handled signals but keeps
+/// ignored ones, and the caller may ignore some (Rust's runtime ignores SIGPIPE): the app must
+/// start as if from a clean shell, e.g. die of SIGPIPE in a broken pipeline.
+pub(crate) fn reset_signal_dispositions() {
+    // The raw system call, because glibc's sigaction refuses the signals it reserves for itself
+    // (32 and 33), which an ignoring caller passes on all the same. All-zero is SIG_DFL with
+    // no flags and an empty mask in every architecture's kernel sigaction layout.
+    let dfl = [0u64; 4];
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: the kernel reads one struct sigaction (at most 32 bytes, all zero) from `dfl`
+        // and writes nothing (null old-action pointer); installing SIG_DFL runs no code of ours
+        // in signal context.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u8>(),
+                8usize,
+            );
+        }
+    }
+}
+
 /// Leaves the process without running atexit handlers or destructors; the only exit the child
 /// may take, since it shares nothing it should flush or free.
 pub(crate) fn exit_now(code: i32) -> ! {

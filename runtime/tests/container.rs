@@ -26,6 +26,9 @@ fn probe_sees_a_confined_world() {
     assert_eq!(out.one("CapInh"), "0000000000000000");
     assert_eq!(out.one("NoNewPrivs"), "1");
     assert_eq!(out.one("Seccomp"), "2");
+    // The supervisor's ignored signals (Rust ignores SIGPIPE) and mask do not reach the app.
+    assert_eq!(out.one("SigIgn"), "0000000000000000");
+    assert_eq!(out.one("SigBlk"), "0000000000000000");
 
     let report = out.report();
     let mounts = &report["mount"];
@@ -86,8 +89,10 @@ fn user_groups_umask_and_cwd() {
     b.spec["process"]["user"] =
         json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 63});
     b.spec["process"]["cwd"] = json!("/work/here");
+    b.spec["domainname"] = json!("example.org");
     let out = b.run(&[]);
     assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.one("domainname"), "example.org");
     assert_eq!(out.one("uid"), "1000");
     assert_eq!(out.one("gid"), "1000");
     assert_eq!(out.one("groups"), "10,20");

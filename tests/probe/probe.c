@@ -4,7 +4,7 @@
  *                    /proc/sys writability, open fds, cgroups)
  *   probe hog MB     allocate and touch MB megabytes, 1 MB at a time, printing progress
  *   probe forks N    fork up to N children that sleep; print how many forks succeeded
- *   probe spin SEC   busy-loop SEC seconds of wall time; print cpu seconds / wall seconds
+ *   probe spin SEC [N]  busy-loop N processes for SEC seconds; print cpu seconds / wall seconds
  * Build: cc -static -O2 -o probe probe.c */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -25,7 +26,7 @@ static void status_fields(void) {
     char line[512];
     if (!f) return;
     while (fgets(line, sizeof line, f)) {
-        const char *keys[] = {"CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:",
+        const char *keys[] = {"CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:", "SigBlk:", "SigIgn:",
                               "NoNewPrivs:", "Seccomp:", NULL};
         for (int i = 0; keys[i]; i++) {
             size_t n = strlen(keys[i]);
@@ -114,6 +115,7 @@ static void report(void) {
     printf("pid=%d\n", getpid());
     printf("ppid=%d\n", getppid());
     if (gethostname(buf, sizeof buf) == 0) printf("hostname=%s\n", buf);
+    if (getdomainname(buf, sizeof buf) == 0) printf("domainname=%s\n", buf);
     printf("uid=%d\ngid=%d\n", getuid(), getgid());
     gid_t groups[64];
     int n = getgroups(64, groups);
@@ -185,11 +187,25 @@ static double now(clockid_t c) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void spin(double secs) {
-    double w0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
+/* Busy-loops `procs` processes for `secs` seconds of wall time; reports their total cpu time
+ * over the wall time (1 process unthrottled: ~1.0; under a 0.5 CPU quota: ~0.5 at most). */
+static void spin(double secs, int procs) {
+    double w0 = now(CLOCK_MONOTONIC);
+    for (int i = 1; i < procs; i++) {
+        if (fork() == 0) {
+            volatile unsigned long x = 0;
+            while (now(CLOCK_MONOTONIC) - w0 < secs) x++;
+            _exit(0);
+        }
+    }
+    double c0 = now(CLOCK_PROCESS_CPUTIME_ID);
     volatile unsigned long x = 0;
     while (now(CLOCK_MONOTONIC) - w0 < secs) x++;
+    while (wait(NULL) > 0) {}
     double wall = now(CLOCK_MONOTONIC) - w0, cpu = now(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    struct rusage ru;
+    getrusage(RUSAGE_CHILDREN, &ru);
+    cpu += ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
     printf("spin_wall=%.3f\nspin_cpu=%.3f\nspin_ratio=%.3f\n", wall, cpu, cpu / wall);
 }
 
@@ -197,7 +213,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 3 && strcmp(argv[1], "hog") == 0) hog(atol(argv[2]));
     else if (argc >= 3 && strcmp(argv[1], "forks") == 0) forks(atol(argv[2]));
-    else if (argc >= 3 && strcmp(argv[1], "spin") == 0) spin(atof(argv[2]));
+    else if (argc >= 3 && strcmp(argv[1], "spin") == 0) spin(atof(argv[2]), argc >= 4 ? atoi(argv[3]) : 1);
     else report();
     return 0;
 }

@@ -49,20 +49,39 @@ pub fn probe() -> &'static Path {
     })
 }
 
-/// The example binary that runs a bundle (cargo test builds examples next to the tests).
+/// The example binary that runs a bundle. `cargo test -p slate-runtime` builds it next to
+/// the tests; a filtered run (`--test container`) does not, so it is (re)built here when it is
+/// missing or older than this test binary.
 pub fn run_bundle() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("examples/run_bundle");
-    assert!(
-        p.exists(),
-        "{} missing: run through `cargo test -p slate-runtime`",
-        p.display()
-    );
-    p
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let p = exe
+                .parent()
+                .and_then(|d| d.parent())
+                .unwrap()
+                .join("examples/run_bundle");
+            let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            if mtime(&p) < mtime(&exe) {
+                let st = Command::new(env!("CARGO"))
+                    .args([
+                        "build",
+                        "-q",
+                        "-p",
+                        "slate-runtime",
+                        "--example",
+                        "run_bundle",
+                    ])
+                    .current_dir(env!("CARGO_MANIFEST_DIR"))
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "building examples/run_bundle failed");
+            }
+            assert!(p.exists(), "{} missing", p.display());
+            p
+        })
+        .clone()
 }
 
 /// A bundle: BUNDLE/config.json + BUNDLE/rootfs (busybox and the probe).
