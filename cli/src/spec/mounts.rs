@@ -1,0 +1,410 @@
+//! The container's mounts: docker's defaults (`/proc`, `/dev`, `/dev/pts`, `/dev/shm`,
+//! `/dev/mqueue`, `/sys`, `/sys/fs/cgroup`), the generated `/etc/resolv.conf`, `/etc/hosts` and
+//! `/etc/hostname`, then `-v` and `--tmpfs`. A user mount at a default's destination replaces
+//! the default (as docker: `--tmpfs /dev/shm:size=1g`); two user mounts at one place are an
+//! error. The runtime orders them parents first.
+
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::Mount;
+
+use super::{Host, Network, SpecError};
+use crate::cli::RunArgs;
+
+pub(crate) struct MountInput<'a> {
+    pub args: &'a RunArgs,
+    pub network: Network,
+    pub hostname: &'a str,
+    pub run_dir: &'a Path,
+    pub host: &'a dyn Host,
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(PathBuf::from(dest));
+    m.set_typ(Some(typ.to_owned()));
+    m.set_source(Some(PathBuf::from(source)));
+    m.set_options(Some(options.iter().map(|s| s.to_string()).collect()));
+    m
+}
+
+/// docker's default mounts (moby `oci/defaults.go`).
+fn default_mounts(privileged: bool) -> Vec<Mount> {
+    // /sys is read-only unless --privileged; the cgroup tree as well (docker makes it
+    // writable for privileged containers with their own cgroup namespace, as here).
+    let sys_mode = if privileged { "rw" } else { "ro" };
+    vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", sys_mode]),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", sys_mode],
+        ),
+    ]
+}
+
+/// `/a/./b/../c/` -> `/a/c`; `None` unless absolute. Lexical only: the runtime resolves the
+/// destination inside the rootfs at mount time.
+fn clean_abs(p: &str) -> Option<PathBuf> {
+    if !p.starts_with('/') || p.contains('\0') {
+        return None;
+    }
+    let mut out = PathBuf::from("/");
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// Options of `-v` after the second colon.
+#[derive(Default)]
+struct VolumeMode {
+    readonly: bool,
+    propagation: Option<&'static str>,
+}
+
+fn parse_volume_mode(value: &str, mode: &str) -> Result<VolumeMode, SpecError> {
+    let bad = |reason| SpecError::Volume {
+        value: value.to_owned(),
+        reason,
+    };
+    let mut out = VolumeMode::default();
+    let mut rw_seen = false;
+    for o in mode.split(',') {
+        match o {
+            "ro" | "rw" => {
+                if rw_seen {
+                    return Err(bad("ro and rw given more than once"));
+                }
+                rw_seen = true;
+                out.readonly = o == "ro";
+            }
+            // SELinux relabelling: nothing to do on hosts without SELinux, which is what slate
+            // targets; accepted so docker command lines work unchanged.
+            "z" | "Z" => {}
+            // Docker Desktop consistency hints: no meaning on Linux.
+            "consistent" | "cached" | "delegated" => {}
+            "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
+                if out.propagation.is_some() {
+                    return Err(bad("more than one propagation mode"));
+                }
+                out.propagation = Some(match o {
+                    "shared" => "shared",
+                    "rshared" => "rshared",
+                    "slave" => "slave",
+                    "rslave" => "rslave",
+                    "private" => "private",
+                    _ => "rprivate",
+                });
+            }
+            "nocopy" => return Err(bad("nocopy applies to named volumes only")),
+            "" => return Err(bad("empty option")),
+            _ => return Err(bad("unknown option; expected ro, rw, z, Z or a propagation mode")),
+        }
+    }
+    Ok(out)
+}
+
+/// `-v HOST:CONTAINER[:OPTS]` -> a recursive bind mount. Missing host directories are created,
+/// as docker does for `-v` (not for `--mount`).
+fn volume(value: &str, host: &dyn Host) -> Result<Mount, SpecError> {
+    let bad = |reason| SpecError::Volume {
+        value: value.to_owned(),
+        reason,
+    };
+    let parts: Vec<&str> = value.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [one] => {
+            return Err(if one.starts_with('/') {
+                SpecError::AnonymousVolume(value.to_owned())
+            } else {
+                bad("expected HOST:CONTAINER[:OPTIONS]")
+            })
+        }
+        [s, d] => (*s, *d, None),
+        [s, d, m] => (*s, *d, Some(*m)),
+        _ => return Err(bad("expected HOST:CONTAINER[:OPTIONS] (a path cannot contain ':')")),
+    };
+    if src.is_empty() || dst.is_empty() {
+        return Err(bad("expected HOST:CONTAINER[:OPTIONS]"));
+    }
+    // docker's CLI (23.0 and later) takes `.`-relative host paths against the current
+    // directory; any other relative name is a named volume.
+    let src_path = if src.starts_with('/') {
+        PathBuf::from(src)
+    } else if src == "." || src == ".." || src.starts_with("./") || src.starts_with("../") {
+        match host.cwd() {
+            Some(cwd) => cwd.join(src),
+            None => return Err(bad("cannot resolve a relative host path: no current directory")),
+        }
+    } else {
+        return Err(SpecError::NamedVolume(value.to_owned()));
+    };
+    let src_path = clean_abs(&src_path.to_string_lossy())
+        .ok_or_else(|| bad("the host path must be absolute"))?;
+    let dst = clean_abs(dst).ok_or_else(|| bad("the container path must be absolute"))?;
+    if dst == Path::new("/") {
+        return Err(bad("the container path cannot be /"));
+    }
+    let mode = match mode {
+        Some(m) => parse_volume_mode(value, m)?,
+        None => VolumeMode::default(),
+    };
+    match std::fs::symlink_metadata(&src_path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&src_path).map_err(|source| SpecError::VolumeHost {
+                value: value.to_owned(),
+                path: src_path.clone(),
+                source,
+            })?;
+        }
+        Err(source) => {
+            return Err(SpecError::VolumeHost {
+                value: value.to_owned(),
+                path: src_path,
+                source,
+            })
+        }
+    }
+    let mut options = vec!["rbind", mode.propagation.unwrap_or("rprivate")];
+    if mode.readonly {
+        options.push("ro");
+    }
+    let mut m = mount("", "bind", "", &options);
+    m.set_destination(dst);
+    m.set_source(Some(src_path));
+    Ok(m)
+}
+
+/// `--tmpfs PATH[:OPTS]`: docker's defaults `noexec,nosuid,nodev` (no size limit: tmpfs's own
+/// default of half the RAM), with the user's options merged over them, last one winning.
+fn tmpfs(value: &str) -> Result<Mount, SpecError> {
+    let bad = |reason| SpecError::Tmpfs {
+        value: value.to_owned(),
+        reason,
+    };
+    let (dst, opts) = match value.split_once(':') {
+        Some((d, o)) => (d, o),
+        None => (value, ""),
+    };
+    let dst = clean_abs(dst).ok_or_else(|| bad("the container path must be absolute"))?;
+    if dst == Path::new("/") {
+        return Err(bad("the container path cannot be /"));
+    }
+    let mut merged: Vec<String> = vec!["noexec".into(), "nosuid".into(), "nodev".into()];
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        if o.contains('\0') {
+            return Err(bad("contains a NUL byte"));
+        }
+        // A flag replaces its opposite (`exec` over `noexec`); a key=value its earlier value.
+        let key = o.split_once('=').map_or(o, |(k, _)| k);
+        let opposite = key.strip_prefix("no").map_or_else(|| format!("no{key}"), str::to_owned);
+        merged.retain(|m| {
+            let mk = m.split_once('=').map_or(m.as_str(), |(k, _)| k);
+            mk != key && (o.contains('=') || mk != opposite)
+        });
+        if o == "ro" || o == "rw" {
+            merged.retain(|m| m != "ro" && m != "rw");
+        }
+        merged.push(o.to_owned());
+    }
+    let mut m = Mount::default();
+    m.set_destination(dst);
+    m.set_typ(Some("tmpfs".into()));
+    m.set_source(Some(PathBuf::from("tmpfs")));
+    m.set_options(Some(merged));
+    Ok(m)
+}
+
+pub(crate) fn build(input: &MountInput) -> Result<Vec<Mount>, SpecError> {
+    let args = input.args;
+    let mut user: Vec<Mount> = Vec::new();
+    for v in &args.volume {
+        user.push(volume(v, input.host)?);
+    }
+    for t in &args.tmpfs {
+        user.push(tmpfs(t)?);
+    }
+    for (i, m) in user.iter().enumerate() {
+        if user[..i].iter().any(|o| o.destination() == m.destination()) {
+            return Err(SpecError::DuplicateMount(m.destination().clone()));
+        }
+    }
+    let taken = |dest: &Path| user.iter().any(|u| u.destination() == dest);
+
+    let mut out: Vec<Mount> = default_mounts(args.privileged)
+        .into_iter()
+        .filter(|m| !taken(m.destination()))
+        .collect();
+
+    let files = write_etc_files(input)?;
+    // docker: writable, except with --read-only where they are read-only too.
+    let mode = if args.read_only { "ro" } else { "rw" };
+    for (dest, src) in files {
+        if taken(Path::new(dest)) {
+            continue;
+        }
+        let mut m = mount(dest, "bind", "", &["rbind", "rprivate", mode]);
+        m.set_source(Some(src));
+        out.push(m);
+    }
+    out.extend(user);
+    Ok(out)
+}
+
+/// Writes resolv.conf, hosts and hostname into the run directory; returns (destination,
+/// source) pairs.
+fn write_etc_files(input: &MountInput) -> Result<Vec<(&'static str, PathBuf)>, SpecError> {
+    // Absolute, so the runtime's bind source does not depend on its current directory.
+    let dir = std::path::absolute(input.run_dir).map_err(|source| SpecError::Write {
+        path: input.run_dir.to_path_buf(),
+        source,
+    })?;
+    let files = [
+        ("/etc/resolv.conf", "resolv.conf", resolv_conf(input.network, input.host)),
+        (
+            "/etc/hosts",
+            "hosts",
+            hosts(input.network, input.hostname, input.host),
+        ),
+        ("/etc/hostname", "hostname", format!("{}\n", input.hostname)),
+    ];
+    let mut out = Vec::new();
+    for (dest, name, content) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, content).map_err(|source| SpecError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        out.push((dest, path));
+    }
+    Ok(out)
+}
+
+fn nameservers(conf: &str) -> impl Iterator<Item = &str> {
+    conf.lines().filter_map(|l| {
+        let mut w = l.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("nameserver"), Some(addr)) => Some(addr),
+            _ => None,
+        }
+    })
+}
+
+fn is_loopback(addr: &str) -> bool {
+    // An IPv6 address may carry a zone (`fe80::1%eth0`); loopback never does.
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => false,
+    }
+}
+
+/// The container's resolv.conf.
+///
+/// With the host's network the host's file is right as it is: a loopback resolver such as
+/// systemd-resolved's stub at 127.0.0.53 is reachable from the container because it shares
+/// the host's loopback. In a network namespace of its own, loopback is the container's own
+/// and no resolver listens there, so the stub is replaced by systemd-resolved's upstream list
+/// (`/run/systemd/resolve/resolv.conf`) and any loopback nameserver left is removed. (With
+/// `--network none` nothing is reachable anyway; the file still tells the truth about the
+/// host's servers, which matters once slate has other network modes.)
+fn resolv_conf(network: Network, host: &dyn Host) -> String {
+    let main = host.read_file("/etc/resolv.conf").unwrap_or_default();
+    if network == Network::Host {
+        return main;
+    }
+    let only_loopback = {
+        let mut ns = nameservers(&main).peekable();
+        ns.peek().is_some() && nameservers(&main).all(is_loopback)
+    };
+    let base = if only_loopback {
+        host.read_file("/run/systemd/resolve/resolv.conf")
+            .unwrap_or(main)
+    } else {
+        main
+    };
+    let mut out = String::new();
+    for l in base.lines() {
+        let mut w = l.split_whitespace();
+        if let (Some("nameserver"), Some(addr)) = (w.next(), w.next()) {
+            if is_loopback(addr) {
+                continue;
+            }
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// The container's /etc/hosts: the host's with the host's network (docker copies it), with
+/// the container's name added when `--hostname` gave it one the host's file does not know;
+/// docker's standard entries plus the name on 127.0.1.1 otherwise, so the container can
+/// resolve its own name (Debian's convention; docker uses the container's bridge address,
+/// which `--network none` does not have).
+fn hosts(network: Network, hostname: &str, host: &dyn Host) -> String {
+    if network == Network::Host {
+        if let Some(mut h) = host.read_file("/etc/hosts") {
+            let known = h.lines().any(|l| {
+                let l = l.split('#').next().unwrap_or("");
+                l.split_whitespace().skip(1).any(|n| n == hostname)
+            });
+            if !known {
+                if !h.is_empty() && !h.ends_with('\n') {
+                    h.push('\n');
+                }
+                h.push_str(&format!("127.0.1.1\t{hostname}\n"));
+            }
+            return h;
+        }
+    }
+    format!(
+        "127.0.0.1\tlocalhost\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\n\
+         ff00::0\tip6-mcastprefix\n\
+         ff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n\
+         127.0.1.1\t{hostname}\n"
+    )
+}
