@@ -46,6 +46,32 @@ pub enum Command {
     Login(LoginArgs),
     /// Log out from a registry
     Logout(LogoutArgs),
+    /// Manage slate's store
+    #[command(subcommand)]
+    System(SystemCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show disk usage of images, layers, blobs and work in progress
+    Df(DfArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DfArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove all images, not only unused layers (none are in use by a container yet)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt (slate never does; accepted for docker compatibility)
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +89,8 @@ pub enum ImageCommand {
     Mount(MountArgs),
     /// Unmount a directory mounted by `slate image mount`
     Unmount(UnmountArgs),
+    /// Remove layers no image uses (with -a, all images too) and print the space freed
+    Prune(PruneArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use slate_image::auth::Credentials;
 use slate_image::registry::ClientOptions;
+use slate_image::store::StorePolicy;
 
 pub const DEFAULT_CONFIG: &str = "/etc/slate/config.toml";
 pub const DEFAULT_ROOT: &str = "/var/lib/slate";
@@ -32,6 +33,9 @@ pub struct RegistriesConfig {
     pub certs_dir: Option<PathBuf>,
     /// slate's own credentials file (written by `slate login`).
     pub auth_file: Option<PathBuf>,
+    /// Pull-through mirrors of Docker Hub, tried in order before it.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -43,6 +47,11 @@ pub struct PullConfig {
     pub attempts: Option<u32>,
     /// Seconds without data before a download is retried.
     pub stall_timeout: Option<u64>,
+    /// Keep compressed layer blobs after unpacking.
+    pub keep_blobs: Option<bool>,
+    /// Store budget (`"2G"`, `"500M"`, bytes): least recently used images are evicted
+    /// after a pull that leaves the store larger.
+    pub max_store_size: Option<String>,
 }
 
 /// Settings in effect.
@@ -111,6 +120,7 @@ impl Settings {
                     .unwrap_or_else(|| PathBuf::from("/etc/slate/certs.d")),
             ),
             credentials: self.credentials()?,
+            mirrors: self.file.registries.mirrors.clone(),
             ..ClientOptions::default()
         };
         if let Some(a) = self.file.pull.attempts {
@@ -125,6 +135,46 @@ impl Settings {
     pub fn parallel(&self) -> usize {
         self.file.pull.parallel.unwrap_or(3).max(1)
     }
+
+    /// How the store spends disk.
+    pub fn store_policy(&self) -> anyhow::Result<StorePolicy> {
+        let max_size = match &self.file.pull.max_store_size {
+            Some(s) => Some(parse_size(s).with_context(|| {
+                format!(
+                    "invalid [pull] max_store_size {s:?}: expected bytes or e.g. \"500M\", \"2G\""
+                )
+            })?),
+            None => None,
+        };
+        Ok(StorePolicy {
+            keep_blobs: self.file.pull.keep_blobs.unwrap_or(false),
+            max_size,
+        })
+    }
+}
+
+/// `2G`, `500M`, `64k`, `1.5GB`, `1GiB`, `1234`: binary multiples, like docker's `--memory`.
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("{num:?} is not a number"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        u => anyhow::bail!("unknown unit {u:?}"),
+    };
+    if !n.is_finite() || n < 0.0 {
+        anyhow::bail!("{num:?} is not a size");
+    }
+    Ok((n * mult as f64) as u64)
 }
 
 #[cfg(test)]
@@ -136,6 +186,16 @@ mod tests {
         let text = include_str!("../../configs/config.toml");
         let c: ConfigFile = toml::from_str(text).expect("configs/config.toml must parse");
         assert!(c.registries.insecure.is_empty());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(parse_size("500m").unwrap(), 500 << 20);
+        assert_eq!(parse_size("1.5GB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("1234").unwrap(), 1234);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("2X").is_err());
     }
 
     #[test]

@@ -2,12 +2,23 @@
 //! every byte, and record the image.
 //!
 //! Each missing layer is one pass over the network stream: blob bytes -> sha256 (blob
-//! digest) -> decompress -> sha256 (diff id) -> unpack into a work directory. No temporary
-//! copy of the blob is written. Only when both digests match is the layer committed; the
-//! image record is written last, so an interrupted or failed pull never lists an image
-//! and never leaves a partial layer.
+//! digest) -> decompress -> sha256 (diff id) -> unpack into a work directory. Only when
+//! both digests match is the layer committed; the image record is written last, so an
+//! interrupted or failed pull never lists an image and never leaves a partial layer.
+//!
+//! Flaky links: a connection that fails or stalls while a blob streams is reopened with an
+//! HTTP `Range` request from the byte reached, invisibly to the decompressor (see
+//! [`NetStream`]). A pull that dies altogether (kill -9, power cut) resumes on the next
+//! pull: the compressed bytes are teed, in order, into `tmp/blob-<hex>.partial` as they
+//! stream, and the next pull replays that file through the same pipeline, then asks the
+//! registry only for the rest. The tee is a sequential append that is deleted as soon as the
+//! layer commits, so on a pull that completes the bytes mostly live and die in the page
+//! cache and rarely reach the SD card; it is never read back except to resume.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+
+use reqwest::blocking::Response;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,13 +28,14 @@ use crate::manifest::{self, Compression, Manifest, ManifestError};
 use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::{Client, RegistryError};
-use crate::store::{ImageRecord, LayerMeta, LayerRecord, Store, StoreError};
+use crate::store::{ImageRecord, LayerMeta, LayerRecord, Removed, Store, StoreError};
 use crate::unpack::{self, UnpackError};
 
 /// Image configs are small; anything larger is hostile.
 const MAX_CONFIG_SIZE: u64 = 8 << 20;
-/// Read buffer for layer streams: large enough that decompression works in big steps.
-const STREAM_BUFFER: usize = 256 << 10;
+/// Read buffer for layer streams: large enough that decompression works in big steps,
+/// small enough that three parallel layers stay well under a megabyte of buffers.
+const STREAM_BUFFER: usize = 128 << 10;
 
 /// Why a pull failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +126,9 @@ pub struct Pulled {
     pub record: ImageRecord,
     /// Layers that were fetched (the others were in the store already).
     pub fetched: usize,
+    /// What `max_store_size` evicted to make room (`None`: eviction was due but skipped
+    /// because another slate was using the store).
+    pub evicted: Option<Removed>,
 }
 
 /// A resolved image: what to fetch, not yet fetched.
@@ -218,6 +233,7 @@ pub fn resolve(
         created: parsed.created,
         pulled_at: now(),
         unpacked_size: 0,
+        last_used: now(),
     };
     Ok(Resolved {
         record,
@@ -372,8 +388,23 @@ pub fn fetch(
     }
     store.put_blob(&record.digest, &resolved.manifest)?;
     store.put_blob(&record.config_digest, &resolved.config)?;
+    record.last_used = now();
     store.save_image(&record)?;
-    Ok(Pulled { record, fetched })
+    drop(_shared);
+    // The image is complete and listed whatever happens now: a failed eviction is only
+    // a warning, and the next pull tries again.
+    let evicted = match store.evict(&record) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot evict images to fit max_store_size");
+            None
+        }
+    };
+    Ok(Pulled {
+        record,
+        fetched,
+        evicted,
+    })
 }
 
 /// Counts bytes for progress as they are read.
@@ -391,6 +422,135 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
+/// Why the network side of a layer stream gave up, kept aside because the error that
+/// reaches the pipeline is only an `io::Error` inside the decompressor's or unpacker's.
+#[derive(Default)]
+struct NetFailure(Mutex<Option<PullError>>);
+
+impl NetFailure {
+    fn set(&self, e: PullError) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert(e);
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.lock().map(|s| s.is_some()).unwrap_or(true)
+    }
+
+    fn take(&self) -> Option<PullError> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+/// The network bytes of one blob from a given offset, teed into the partial file, with
+/// failed or stalled connections reopened from the byte reached (`Range`). A registry that
+/// ignores the range (200) is read from the start again and the bytes already had are
+/// skipped, so what comes out is always the blob's next bytes.
+struct NetStream<'a> {
+    client: &'a Client,
+    reference: &'a Reference,
+    digest: &'a Digest,
+    name: &'a str,
+    /// Offset in the blob of the next byte to hand out.
+    pos: u64,
+    body: Option<Response>,
+    tee: Option<std::fs::File>,
+    tee_path: &'a std::path::Path,
+    failure: &'a NetFailure,
+    /// Failures since the last byte that got through.
+    failures: u32,
+    /// Reopens of this blob in all; bounds a registry that keeps cutting.
+    reopens: u32,
+}
+
+impl NetStream<'_> {
+    fn reopen(&mut self) -> std::io::Result<()> {
+        let blob = match self.client.blob(self.reference, self.digest, self.pos) {
+            Ok(b) => b,
+            Err(e) => {
+                let msg = e.to_string();
+                self.failure.set(e.into());
+                return Err(std::io::Error::other(msg));
+            }
+        };
+        let mut body = blob.response;
+        let mut skip = self.pos - blob.offset;
+        if skip > 0 {
+            tracing::debug!(blob = %self.digest, skip, "registry ignored the range; skipping bytes already had");
+        }
+        let mut scratch = vec![0u8; 64 << 10];
+        while skip > 0 {
+            let want = scratch
+                .len()
+                .min(usize::try_from(skip).unwrap_or(usize::MAX));
+            let n = body.read(&mut scratch[..want])?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob ended before the bytes already had",
+                ));
+            }
+            skip -= n as u64;
+        }
+        self.body = Some(body);
+        Ok(())
+    }
+
+    fn tee(&mut self, data: &[u8]) {
+        let Some(f) = self.tee.as_mut() else { return };
+        if let Err(e) = f.write_all(data) {
+            // Only resuming is lost (a full disk fails the unpack soon anyway); a torn tail
+            // must not be replayed, so the file goes.
+            tracing::debug!(error = %e, "cannot keep the partial blob; the download will not resume");
+            self.tee = None;
+            let _ = std::fs::remove_file(self.tee_path);
+        }
+    }
+}
+
+impl Read for NetStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let attempts = self.client.attempts();
+        loop {
+            let result = match self.body.as_mut() {
+                Some(body) => body.read(buf),
+                None => match self.reopen() {
+                    Ok(()) => continue,
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(n) => {
+                    self.tee(&buf[..n]);
+                    self.pos += n as u64;
+                    self.failures = 0;
+                    return Ok(n);
+                }
+                Err(e) => {
+                    self.body = None;
+                    self.failures += 1;
+                    self.reopens += 1;
+                    if self.failure.is_set()
+                        || self.failures >= attempts
+                        || self.reopens >= attempts * 4
+                    {
+                        self.failure.set(PullError::Stream {
+                            reference: self.name.to_string(),
+                            digest: self.digest.clone(),
+                            source: std::io::Error::new(e.kind(), e.to_string()),
+                        });
+                        return Err(e);
+                    }
+                    let wait = self.client.backoff(self.failures);
+                    tracing::warn!(blob = %self.digest, at = self.pos, error = %e, "download cut off, resuming in {wait:?}");
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+}
+
 fn fetch_layer(
     store: &Store,
     client: &Client,
@@ -399,28 +559,200 @@ fn fetch_layer(
     layer: &LayerRecord,
     progress: &dyn Progress,
 ) -> Result<(), PullError> {
+    // The layer lock also guards the partial blob: one writer, and no reader of a file
+    // still being written.
     let _lock = store.lock_layer(&layer.chain_id)?;
     if store.has_layer(&layer.chain_id) {
         // Another pull committed it while we waited for the lock.
         tracing::debug!(layer = %layer.digest, "layer appeared while waiting for its lock");
         return Ok(());
     }
-    let work = store.temp_dir("layer")?;
-    let diff = work.path().join("diff");
+    let partial = store.partial_blob_path(&layer.digest);
+    let mut resumed = false;
+    let first = fetch_layer_once(
+        store,
+        client,
+        reference,
+        name,
+        layer,
+        progress,
+        &partial,
+        &mut resumed,
+    );
+    match first {
+        Err(e) if resumed && is_content_error(&e) => {
+            // Resumed bytes are trusted only until the digest says otherwise: a torn write
+            // at a power cut could be what is wrong, so once more from the registry alone
+            // before blaming it.
+            tracing::warn!(layer = %layer.digest, error = %e, "resumed download failed verification; downloading it again");
+            let _ = std::fs::remove_file(&partial);
+            let mut again = false;
+            fetch_layer_once(
+                store, client, reference, name, layer, progress, &partial, &mut again,
+            )
+        }
+        r => r,
+    }
+}
+
+fn is_content_error(e: &PullError) -> bool {
+    matches!(
+        e,
+        PullError::DigestMismatch { .. }
+            | PullError::SizeMismatch { .. }
+            | PullError::Unpack { .. }
+    )
+}
+
+/// One attempt at a layer, resuming from the partial blob if there is one; `resumed`
+/// says whether bytes of an earlier pull were replayed.
+#[allow(clippy::too_many_arguments)]
+fn fetch_layer_once(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    name: &str,
+    layer: &LayerRecord,
+    progress: &dyn Progress,
+    partial: &std::path::Path,
+    resumed: &mut bool,
+) -> Result<(), PullError> {
+    let failure = NetFailure::default();
+    let result = stream_layer(
+        store, client, reference, name, layer, progress, partial, &failure, resumed,
+    );
+    match result {
+        Ok(()) => {
+            if store.policy().keep_blobs {
+                // Verified whole: sync it, then it is a blob like any other.
+                let kept = std::fs::File::open(partial)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|source| PullError::Work {
+                        reference: name.to_string(),
+                        digest: layer.digest.clone(),
+                        source,
+                    })
+                    .and_then(|()| Ok(store.adopt_blob(&layer.digest, partial)?));
+                if let Err(e) = kept {
+                    tracing::warn!(error = %e, "cannot keep the layer blob");
+                    let _ = std::fs::remove_file(partial);
+                }
+            } else {
+                let _ = std::fs::remove_file(partial);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // The network's own failure explains a broken pipeline better than the
+            // decompressor's view of it, and its bytes so far are good to resume from.
+            if let Some(net) = failure.take() {
+                return Err(net);
+            }
+            match &e {
+                PullError::Registry(_) | PullError::Stream { .. } | PullError::Work { .. } => {}
+                // Bad bytes are not worth resuming from.
+                _ => {
+                    let _ = std::fs::remove_file(partial);
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_layer(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    name: &str,
+    layer: &LayerRecord,
+    progress: &dyn Progress,
+    partial: &std::path::Path,
+    failure: &NetFailure,
+    resumed: &mut bool,
+) -> Result<(), PullError> {
     let work_err = |source| PullError::Work {
         reference: name.to_string(),
         digest: layer.digest.clone(),
         source,
     };
-    std::fs::create_dir(&diff).map_err(work_err)?;
-    let blob = client.blob(reference, &layer.digest, 0)?;
     let stream_err = |source| PullError::Stream {
         reference: name.to_string(),
         digest: layer.digest.clone(),
         source,
     };
+    let work = store.temp_dir("layer")?;
+    let diff = work.path().join("diff");
+    std::fs::create_dir(&diff).map_err(work_err)?;
+
+    let mut have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
+    if have > layer.size {
+        have = 0;
+    }
+    // A partial as long as the blob needs no network at all (killed after the download,
+    // before the commit).
+    let blob = if have < layer.size || layer.size == 0 {
+        let b = client.blob(reference, &layer.digest, have)?;
+        if b.offset != have {
+            tracing::info!(layer = %layer.digest, have, "registry ignored the range request; starting over");
+            have = 0;
+        }
+        Some(b)
+    } else {
+        None
+    };
+    if have > 0 {
+        *resumed = true;
+        tracing::info!(layer = %layer.digest, bytes = have, "resuming an interrupted download");
+    }
+    let replay = if have > 0 {
+        Some(std::fs::File::open(partial).map_err(work_err)?.take(have))
+    } else {
+        None
+    };
+    let tee = match &blob {
+        Some(_) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(partial)
+                .and_then(|f| f.set_len(have).map(|()| f));
+            match f {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot keep a partial blob; the download will not resume");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let net = blob.map(|b| NetStream {
+        client,
+        reference,
+        digest: &layer.digest,
+        name,
+        pos: have,
+        body: Some(b.response),
+        tee,
+        tee_path: partial,
+        failure,
+        failures: 0,
+        reopens: 0,
+    });
+    let source = replay
+        .map(|r| Box::new(r) as Box<dyn Read>)
+        .unwrap_or_else(|| Box::new(std::io::empty()))
+        .chain(
+            net.map(|n| Box::new(n) as Box<dyn Read>)
+                .unwrap_or_else(|| Box::new(std::io::empty())),
+        );
+    // One byte more than the manifest says is enough to prove a blob too long, without
+    // reading whatever a hostile registry keeps sending.
     let mut compressed = HashingReader::new(Counting {
-        inner: blob.response,
+        inner: source.take(layer.size.saturating_add(1)),
         layer,
         progress,
     });

@@ -10,6 +10,9 @@
 //! - Redirects (blob storage behind a CDN) are followed by reqwest, which drops the
 //!   `Authorization` header whenever the host or port changes, so registry credentials
 //!   never reach another host.
+//! - Docker Hub may be reached through pull-through mirrors (`mirrors`), tried in order
+//!   for each request; when a mirror fails the next is tried, then Docker Hub itself. A
+//!   mirror that cannot be reached at all is skipped for the life of the client.
 //! - Idempotent requests are retried with capped exponential backoff on connection
 //!   errors, timeouts, 429 (honouring `Retry-After`) and 5xx.
 //!
@@ -25,7 +28,8 @@ use std::time::Duration;
 
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
 use reqwest::header::{
-    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use reqwest::StatusCode;
 
@@ -109,6 +113,9 @@ pub struct ClientOptions {
     /// A connection that delivers nothing for this long is given up (and retried).
     pub stall_timeout: Duration,
     pub user_agent: String,
+    /// Pull-through mirrors of Docker Hub (`https://mirror.example[:port]`), tried in order
+    /// before it.
+    pub mirrors: Vec<String>,
 }
 
 impl Default for ClientOptions {
@@ -121,6 +128,7 @@ impl Default for ClientOptions {
             max_backoff: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
             user_agent: concat!("slate/", env!("CARGO_PKG_VERSION")).to_string(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -146,6 +154,15 @@ pub struct Client {
     opts: ClientOptions,
     endpoints: Mutex<HashMap<String, std::sync::Arc<Endpoint>>>,
     tokens: Mutex<HashMap<(String, String), String>>,
+    /// Mirrors that could not be reached: not tried again by this client.
+    dead_mirrors: Mutex<Vec<String>>,
+}
+
+/// Where one request goes: a registry, or a mirror standing in for Docker Hub.
+struct Target {
+    /// `host[:port]`: names the registry in errors and keys its credentials and tokens.
+    registry: String,
+    ep: std::sync::Arc<Endpoint>,
 }
 
 /// A manifest as served.
@@ -173,7 +190,18 @@ impl Client {
             opts,
             endpoints: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            dead_mirrors: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Attempts per request, including the first (also bounds resumes of a stream).
+    pub fn attempts(&self) -> u32 {
+        self.opts.attempts.max(1)
+    }
+
+    /// The pause before retry number `attempt` (1-based): exponential, capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        Duration::from_millis(200u64 << attempt.min(10)).min(self.opts.max_backoff)
     }
 
     fn insecure(&self, registry: &str) -> bool {
@@ -200,22 +228,34 @@ impl Client {
         registry: &str,
         api_host: &str,
     ) -> Result<std::sync::Arc<Endpoint>, RegistryError> {
-        if let Some(e) = lock(&self.endpoints).get(registry) {
+        // For a registry that may be plain HTTP, one quick HTTPS try (as docker), then
+        // HTTP with the usual retries.
+        let bases = if self.insecure(registry) {
+            vec![
+                (format!("https://{api_host}"), 1),
+                (format!("http://{api_host}"), self.opts.attempts),
+            ]
+        } else {
+            vec![(format!("https://{api_host}"), self.opts.attempts)]
+        };
+        self.endpoint_at(registry, registry, &bases)
+    }
+
+    /// The endpoint cached under `key`, or the first of `bases` that answers `GET /v2/`.
+    fn endpoint_at(
+        &self,
+        key: &str,
+        registry: &str,
+        bases: &[(String, u32)],
+    ) -> Result<std::sync::Arc<Endpoint>, RegistryError> {
+        if let Some(e) = lock(&self.endpoints).get(key) {
             return Ok(e.clone());
         }
         let http = self.build_http(registry)?;
-        // For a registry that may be plain HTTP, one quick HTTPS try (as docker), then
-        // HTTP with the usual retries.
-        let schemes: &[(&str, u32)] = if self.insecure(registry) {
-            &[("https", 1), ("http", self.opts.attempts)]
-        } else {
-            &[("https", self.opts.attempts)]
-        };
         let mut last_err = None;
-        for &(scheme, attempts) in schemes {
-            let base = format!("{scheme}://{api_host}");
+        for (base, attempts) in bases {
             let url = format!("{base}/v2/");
-            match self.with_attempts(registry, "the API root", attempts, || http.get(&url)) {
+            match self.with_attempts(registry, "the API root", *attempts, || http.get(&url)) {
                 Ok(resp) => {
                     let challenge = if resp.status() == StatusCode::UNAUTHORIZED {
                         parse_challenge(resp.headers())
@@ -223,15 +263,15 @@ impl Client {
                         Challenge::None
                     };
                     let ep = std::sync::Arc::new(Endpoint {
-                        base,
+                        base: base.clone(),
                         http,
                         challenge,
                     });
-                    lock(&self.endpoints).insert(registry.to_string(), ep.clone());
+                    lock(&self.endpoints).insert(key.to_string(), ep.clone());
                     return Ok(ep);
                 }
                 Err(e) => {
-                    tracing::debug!(registry, scheme, error = %e, "registry ping failed");
+                    tracing::debug!(registry, base, error = %e, "registry ping failed");
                     last_err = Some(e)
                 }
             }
@@ -240,6 +280,27 @@ impl Client {
             registry: registry.to_string(),
             reason: "no transport".to_string(),
         }))
+    }
+
+    /// The endpoint of a Docker Hub mirror given as `[scheme://]host[:port][/path]`. Plain
+    /// HTTP only where a registry could be plain HTTP (loopback, `insecure`).
+    fn mirror_target(&self, mirror: &str) -> Result<Target, RegistryError> {
+        let (scheme, rest) = match mirror.split_once("://") {
+            Some((s, r)) => (Some(s.to_ascii_lowercase()), r),
+            None => (None, mirror),
+        };
+        let host = rest.split('/').next().unwrap_or(rest).to_string();
+        let bases = match scheme.as_deref() {
+            Some("http") if self.insecure(&host) => vec![(format!("http://{host}"), 1)],
+            Some("https") | Some("http") => vec![(format!("https://{host}"), 1)],
+            _ if self.insecure(&host) => vec![
+                (format!("https://{host}"), 1),
+                (format!("http://{host}"), 1),
+            ],
+            _ => vec![(format!("https://{host}"), 1)],
+        };
+        let ep = self.endpoint_at(&format!("mirror {host}"), &host, &bases)?;
+        Ok(Target { registry: host, ep })
     }
 
     /// Sends a request built by `make` again after transient failures.
@@ -269,8 +330,7 @@ impl Client {
         loop {
             attempt += 1;
             let last = attempt >= attempts;
-            let backoff =
-                Duration::from_millis(200u64 << attempt.min(10)).min(self.opts.max_backoff);
+            let backoff = self.backoff(attempt);
             match make().send() {
                 Ok(resp) => {
                     let s = resp.status();
@@ -305,12 +365,12 @@ impl Client {
 
     fn token(
         &self,
-        reference: &Reference,
+        registry: &str,
+        repository: &str,
         ep: &Endpoint,
         renew: bool,
     ) -> Result<Option<String>, RegistryError> {
-        let registry = reference.registry();
-        let scope = format!("repository:{}:pull", reference.repository());
+        let scope = format!("repository:{repository}:pull");
         let key = (registry.to_string(), scope.clone());
         let (realm, service) = match &ep.challenge {
             Challenge::Bearer { realm, service } => (realm.clone(), service.clone()),
@@ -343,7 +403,7 @@ impl Client {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 return Err(RegistryError::Unauthorized {
                     registry: registry.to_string(),
-                    repository: reference.repository().to_string(),
+                    repository: repository.to_string(),
                 })
             }
             s => return Err(token_err(format!("{realm} answered {s}"))),
@@ -366,8 +426,8 @@ impl Client {
         Ok(Some(header))
     }
 
-    /// GET `path` on the reference's registry with authentication, renewing a token once
-    /// on 401.
+    /// GET `path` on the reference's registry (or, for Docker Hub, its mirrors first)
+    /// with authentication.
     fn get(
         &self,
         reference: &Reference,
@@ -376,11 +436,48 @@ impl Client {
         headers: HeaderMap,
     ) -> Result<Response, RegistryError> {
         let registry = reference.registry();
-        let ep = self.endpoint(registry, reference.registry_api_host())?;
-        let url = format!("{}/v2/{}/{}", ep.base, reference.repository(), path);
+        if registry == crate::reference::DOCKER_HUB {
+            for mirror in &self.opts.mirrors {
+                if lock(&self.dead_mirrors).contains(mirror) {
+                    continue;
+                }
+                let result = self
+                    .mirror_target(mirror)
+                    .and_then(|t| self.get_at(&t, reference, path, what, headers.clone()));
+                match result {
+                    Ok(resp) => return Ok(resp),
+                    Err(e) => {
+                        if matches!(e, RegistryError::Connect { .. }) {
+                            lock(&self.dead_mirrors).push(mirror.clone());
+                        }
+                        tracing::warn!(mirror = %mirror, what, error = %e, "mirror failed, trying the next source");
+                    }
+                }
+            }
+        }
+        let target = Target {
+            registry: registry.to_string(),
+            ep: self.endpoint(registry, reference.registry_api_host())?,
+        };
+        self.get_at(&target, reference, path, what, headers)
+    }
+
+    /// GET `path` at `target` with authentication, renewing a token once on 401.
+    fn get_at(
+        &self,
+        target: &Target,
+        reference: &Reference,
+        path: &str,
+        what: &str,
+        headers: HeaderMap,
+    ) -> Result<Response, RegistryError> {
+        let registry = target.registry.as_str();
+        let ep = &target.ep;
+        let repository = reference.repository();
+        let url = format!("{}/v2/{}/{}", ep.base, repository, path);
         let mut renew = false;
         loop {
-            let auth = self.token(reference, &ep, renew)?;
+            let auth = self.token(registry, repository, ep, renew)?;
             let resp = self.with_retries(registry, what, || {
                 let mut rb = ep.http.get(&url).headers(headers.clone());
                 if let Some(a) = &auth {
@@ -401,11 +498,11 @@ impl Client {
                 s if s.is_success() => Ok(resp),
                 StatusCode::UNAUTHORIZED => Err(RegistryError::Unauthorized {
                     registry: registry.to_string(),
-                    repository: reference.repository().to_string(),
+                    repository: repository.to_string(),
                 }),
                 StatusCode::FORBIDDEN => Err(RegistryError::Denied {
                     registry: registry.to_string(),
-                    repository: reference.repository().to_string(),
+                    repository: repository.to_string(),
                 }),
                 StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
                     registry: registry.to_string(),
@@ -481,6 +578,20 @@ impl Client {
             headers,
         )?;
         let offset = if resp.status() == StatusCode::PARTIAL_CONTENT {
+            // A body that starts elsewhere than asked would splice wrong bytes in; the
+            // digest would catch it, but only after the whole download.
+            let start = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(content_range_start);
+            if start != Some(offset) {
+                return Err(RegistryError::Status {
+                    registry: reference.registry().to_string(),
+                    what: format!("blob {digest} (a range starting elsewhere than byte {offset})"),
+                    status: resp.status(),
+                });
+            }
             offset
         } else {
             0
@@ -577,6 +688,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these maps leaves them consistent (plain inserts), so a
     // poisoned lock is still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The first byte of `Content-Range: bytes <first>-<last>/<total>`.
+fn content_range_start(v: &str) -> Option<u64> {
+    let range = v.trim().strip_prefix("bytes ")?;
+    range.split('-').next()?.trim().parse().ok()
 }
 
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
@@ -738,6 +855,12 @@ mod tests {
             r#"Basic realm="Registry""#.parse().unwrap(),
         );
         assert!(matches!(parse_challenge(&h), Challenge::Basic));
+    }
+
+    #[test]
+    fn content_range_starts() {
+        assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(content_range_start("bytes */200"), None);
     }
 
     #[test]

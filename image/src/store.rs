@@ -93,6 +93,11 @@ pub struct ImageRecord {
     /// Bytes of the unpacked layers.
     #[serde(default)]
     pub unpacked_size: u64,
+    /// Seconds since the epoch when the image was last pulled or run: the clock of the
+    /// least-recently-used eviction under `max_store_size`. 0 for records written before
+    /// slate tracked it (they are evicted first, oldest pull first).
+    #[serde(default)]
+    pub last_used: u64,
 }
 
 impl ImageRecord {
@@ -128,11 +133,52 @@ pub struct Lock {
     _lock: Flock<fs::File>,
 }
 
+/// How the store spends disk: set once by the caller from its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct StorePolicy {
+    /// Keep compressed layer blobs under `blobs/` after unpacking (off by default: on an
+    /// SD card the unpacked layer is all a run needs, and the blob would double the space).
+    pub keep_blobs: bool,
+    /// When the store grows beyond this many bytes after a pull, the least recently used
+    /// images (never the one just pulled) are removed until it fits.
+    pub max_size: Option<u64>,
+}
+
+/// What the store holds, by kind, in bytes (`slate system df`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Usage {
+    pub images: usize,
+    /// Unpacked layers (files' apparent sizes).
+    pub layers: u64,
+    pub layer_count: usize,
+    /// Layers that no image record uses (what `image prune` frees).
+    pub unreferenced_layers: u64,
+    /// Manifests, configs and kept layer blobs.
+    pub blobs: u64,
+    /// Work in progress and partial downloads kept for resuming.
+    pub tmp: u64,
+}
+
+/// What a prune or an eviction removed.
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    /// Display names of removed image records.
+    pub images: Vec<String>,
+    pub layers: usize,
+    pub bytes: u64,
+}
+
 /// The store at a root directory.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    policy: StorePolicy,
 }
+
+/// Prefix and suffix of a partial layer blob in `tmp/`: `blob-<hex>.partial`. Named without
+/// a PID because it outlives the process that started it (see [`Store::partial_blob_path`]).
+const PARTIAL_PREFIX: &str = "blob-";
+const PARTIAL_SUFFIX: &str = ".partial";
 
 const DIRS: [&str; 6] = ["blobs/sha256", "layers", "images", "tmp", "locks", "empty"];
 
@@ -149,7 +195,18 @@ impl Store {
         }
         Ok(Store {
             root: root.to_path_buf(),
+            policy: StorePolicy::default(),
         })
+    }
+
+    /// The same store with `policy` in effect.
+    pub fn with_policy(mut self, policy: StorePolicy) -> Store {
+        self.policy = policy;
+        self
+    }
+
+    pub fn policy(&self) -> &StorePolicy {
+        &self.policy
     }
 
     pub fn root(&self) -> &Path {
@@ -188,6 +245,20 @@ impl Store {
 
     pub fn lock_exclusive(&self) -> Result<Lock, StoreError> {
         self.lock_file("store.lock", FlockArg::LockExclusive)
+    }
+
+    /// The exclusive store lock if no one holds the store lock at all (for housekeeping
+    /// that can wait for a later pull rather than block this one).
+    pub fn try_lock_exclusive(&self) -> Result<Option<Lock>, StoreError> {
+        match self.lock_file("store.lock", FlockArg::LockExclusiveNonblock) {
+            Ok(l) => Ok(Some(l)),
+            Err(StoreError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::EWOULDBLOCK) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Exclusive lock on one layer while it is being created.
@@ -267,6 +338,22 @@ impl Store {
         write_atomic(&path, data)
     }
 
+    /// Where the compressed bytes of a layer blob are teed while it downloads, so that a
+    /// download cut off (killed process, power cut, dropped link) resumes on the next pull
+    /// with an HTTP range request. Only ever touched under the layer's lock; removed when the
+    /// layer commits (or moved to `blobs/` with `keep_blobs`), and when its bytes prove bad.
+    pub fn partial_blob_path(&self, digest: &Digest) -> PathBuf {
+        self.tmp_dir()
+            .join(format!("{PARTIAL_PREFIX}{}{PARTIAL_SUFFIX}", digest.hex()))
+    }
+
+    /// Moves a verified, synced layer blob into `blobs/` (`keep_blobs`).
+    pub fn adopt_blob(&self, digest: &Digest, from: &Path) -> Result<(), StoreError> {
+        let dest = self.blob_path(digest);
+        fs::rename(from, &dest).map_err(io_err("cannot keep blob as", &dest))?;
+        sync_dir(&self.root.join("blobs/sha256"))
+    }
+
     pub fn get_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let p = self.blob_path(digest);
         fs::read(&p).map_err(io_err("cannot read", &p))
@@ -282,6 +369,27 @@ impl Store {
         let data = serde_json::to_vec_pretty(record)
             .map_err(|e| io_err("cannot encode", &path)(e.into()))?;
         write_atomic(&path, &data)
+    }
+
+    /// Marks `record` used now (pull and run call it): the clock of LRU eviction. A record
+    /// removed or replaced meanwhile is left alone.
+    pub fn touch(&self, record: &ImageRecord) -> Result<(), StoreError> {
+        let path = self.image_path(&record.key());
+        let data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("cannot read", &path)(e)),
+        };
+        let mut current: ImageRecord =
+            serde_json::from_slice(&data).map_err(|source| StoreError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
+        if current.digest != record.digest {
+            return Ok(());
+        }
+        current.last_used = now();
+        self.save_image(&current)
     }
 
     /// All image records, sorted by name.
@@ -371,6 +479,126 @@ impl Store {
         self.remove_unreferenced()
     }
 
+    /// `slate image prune`: removes layers and blobs no image uses, partial downloads, and
+    /// with `all` every image record first.
+    pub fn prune(&self, all: bool) -> Result<Removed, StoreError> {
+        let _lock = self.lock_exclusive()?;
+        let mut removed = Removed::default();
+        if all {
+            // TODO(issue 6): keep the images of running containers (`runs/<id>/` with a
+            // live `owner` pid) once a run records which image it uses.
+            for r in self.images()? {
+                let path = self.image_path(&r.key());
+                match fs::remove_file(&path) {
+                    Ok(()) => removed.images.push(r.display_name()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("cannot remove", &path)(e)),
+                }
+            }
+            sync_dir(&self.root.join("images"))?;
+        }
+        let before = self.layer_count()?;
+        removed.bytes = self.remove_unreferenced()?;
+        removed.layers = before.saturating_sub(self.layer_count()?);
+        // No pull runs while the store lock is held exclusively, so no partial download is
+        // in use: they are debris now.
+        let tmp = self.tmp_dir();
+        for e in fs::read_dir(&tmp)
+            .map_err(io_err("cannot list", &tmp))?
+            .flatten()
+        {
+            if is_partial_name(&e.file_name().to_string_lossy()) {
+                removed.bytes += disk_usage(&e.path());
+                remove_all(&e.path())?;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn layer_count(&self) -> Result<usize, StoreError> {
+        let dir = self.root.join("layers");
+        Ok(fs::read_dir(&dir)
+            .map_err(io_err("cannot list", &dir))?
+            .count())
+    }
+
+    /// Bytes the store uses: layers, blobs and tmp (the budget of `max_store_size`).
+    pub fn size(&self) -> u64 {
+        ["layers", "blobs", "images", "tmp"]
+            .iter()
+            .map(|d| disk_usage(&self.root.join(d)))
+            .sum()
+    }
+
+    /// Usage by kind, for `slate system df`.
+    pub fn usage(&self) -> Result<Usage, StoreError> {
+        let images = self.images()?;
+        let used: HashSet<String> = images
+            .iter()
+            .flat_map(|r| r.layers.iter().map(|l| l.chain_id.hex().to_string()))
+            .collect();
+        let mut u = Usage {
+            images: images.len(),
+            blobs: disk_usage(&self.root.join("blobs")) + disk_usage(&self.root.join("images")),
+            tmp: disk_usage(&self.tmp_dir()),
+            ..Usage::default()
+        };
+        let dir = self.root.join("layers");
+        for e in fs::read_dir(&dir)
+            .map_err(io_err("cannot list", &dir))?
+            .flatten()
+        {
+            let bytes = disk_usage(&e.path());
+            u.layers += bytes;
+            u.layer_count += 1;
+            if !used.contains(e.file_name().to_string_lossy().as_ref()) {
+                u.unreferenced_layers += bytes;
+            }
+        }
+        Ok(u)
+    }
+
+    /// Under `max_size`, removes least recently used images other than `keep` until the
+    /// store fits (or only `keep` is left). Skipped, returning `None`, when another slate
+    /// holds the store lock: eviction can wait for the next pull, a pull should not wait
+    /// for another to finish.
+    pub fn evict(&self, keep: &ImageRecord) -> Result<Option<Removed>, StoreError> {
+        let Some(max) = self.policy.max_size else {
+            return Ok(Some(Removed::default()));
+        };
+        if self.size() <= max {
+            return Ok(Some(Removed::default()));
+        }
+        let Some(_lock) = self.try_lock_exclusive()? else {
+            return Ok(None);
+        };
+        let mut candidates: Vec<ImageRecord> = self
+            .images()?
+            .into_iter()
+            .filter(|r| r.key() != keep.key())
+            .collect();
+        // Oldest use first; records from before `last_used` by their pull time.
+        candidates.sort_by_key(|r| (r.last_used.max(r.pulled_at), r.pulled_at));
+        let mut removed = Removed::default();
+        for r in candidates {
+            if self.size() <= max {
+                break;
+            }
+            let path = self.image_path(&r.key());
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("cannot remove", &path)(e)),
+            }
+            sync_dir(&self.root.join("images"))?;
+            let before = self.layer_count()?;
+            removed.bytes += self.remove_unreferenced()?;
+            removed.layers += before.saturating_sub(self.layer_count()?);
+            removed.images.push(r.display_name());
+        }
+        Ok(Some(removed))
+    }
+
     /// Deletes layers and blobs that no image record refers to; returns bytes freed.
     /// The caller holds the store lock exclusively.
     fn remove_unreferenced(&self) -> Result<u64, StoreError> {
@@ -420,6 +648,11 @@ impl Store {
         let entries = fs::read_dir(&tmp).map_err(io_err("cannot list", &tmp))?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
+            if is_partial_name(&name) {
+                // Kept for resuming; bounded by the layers of images being pulled, and
+                // removed by `image prune`.
+                continue;
+            }
             let pid = name.split('-').nth(1).and_then(|p| p.parse::<i32>().ok());
             let alive = match pid {
                 Some(p) => {
@@ -434,6 +667,18 @@ impl Store {
         }
         Ok(())
     }
+}
+
+fn is_partial_name(name: &str) -> bool {
+    name.starts_with(PARTIAL_PREFIX) && name.ends_with(PARTIAL_SUFFIX)
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Bytes used by a file or tree (apparent sizes of regular files).
@@ -532,6 +777,7 @@ mod tests {
             created: None,
             pulled_at: 0,
             unpacked_size: 0,
+            last_used: 0,
         }
     }
 

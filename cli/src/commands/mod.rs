@@ -3,14 +3,16 @@
 
 mod image;
 mod login;
+mod prune;
 mod pull;
+mod system;
 
 use std::fmt;
 
 use anyhow::Context;
 use slate_image::store::Store;
 
-use crate::cli::{Cli, Command, ImageCommand};
+use crate::cli::{Cli, Command, ImageCommand, SystemCommand};
 use crate::config::Settings;
 
 /// An error that asks for a specific exit status (docker's 125/126/127 for `run`).
@@ -36,12 +38,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Image(ImageCommand::Unmount(a)) => image::unmount(a),
         Command::Login(a) => login::login(&settings, a),
         Command::Logout(a) => login::logout(&settings, a),
+        Command::Image(ImageCommand::Prune(a)) => prune::run(&settings, a),
+        Command::System(SystemCommand::Df(a)) => system::df(&settings, a),
     }
 }
 
 /// Opens the store, with a hint when the cause is the usual one.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
-    Store::open(&settings.root).with_context(|| {
+    let store = Store::open(&settings.root).with_context(|| {
         if nix::unistd::geteuid().is_root() {
             format!("cannot open the store at {}", settings.root.display())
         } else {
@@ -50,5 +54,6 @@ pub fn open_store(settings: &Settings) -> anyhow::Result<Store> {
                 settings.root.display()
             )
         }
-    })
+    })?;
+    Ok(store.with_policy(settings.store_policy()?))
 }

@@ -33,6 +33,13 @@ pub fn run(settings: &Settings, args: PullArgs) -> anyhow::Result<u8> {
             "Downloaded newer image for"
         };
         eprintln!("{status} {}", pulled.record.display_name());
+        if let Some(ev) = pulled.evicted.as_ref().filter(|e| !e.images.is_empty()) {
+            eprintln!(
+                "Evicted to fit max_store_size: {} ({} freed)",
+                ev.images.join(", "),
+                crate::output::human_size(ev.bytes)
+            );
+        }
     }
     println!("{}", pulled.record.digest);
     Ok(0)
