@@ -39,7 +39,7 @@ use crate::caps::CapsPlan;
 use crate::cgroups::Cgroup;
 use crate::error::{ChildFailure, Error, Stage};
 use crate::mounts::{MountPlan, Rootfs};
-use crate::namespaces::{with_pid_namespace, Namespaces};
+use crate::namespaces::{clone_into, Namespaces};
 use crate::process::{rlimit_name, ExecPlan};
 use crate::pty;
 use crate::seccomp;
@@ -245,23 +245,22 @@ impl Container {
 
         // The cgroup namespace is created by the child once it sits in its cgroup (see
         // child_setup), so that the namespace's root is the container's cgroup, not ours.
-        let flags = (plan.ns.clone_flags - CloneFlags::CLONE_NEWCGROUP).bits();
+        let flags = plan.ns.clone_flags - CloneFlags::CLONE_NEWCGROUP;
         let linux = spec.linux().as_ref();
         let cgroup = Cgroup::create(
             &opts.id,
             linux.and_then(|l| l.cgroups_path().as_deref()),
             linux.and_then(|l| l.resources().as_ref()),
         )?;
-        let cloned =
-            match with_pid_namespace(plan.ns.pid_join.as_ref(), || syscall::clone_process(flags)) {
-                Ok(c) => c,
-                Err(e) => {
-                    if let Err(ce) = cgroup.remove() {
-                        tracing::warn!(error = %ce, "removing the cgroup of a failed start");
-                    }
-                    return Err(e);
+        let cloned = match clone_into(plan.ns.pid_join.as_ref(), flags) {
+            Ok(c) => c,
+            Err(e) => {
+                if let Err(ce) = cgroup.remove() {
+                    tracing::warn!(error = %ce, "removing the cgroup of a failed start");
                 }
-            };
+                return Err(e);
+            }
+        };
         let pid = match cloned {
             Cloned::Child => {
                 drop(parent_sock);

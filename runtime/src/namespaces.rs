@@ -12,7 +12,6 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
@@ -20,6 +19,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 
 use crate::error::Error;
+use crate::syscall::{clone_process, Cloned};
 
 /// A namespace the child joins by path.
 #[derive(Debug)]
@@ -142,14 +142,12 @@ pub(crate) fn flag(t: LinuxNamespaceType) -> CloneFlags {
     }
 }
 
-/// Runs `f` with the parent's PID namespace for children switched to `join`, and switches back
-/// afterwards whatever `f` returned.
-pub(crate) fn with_pid_namespace<T>(
-    join: Option<&Join>,
-    f: impl FnOnce() -> Result<T, Errno>,
-) -> Result<T, Error> {
+/// Clones the container process with `flags`, inside the PID namespace `join` when the spec
+/// names one: the parent's namespace for children is switched to it around the clone and back
+/// afterwards (in the parent only: the child lives in `join` and could not go back anyway).
+pub(crate) fn clone_into(join: Option<&Join>, flags: CloneFlags) -> Result<Cloned, Error> {
     let join = match join {
-        None => return f().map_err(Error::sys("clone")),
+        None => return clone_process(flags.bits()).map_err(Error::sys("clone")),
         Some(j) => j,
     };
     let own = open(
@@ -166,11 +164,17 @@ pub(crate) fn with_pid_namespace<T>(
             source,
         }
     })?;
-    let result = f();
+    let cloned = clone_process(flags.bits());
+    if let Ok(Cloned::Child) = cloned {
+        return Ok(Cloned::Child);
+    }
     let back = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
-    let value = result.map_err(Error::sys("clone"))?;
-    back.map_err(Error::sys("returning to the own pid namespace"))?;
-    Ok(value)
+    let cloned = cloned.map_err(Error::sys("clone"))?;
+    if let Err(e) = back {
+        // Not fatal to this container, but every later fork of ours would land in `join`.
+        tracing::warn!(error = %e, "returning to the own pid namespace");
+    }
+    Ok(cloned)
 }
 
 #[cfg(test)]

@@ -381,3 +381,61 @@ fn host_fds_do_not_leak() {
     assert!(stdout.lines().any(|l| l == "fds=0,1,2"), "{stdout}");
     b.assert_clean();
 }
+
+#[test]
+fn joins_namespaces_by_path() {
+    let mut a = Bundle::new("join-a");
+    a.args(&["sleep", "30"]);
+    let run_a = a.start(&[]);
+    let a_pid = run_a.container_pid();
+    std::thread::sleep(Duration::from_millis(200));
+    let ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/{a_pid}/ns/{kind}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+
+    let mut b = Bundle::new("join-b");
+    b.spec["hostname"] = json!(null);
+    b.spec["linux"]["namespaces"] = json!([
+        {"type": "pid", "path": format!("/proc/{a_pid}/ns/pid")},
+        {"type": "network", "path": format!("/proc/{a_pid}/ns/net")},
+        {"type": "ipc", "path": format!("/proc/{a_pid}/ns/ipc")},
+        {"type": "uts", "path": format!("/proc/{a_pid}/ns/uts")},
+        {"type": "mount"},
+        {"type": "cgroup"}
+    ]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.one("ns_pid"), ns("pid"));
+    assert_eq!(out.one("ns_net"), ns("net"));
+    assert_eq!(out.one("ns_ipc"), ns("ipc"));
+    assert_eq!(out.one("ns_uts"), ns("uts"));
+    assert_ne!(out.one("ns_mnt"), ns("mnt"));
+    // A's sleep is PID 1 of the namespace B joined.
+    assert_ne!(out.one("pid"), "1");
+    assert_eq!(out.one("hostname"), "probe-host");
+    b.assert_clean();
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(run_a.finish(Duration::from_secs(20)).code, 137);
+    a.assert_clean();
+}
+
+#[test]
+fn network_absent_means_the_host_network() {
+    let mut b = Bundle::new("hostnet");
+    b.spec["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}
+    ]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(out.one("ns_net"), host_net.to_string_lossy());
+    b.assert_clean();
+}

@@ -154,6 +154,14 @@ static void report(void) {
     t[l < 0 ? 0 : l] = 0;
     printf("dev_ptmx=%s\n", t);
     printf("stdin_tty=%s\n", isatty(0) ? "yes" : "no");
+    const char *nss[] = {"pid", "net", "ipc", "uts", "mnt", "cgroup", NULL};
+    for (int i = 0; nss[i]; i++) {
+        char p[64], t[128];
+        snprintf(p, sizeof p, "/proc/self/ns/%s", nss[i]);
+        ssize_t n = readlink(p, t, sizeof t - 1);
+        t[n < 0 ? 0 : n] = 0;
+        printf("ns_%s=%s\n", nss[i], t);
+    }
     fds();
 }
 
