@@ -439,3 +439,32 @@ fn network_absent_means_the_host_network() {
     assert_eq!(out.one("ns_net"), host_net.to_string_lossy());
     b.assert_clean();
 }
+
+#[test]
+fn user_namespace_maps_ids() {
+    let mut b = Bundle::new("userns");
+    let ns = b.spec["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.push(json!({"type": "user"}));
+    b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.args(&[
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map /proc/self/gid_map; /probe",
+    ]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let maps: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(maps, [["0", "100000", "65536"], ["0", "100000", "65536"]]);
+    assert_eq!(out.one("uid"), "0");
+    // sh execs its last command: the probe is PID 1.
+    assert_eq!(out.one("pid"), "1");
+    assert_eq!(out.one("CapEff"), "00000000a80425fb");
+    assert_eq!(out.one("dev_null"), "chr");
+    b.assert_clean();
+}
