@@ -73,7 +73,7 @@ const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 /// What one [`unpack`] did.
 #[derive(Debug, Default, Clone)]
 pub struct UnpackStats {
-    /// Tar members processed (GNU long-name and PAX header members not counted).
+    /// Tar members laid down (GNU long-name, PAX and PAX global header members not counted).
     pub entries: u64,
     /// Regular-file bytes written (the logical size, holes of sparse files included).
     pub bytes: u64,
@@ -574,13 +574,13 @@ impl Cx<'_> {
 impl Unpacker {
     /// Lays down one entry.
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
-        self.stats.entries += 1;
         let kind = entry.header().entry_type();
         if kind == EntryType::XGlobalHeader {
             // pax global headers carry archive-wide defaults (comments, charset) that no layer
             // builder relies on; they name no file.
             return Ok(());
         }
+        self.stats.entries += 1;
         self.name.clear();
         self.name.extend_from_slice(&entry.path_bytes());
         let mut path = std::mem::take(&mut self.path);

@@ -329,6 +329,15 @@ fn cap_net_raw() -> Vec<u8> {
     v
 }
 
+/// Runs `test` with `openat2` and again with the component-by-component walk that kernels
+/// before 5.6 (or seccomp profiles refusing `openat2`) get.
+fn both_walks(test: impl Fn()) {
+    test();
+    sys::WITHOUT_OPENAT2.with(|w| w.set(true));
+    test();
+    sys::WITHOUT_OPENAT2.with(|w| w.set(false));
+}
+
 fn expect_hostile(f: &Fixture, layer: &[u8], entry: &str) -> String {
     let err = f.unpack(layer).expect_err("hostile layer was accepted");
     let msg = err.to_string();
@@ -345,156 +354,158 @@ fn expect_hostile(f: &Fixture, layer: &[u8], entry: &str) -> String {
 
 #[test]
 fn unpacks_every_type_with_metadata() {
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.dir(
-        "./",
-        &Opts {
-            mode: 0o755,
-            mtime: 5000,
-            ..Opts::default()
-        },
-    );
-    l.dir(
-        "etc/",
-        &Opts {
-            mode: 0o750,
-            uid: 0,
-            gid: 42,
-            mtime: 2000,
-        },
-    );
-    l.file("etc/hostname", b"slate\n", &opts(0o644));
-    l.dir(
-        "tmp/",
-        &Opts {
-            mode: 0o1777,
-            mtime: 3000,
-            ..Opts::default()
-        },
-    );
-    l.dir("bin/", &opts(0o755));
-    l.file(
-        "bin/su",
-        b"#!su",
-        &Opts {
-            mode: 0o4755,
-            uid: 0,
-            gid: 0,
-            mtime: 1234,
-        },
-    );
-    l.file(
-        "bin/wall",
-        b"#!wall",
-        &Opts {
-            mode: 0o2755,
-            uid: 1000,
-            gid: 5,
-            mtime: 1234,
-        },
-    );
-    l.symlink("bin/sh", "busybox");
-    l.symlink("etc/abs", "/etc/hostname");
-    l.hardlink("bin/su2", "bin/su");
-    l.hardlink("bin/su3", "./bin/su2");
-    l.dir("dev/", &opts(0o755));
-    l.device("dev/null", EntryType::Char, 1, 3, &opts(0o666));
-    l.device("dev/loop0", EntryType::Block, 7, 0, &opts(0o660));
-    l.device("dev/pipe", EntryType::Fifo, 0, 0, &opts(0o600));
-    // Owned by someone else, and mode applied after chown, so setuid survives.
-    l.file(
-        "home/user/prog",
-        b"x",
-        &Opts {
-            mode: 0o6711,
-            uid: 1001,
-            gid: 1002,
-            mtime: 99,
-        },
-    );
-    let stats = f.unpack(&l.finish()).unwrap();
-    assert_eq!(stats.entries, 16);
-    assert_eq!(stats.bytes, 6 + 4 + 6 + 1);
+    both_walks(|| {
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.dir(
+            "./",
+            &Opts {
+                mode: 0o755,
+                mtime: 5000,
+                ..Opts::default()
+            },
+        );
+        l.dir(
+            "etc/",
+            &Opts {
+                mode: 0o750,
+                uid: 0,
+                gid: 42,
+                mtime: 2000,
+            },
+        );
+        l.file("etc/hostname", b"slate\n", &opts(0o644));
+        l.dir(
+            "tmp/",
+            &Opts {
+                mode: 0o1777,
+                mtime: 3000,
+                ..Opts::default()
+            },
+        );
+        l.dir("bin/", &opts(0o755));
+        l.file(
+            "bin/su",
+            b"#!su",
+            &Opts {
+                mode: 0o4755,
+                uid: 0,
+                gid: 0,
+                mtime: 1234,
+            },
+        );
+        l.file(
+            "bin/wall",
+            b"#!wall",
+            &Opts {
+                mode: 0o2755,
+                uid: 1000,
+                gid: 5,
+                mtime: 1234,
+            },
+        );
+        l.symlink("bin/sh", "busybox");
+        l.symlink("etc/abs", "/etc/hostname");
+        l.hardlink("bin/su2", "bin/su");
+        l.hardlink("bin/su3", "./bin/su2");
+        l.dir("dev/", &opts(0o755));
+        l.device("dev/null", EntryType::Char, 1, 3, &opts(0o666));
+        l.device("dev/loop0", EntryType::Block, 7, 0, &opts(0o660));
+        l.device("dev/pipe", EntryType::Fifo, 0, 0, &opts(0o600));
+        // Owned by someone else, and mode applied after chown, so setuid survives.
+        l.file(
+            "home/user/prog",
+            b"x",
+            &Opts {
+                mode: 0o6711,
+                uid: 1001,
+                gid: 1002,
+                mtime: 99,
+            },
+        );
+        let stats = f.unpack(&l.finish()).unwrap();
+        assert_eq!(stats.entries, 16);
+        assert_eq!(stats.bytes, 6 + 4 + 6 + 1);
 
-    assert_eq!(
-        tree(&f.dest),
-        [
-            "bin dir",
-            "bin/sh symlink",
-            "bin/su file",
-            "bin/su2 file",
-            "bin/su3 file",
-            "bin/wall file",
-            "dev dir",
-            "dev/loop0 block",
-            "dev/null char",
-            "dev/pipe fifo",
-            "etc dir",
-            "etc/abs symlink",
-            "etc/hostname file",
-            "home dir",
-            "home/user dir",
-            "home/user/prog file",
-            "tmp dir",
-        ]
-    );
+        assert_eq!(
+            tree(&f.dest),
+            [
+                "bin dir",
+                "bin/sh symlink",
+                "bin/su file",
+                "bin/su2 file",
+                "bin/su3 file",
+                "bin/wall file",
+                "dev dir",
+                "dev/loop0 block",
+                "dev/null char",
+                "dev/pipe fifo",
+                "etc dir",
+                "etc/abs symlink",
+                "etc/hostname file",
+                "home dir",
+                "home/user dir",
+                "home/user/prog file",
+                "tmp dir",
+            ]
+        );
 
-    let root = lstat(&f.dest);
-    assert_eq!(root.mode() & 0o7777, 0o755);
-    assert_eq!(root.mtime(), 5000);
+        let root = lstat(&f.dest);
+        assert_eq!(root.mode() & 0o7777, 0o755);
+        assert_eq!(root.mtime(), 5000);
 
-    let etc = lstat(&f.p("etc"));
-    assert_eq!((etc.mode() & 0o7777, etc.uid(), etc.gid()), (0o750, 0, 42));
-    assert_eq!(
-        etc.mtime(),
-        2000,
-        "directory mtime restored after its children"
-    );
-    assert_eq!(lstat(&f.p("tmp")).mode() & 0o7777, 0o1777);
+        let etc = lstat(&f.p("etc"));
+        assert_eq!((etc.mode() & 0o7777, etc.uid(), etc.gid()), (0o750, 0, 42));
+        assert_eq!(
+            etc.mtime(),
+            2000,
+            "directory mtime restored after its children"
+        );
+        assert_eq!(lstat(&f.p("tmp")).mode() & 0o7777, 0o1777);
 
-    let su = lstat(&f.p("bin/su"));
-    assert_eq!(su.mode() & 0o7777, 0o4755);
-    assert_eq!(su.mtime(), 1234);
-    assert_eq!(fs::read(f.p("bin/su")).unwrap(), b"#!su");
-    let wall = lstat(&f.p("bin/wall"));
-    assert_eq!(
-        (wall.mode() & 0o7777, wall.uid(), wall.gid()),
-        (0o2755, 1000, 5)
-    );
-    let prog = lstat(&f.p("home/user/prog"));
-    assert_eq!(
-        (prog.mode() & 0o7777, prog.uid(), prog.gid()),
-        (0o6711, 1001, 1002)
-    );
-    // Implied parents: 0755 root.
-    let home = lstat(&f.p("home"));
-    assert_eq!((home.mode() & 0o7777, home.uid()), (0o755, 0));
+        let su = lstat(&f.p("bin/su"));
+        assert_eq!(su.mode() & 0o7777, 0o4755);
+        assert_eq!(su.mtime(), 1234);
+        assert_eq!(fs::read(f.p("bin/su")).unwrap(), b"#!su");
+        let wall = lstat(&f.p("bin/wall"));
+        assert_eq!(
+            (wall.mode() & 0o7777, wall.uid(), wall.gid()),
+            (0o2755, 1000, 5)
+        );
+        let prog = lstat(&f.p("home/user/prog"));
+        assert_eq!(
+            (prog.mode() & 0o7777, prog.uid(), prog.gid()),
+            (0o6711, 1001, 1002)
+        );
+        // Implied parents: 0755 root.
+        let home = lstat(&f.p("home"));
+        assert_eq!((home.mode() & 0o7777, home.uid()), (0o755, 0));
 
-    assert_eq!(
-        fs::read_link(f.p("bin/sh")).unwrap(),
-        PathBuf::from("busybox")
-    );
-    assert_eq!(
-        fs::read_link(f.p("etc/abs")).unwrap(),
-        PathBuf::from("/etc/hostname")
-    );
-    assert_eq!(lstat(&f.p("bin/sh")).mtime(), 1000);
+        assert_eq!(
+            fs::read_link(f.p("bin/sh")).unwrap(),
+            PathBuf::from("busybox")
+        );
+        assert_eq!(
+            fs::read_link(f.p("etc/abs")).unwrap(),
+            PathBuf::from("/etc/hostname")
+        );
+        assert_eq!(lstat(&f.p("bin/sh")).mtime(), 1000);
 
-    assert_eq!(lstat(&f.p("bin/su2")).ino(), su.ino());
-    assert_eq!(lstat(&f.p("bin/su3")).ino(), su.ino());
-    assert_eq!(lstat(&f.p("bin/su")).nlink(), 3);
+        assert_eq!(lstat(&f.p("bin/su2")).ino(), su.ino());
+        assert_eq!(lstat(&f.p("bin/su3")).ino(), su.ino());
+        assert_eq!(lstat(&f.p("bin/su")).nlink(), 3);
 
-    let null = lstat(&f.p("dev/null"));
-    assert!(null.file_type().is_char_device());
-    assert_eq!(null.rdev(), stat::makedev(1, 3));
-    assert_eq!(null.mode() & 0o7777, 0o666);
-    let loop0 = lstat(&f.p("dev/loop0"));
-    assert!(loop0.file_type().is_block_device());
-    assert_eq!(loop0.rdev(), stat::makedev(7, 0));
-    assert_eq!(loop0.mode() & 0o7777, 0o660);
-    assert_eq!(lstat(&f.p("dev/pipe")).mode() & 0o7777, 0o600);
-    f.assert_untouched();
+        let null = lstat(&f.p("dev/null"));
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), stat::makedev(1, 3));
+        assert_eq!(null.mode() & 0o7777, 0o666);
+        let loop0 = lstat(&f.p("dev/loop0"));
+        assert!(loop0.file_type().is_block_device());
+        assert_eq!(loop0.rdev(), stat::makedev(7, 0));
+        assert_eq!(loop0.mode() & 0o7777, 0o660);
+        assert_eq!(lstat(&f.p("dev/pipe")).mode() & 0o7777, 0o600);
+        f.assert_untouched();
+    });
 }
 
 #[test]
@@ -553,50 +564,52 @@ fn applies_pax_xattrs_owner_and_time() {
 
 #[test]
 fn whiteouts_become_overlay_whiteouts() {
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.dir("etc/", &opts(0o755));
-    l.file("etc/.wh.passwd", b"", &Opts::default());
-    l.file(".wh.toplevel", b"", &Opts::default());
-    // Opaque marker for a listed directory, and for one the layer does not list.
-    l.dir("var/", &opts(0o755));
-    l.file("var/.wh..wh..opq", b"", &Opts::default());
-    l.file("var/kept", b"k", &Opts::default());
-    l.file("opt/app/.wh..wh..opq", b"", &Opts::default());
-    // aufs metadata: skipped.
-    l.file("etc/.wh..wh.plnk", b"", &Opts::default());
-    // The whiteout's parent is implied.
-    l.file("usr/lib/.wh.libfoo.so", b"", &Opts::default());
-    f.unpack(&l.finish()).unwrap();
+    both_walks(|| {
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.dir("etc/", &opts(0o755));
+        l.file("etc/.wh.passwd", b"", &Opts::default());
+        l.file(".wh.toplevel", b"", &Opts::default());
+        // Opaque marker for a listed directory, and for one the layer does not list.
+        l.dir("var/", &opts(0o755));
+        l.file("var/.wh..wh..opq", b"", &Opts::default());
+        l.file("var/kept", b"k", &Opts::default());
+        l.file("opt/app/.wh..wh..opq", b"", &Opts::default());
+        // aufs metadata: skipped.
+        l.file("etc/.wh..wh.plnk", b"", &Opts::default());
+        // The whiteout's parent is implied.
+        l.file("usr/lib/.wh.libfoo.so", b"", &Opts::default());
+        f.unpack(&l.finish()).unwrap();
 
-    assert_eq!(
-        tree(&f.dest),
-        [
-            "etc dir",
-            "etc/passwd char",
-            "opt dir",
-            "opt/app dir",
-            "toplevel char",
-            "usr dir",
-            "usr/lib dir",
-            "usr/lib/libfoo.so char",
-            "var dir",
-            "var/kept file",
-        ]
-    );
-    for w in ["etc/passwd", "toplevel", "usr/lib/libfoo.so"] {
-        assert!(is_whiteout_at(&f.p(w)), "{w}");
-    }
-    assert_eq!(
-        xattr(&f.p("var"), "trusted.overlay.opaque").as_deref(),
-        Some(&b"y"[..])
-    );
-    assert_eq!(
-        xattr(&f.p("opt/app"), "trusted.overlay.opaque").as_deref(),
-        Some(&b"y"[..])
-    );
-    assert_eq!(xattr(&f.p("opt"), "trusted.overlay.opaque"), None);
-    f.assert_untouched();
+        assert_eq!(
+            tree(&f.dest),
+            [
+                "etc dir",
+                "etc/passwd char",
+                "opt dir",
+                "opt/app dir",
+                "toplevel char",
+                "usr dir",
+                "usr/lib dir",
+                "usr/lib/libfoo.so char",
+                "var dir",
+                "var/kept file",
+            ]
+        );
+        for w in ["etc/passwd", "toplevel", "usr/lib/libfoo.so"] {
+            assert!(is_whiteout_at(&f.p(w)), "{w}");
+        }
+        assert_eq!(
+            xattr(&f.p("var"), "trusted.overlay.opaque").as_deref(),
+            Some(&b"y"[..])
+        );
+        assert_eq!(
+            xattr(&f.p("opt/app"), "trusted.overlay.opaque").as_deref(),
+            Some(&b"y"[..])
+        );
+        assert_eq!(xattr(&f.p("opt"), "trusted.overlay.opaque"), None);
+        f.assert_untouched();
+    });
 }
 
 #[test]
@@ -634,117 +647,123 @@ fn whiteouts_hide_only_lower_layers() {
 
 #[test]
 fn later_entries_replace_earlier_ones() {
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    // Same file twice.
-    l.file("twice", b"first", &Opts::default());
-    l.file("twice", b"second", &opts(0o600));
-    // A directory with children replaced by a file.
-    l.dir("d2f/", &opts(0o755));
-    l.dir("d2f/sub/", &opts(0o755));
-    l.file("d2f/sub/x", b"x", &Opts::default());
-    l.file("d2f", b"now a file", &Opts::default());
-    // A file replaced by a directory.
-    l.file("f2d", b"file", &Opts::default());
-    l.dir("f2d/", &opts(0o711));
-    l.file("f2d/inner", b"i", &Opts::default());
-    // A directory replacing a directory keeps its contents and takes the new metadata.
-    l.dir("keep/", &opts(0o755));
-    l.file("keep/child", b"c", &Opts::default());
-    l.dir(
-        "keep/",
-        &Opts {
-            mode: 0o700,
-            uid: 7,
-            gid: 8,
-            mtime: 4242,
-        },
-    );
-    // A symlink replaced by a file and a directory: replaced, never written through.
-    l.symlink("l2f", "../canary/passwd");
-    l.file("l2f", b"plain", &Opts::default());
-    l.symlink("l2d", "../canary");
-    l.dir("l2d/", &opts(0o777));
-    // A hardlink replaced by a file leaves the other name alone.
-    l.file("orig", b"orig", &Opts::default());
-    l.hardlink("alias", "orig");
-    l.file("alias", b"alias", &Opts::default());
-    f.unpack(&l.finish()).unwrap();
+    both_walks(|| {
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        // Same file twice.
+        l.file("twice", b"first", &Opts::default());
+        l.file("twice", b"second", &opts(0o600));
+        // A directory with children replaced by a file.
+        l.dir("d2f/", &opts(0o755));
+        l.dir("d2f/sub/", &opts(0o755));
+        l.file("d2f/sub/x", b"x", &Opts::default());
+        l.file("d2f", b"now a file", &Opts::default());
+        // A file replaced by a directory.
+        l.file("f2d", b"file", &Opts::default());
+        l.dir("f2d/", &opts(0o711));
+        l.file("f2d/inner", b"i", &Opts::default());
+        // A directory replacing a directory keeps its contents and takes the new metadata.
+        l.dir("keep/", &opts(0o755));
+        l.file("keep/child", b"c", &Opts::default());
+        l.dir(
+            "keep/",
+            &Opts {
+                mode: 0o700,
+                uid: 7,
+                gid: 8,
+                mtime: 4242,
+            },
+        );
+        // A symlink replaced by a file and a directory: replaced, never written through.
+        l.symlink("l2f", "../canary/passwd");
+        l.file("l2f", b"plain", &Opts::default());
+        l.symlink("l2d", "../canary");
+        l.dir("l2d/", &opts(0o777));
+        // A hardlink replaced by a file leaves the other name alone.
+        l.file("orig", b"orig", &Opts::default());
+        l.hardlink("alias", "orig");
+        l.file("alias", b"alias", &Opts::default());
+        f.unpack(&l.finish()).unwrap();
 
-    assert_eq!(fs::read(f.p("twice")).unwrap(), b"second");
-    assert_eq!(lstat(&f.p("twice")).mode() & 0o7777, 0o600);
-    assert_eq!(fs::read(f.p("d2f")).unwrap(), b"now a file");
-    assert!(lstat(&f.p("f2d")).is_dir());
-    assert_eq!(lstat(&f.p("f2d")).mode() & 0o7777, 0o711);
-    assert_eq!(fs::read(f.p("f2d/inner")).unwrap(), b"i");
-    let keep = lstat(&f.p("keep"));
-    assert_eq!(
-        (keep.mode() & 0o7777, keep.uid(), keep.gid(), keep.mtime()),
-        (0o700, 7, 8, 4242)
-    );
-    assert_eq!(fs::read(f.p("keep/child")).unwrap(), b"c");
-    assert!(lstat(&f.p("l2f")).is_file());
-    assert_eq!(fs::read(f.p("l2f")).unwrap(), b"plain");
-    assert!(lstat(&f.p("l2d")).is_dir());
-    assert_eq!(fs::read(f.p("orig")).unwrap(), b"orig");
-    assert_eq!(fs::read(f.p("alias")).unwrap(), b"alias");
-    f.assert_untouched();
+        assert_eq!(fs::read(f.p("twice")).unwrap(), b"second");
+        assert_eq!(lstat(&f.p("twice")).mode() & 0o7777, 0o600);
+        assert_eq!(fs::read(f.p("d2f")).unwrap(), b"now a file");
+        assert!(lstat(&f.p("f2d")).is_dir());
+        assert_eq!(lstat(&f.p("f2d")).mode() & 0o7777, 0o711);
+        assert_eq!(fs::read(f.p("f2d/inner")).unwrap(), b"i");
+        let keep = lstat(&f.p("keep"));
+        assert_eq!(
+            (keep.mode() & 0o7777, keep.uid(), keep.gid(), keep.mtime()),
+            (0o700, 7, 8, 4242)
+        );
+        assert_eq!(fs::read(f.p("keep/child")).unwrap(), b"c");
+        assert!(lstat(&f.p("l2f")).is_file());
+        assert_eq!(fs::read(f.p("l2f")).unwrap(), b"plain");
+        assert!(lstat(&f.p("l2d")).is_dir());
+        assert_eq!(fs::read(f.p("orig")).unwrap(), b"orig");
+        assert_eq!(fs::read(f.p("alias")).unwrap(), b"alias");
+        f.assert_untouched();
+    });
 }
 
 #[test]
 fn long_names_gnu_and_pax() {
-    let f = Fixture::new();
-    let deep = format!("{}/{}", "d".repeat(120), "f".repeat(150));
-    let target = format!("/{}/{}", "t".repeat(200), "x");
-    let mut l = Layer::new();
-    // GNU long name and long link name.
-    l.file(&deep, b"gnu", &Opts::default());
-    l.raw(
-        b"gnu-link",
-        target.as_bytes(),
-        EntryType::Symlink,
-        b"",
-        &Opts::default(),
-    );
-    l.hardlink("hard", &deep);
-    // PAX path and linkpath override the header's names.
-    let pax_name = format!("p/{}", "q".repeat(180));
-    l.pax(&[("path", pax_name.as_bytes())]);
-    l.file("ignored-short-name", b"pax", &Opts::default());
-    let pax_target = format!("../{}", "r".repeat(150));
-    l.pax(&[("linkpath", pax_target.as_bytes())]);
-    l.symlink("pax-link", "ignored");
-    f.unpack(&l.finish()).unwrap();
+    both_walks(|| {
+        let f = Fixture::new();
+        let deep = format!("{}/{}", "d".repeat(120), "f".repeat(150));
+        let target = format!("/{}/{}", "t".repeat(200), "x");
+        let mut l = Layer::new();
+        // GNU long name and long link name.
+        l.file(&deep, b"gnu", &Opts::default());
+        l.raw(
+            b"gnu-link",
+            target.as_bytes(),
+            EntryType::Symlink,
+            b"",
+            &Opts::default(),
+        );
+        l.hardlink("hard", &deep);
+        // PAX path and linkpath override the header's names.
+        let pax_name = format!("p/{}", "q".repeat(180));
+        l.pax(&[("path", pax_name.as_bytes())]);
+        l.file("ignored-short-name", b"pax", &Opts::default());
+        let pax_target = format!("../{}", "r".repeat(150));
+        l.pax(&[("linkpath", pax_target.as_bytes())]);
+        l.symlink("pax-link", "ignored");
+        f.unpack(&l.finish()).unwrap();
 
-    assert_eq!(fs::read(f.p(&deep)).unwrap(), b"gnu");
-    assert_eq!(
-        fs::read_link(f.p("gnu-link")).unwrap(),
-        PathBuf::from(&target)
-    );
-    assert_eq!(lstat(&f.p("hard")).ino(), lstat(&f.p(&deep)).ino());
-    assert_eq!(fs::read(f.p(&pax_name)).unwrap(), b"pax");
-    assert!(!f.p("ignored-short-name").exists());
-    assert_eq!(
-        fs::read_link(f.p("pax-link")).unwrap(),
-        PathBuf::from(&pax_target)
-    );
-    f.assert_untouched();
+        assert_eq!(fs::read(f.p(&deep)).unwrap(), b"gnu");
+        assert_eq!(
+            fs::read_link(f.p("gnu-link")).unwrap(),
+            PathBuf::from(&target)
+        );
+        assert_eq!(lstat(&f.p("hard")).ino(), lstat(&f.p(&deep)).ino());
+        assert_eq!(fs::read(f.p(&pax_name)).unwrap(), b"pax");
+        assert!(!f.p("ignored-short-name").exists());
+        assert_eq!(
+            fs::read_link(f.p("pax-link")).unwrap(),
+            PathBuf::from(&pax_target)
+        );
+        f.assert_untouched();
+    });
 }
 
 #[test]
 fn absolute_and_dotted_names_stay_inside() {
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.file("/etc/abs", b"a", &Opts::default());
-    l.file("./etc/dot", b"d", &Opts::default());
-    l.file("etc//./double", b"s", &Opts::default());
-    l.dir("/", &opts(0o755));
-    f.unpack(&l.finish()).unwrap();
-    assert_eq!(
-        tree(&f.dest),
-        ["etc dir", "etc/abs file", "etc/dot file", "etc/double file"]
-    );
-    f.assert_untouched();
+    both_walks(|| {
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.file("/etc/abs", b"a", &Opts::default());
+        l.file("./etc/dot", b"d", &Opts::default());
+        l.file("etc//./double", b"s", &Opts::default());
+        l.dir("/", &opts(0o755));
+        f.unpack(&l.finish()).unwrap();
+        assert_eq!(
+            tree(&f.dest),
+            ["etc dir", "etc/abs file", "etc/dot file", "etc/double file"]
+        );
+        f.assert_untouched();
+    });
 }
 
 #[test]
@@ -828,184 +847,200 @@ fn error_messages_name_the_entry() {
 
 #[test]
 fn hostile_dotdot() {
-    for name in [
-        "../x",
-        "a/../../x",
-        "./../canary/pwned",
-        "a/b/../../../canary/x",
-    ] {
+    both_walks(|| {
+        for name in [
+            "../x",
+            "a/../../x",
+            "./../canary/pwned",
+            "a/b/../../../canary/x",
+        ] {
+            let f = Fixture::new();
+            let mut l = Layer::new();
+            l.file(name, b"pwned", &Opts::default());
+            expect_hostile(&f, &l.finish(), name);
+        }
+        // Even `..` that would stay inside is refused.
         let f = Fixture::new();
         let mut l = Layer::new();
-        l.file(name, b"pwned", &Opts::default());
-        expect_hostile(&f, &l.finish(), name);
-    }
-    // Even `..` that would stay inside is refused.
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.dir("a/", &opts(0o755));
-    l.file("a/../b", b"b", &Opts::default());
-    let msg = expect_hostile(&f, &l.finish(), "a/../b");
-    assert!(msg.contains(".."), "{msg}");
+        l.dir("a/", &opts(0o755));
+        l.file("a/../b", b"b", &Opts::default());
+        let msg = expect_hostile(&f, &l.finish(), "a/../b");
+        assert!(msg.contains(".."), "{msg}");
+    });
 }
 
 #[test]
 fn hostile_dotdot_in_long_names() {
-    let f = Fixture::new();
-    let name = format!("{}/../../../canary/pwned", "a".repeat(110));
-    let mut l = Layer::new();
-    l.file(&name, b"pwned", &Opts::default());
-    expect_hostile(&f, &l.finish(), &name);
+    both_walks(|| {
+        let f = Fixture::new();
+        let name = format!("{}/../../../canary/pwned", "a".repeat(110));
+        let mut l = Layer::new();
+        l.file(&name, b"pwned", &Opts::default());
+        expect_hostile(&f, &l.finish(), &name);
 
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.pax(&[("path", b"../canary/pwned")]);
-    l.file("innocent", b"pwned", &Opts::default());
-    expect_hostile(&f, &l.finish(), "../canary/pwned");
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.pax(&[("path", b"../canary/pwned")]);
+        l.file("innocent", b"pwned", &Opts::default());
+        expect_hostile(&f, &l.finish(), "../canary/pwned");
+    });
 }
 
 #[test]
 fn hostile_symlink_to_root_then_through_it() {
-    let f = Fixture::new();
-    let through = format!("a/{}/pwned", f.canary_from_slash());
-    let mut l = Layer::new();
-    l.symlink("a", "/");
-    l.file(&through, b"pwned", &Opts::default());
-    let msg = expect_hostile(&f, &l.finish(), &through);
-    assert!(msg.contains("symlink"), "{msg}");
+    both_walks(|| {
+        let f = Fixture::new();
+        let through = format!("a/{}/pwned", f.canary_from_slash());
+        let mut l = Layer::new();
+        l.symlink("a", "/");
+        l.file(&through, b"pwned", &Opts::default());
+        let msg = expect_hostile(&f, &l.finish(), &through);
+        assert!(msg.contains("symlink"), "{msg}");
 
-    // The same through a directory entry, a symlink, a device and a hardlink.
-    let dir = format!("a/{}/newdir/", f.canary_from_slash());
-    let mut l = Layer::new();
-    l.symlink("a", "/");
-    l.dir(&dir, &opts(0o777));
-    expect_hostile(&f, &l.finish(), &dir);
+        // The same through a directory entry, a symlink, a device and a hardlink.
+        let dir = format!("a/{}/newdir/", f.canary_from_slash());
+        let mut l = Layer::new();
+        l.symlink("a", "/");
+        l.dir(&dir, &opts(0o777));
+        expect_hostile(&f, &l.finish(), &dir);
+    });
 }
 
 #[test]
 fn hostile_symlink_dotdot_then_through_it() {
-    let f = Fixture::new();
-    // `b -> ../../..` from T/dest is T's grandparent; name the canary from there.
-    let up = f.top.parent().unwrap().parent().unwrap();
-    let rel = f.canary.strip_prefix(up).unwrap();
-    let through = format!("b/{}/pwned", rel.display());
-    let mut l = Layer::new();
-    l.symlink("b", "../../..");
-    l.file(&through, b"pwned", &Opts::default());
-    expect_hostile(&f, &l.finish(), &through);
+    both_walks(|| {
+        let f = Fixture::new();
+        // `b -> ../../..` from T/dest is T's grandparent; name the canary from there.
+        let up = f.top.parent().unwrap().parent().unwrap();
+        let rel = f.canary.strip_prefix(up).unwrap();
+        let through = format!("b/{}/pwned", rel.display());
+        let mut l = Layer::new();
+        l.symlink("b", "../../..");
+        l.file(&through, b"pwned", &Opts::default());
+        expect_hostile(&f, &l.finish(), &through);
 
-    // Simpler variants, with a relative symlink deeper in the tree.
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.dir("x/", &opts(0o755));
-    l.symlink("x/up", "../..");
-    l.file("x/up/canary/sub/file", b"pwned", &Opts::default());
-    expect_hostile(&f, &l.finish(), "x/up/canary/sub/file");
+        // Simpler variants, with a relative symlink deeper in the tree.
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.dir("x/", &opts(0o755));
+        l.symlink("x/up", "../..");
+        l.file("x/up/canary/sub/file", b"pwned", &Opts::default());
+        expect_hostile(&f, &l.finish(), "x/up/canary/sub/file");
 
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.symlink("c", "../canary");
-    l.symlink("c/passwd", "/etc/shadow");
-    expect_hostile(&f, &l.finish(), "c/passwd");
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.symlink("c", "../canary");
+        l.symlink("c/passwd", "/etc/shadow");
+        expect_hostile(&f, &l.finish(), "c/passwd");
+    });
 }
 
 #[test]
 fn hostile_symlink_chain_and_intermediate() {
-    // A symlink in the middle of the path, pointing at another symlink.
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.symlink("one", "two");
-    l.symlink("two", "../canary");
-    l.dir("d/", &opts(0o755));
-    l.symlink("d/e", "../one");
-    l.file("d/e/sub/file", b"pwned", &Opts::default());
-    expect_hostile(&f, &l.finish(), "d/e/sub/file");
+    both_walks(|| {
+        // A symlink in the middle of the path, pointing at another symlink.
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.symlink("one", "two");
+        l.symlink("two", "../canary");
+        l.dir("d/", &opts(0o755));
+        l.symlink("d/e", "../one");
+        l.file("d/e/sub/file", b"pwned", &Opts::default());
+        expect_hostile(&f, &l.finish(), "d/e/sub/file");
+    });
 }
 
 #[test]
 fn hostile_hardlinks() {
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.hardlink("h", "../canary/passwd");
-    let msg = expect_hostile(&f, &l.finish(), "h");
-    assert!(msg.contains("hardlink"), "{msg}");
+    both_walks(|| {
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.hardlink("h", "../canary/passwd");
+        let msg = expect_hostile(&f, &l.finish(), "h");
+        assert!(msg.contains("hardlink"), "{msg}");
 
-    // An absolute target is inside the layer too: there is no such file here.
-    let f = Fixture::new();
-    let abs = f.canary.join("passwd");
-    let mut l = Layer::new();
-    l.hardlink("h", abs.to_str().unwrap());
-    expect_hostile(&f, &l.finish(), "h");
-    assert_eq!(lstat(&abs).nlink(), 1);
+        // An absolute target is inside the layer too: there is no such file here.
+        let f = Fixture::new();
+        let abs = f.canary.join("passwd");
+        let mut l = Layer::new();
+        l.hardlink("h", abs.to_str().unwrap());
+        expect_hostile(&f, &l.finish(), "h");
+        assert_eq!(lstat(&abs).nlink(), 1);
 
-    // Through a symlink laid down earlier.
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.symlink("s", f.canary.to_str().unwrap());
-    l.hardlink("h", "s/passwd");
-    let msg = expect_hostile(&f, &l.finish(), "h");
-    assert!(msg.contains("symlink"), "{msg}");
-    assert_eq!(lstat(&f.canary.join("passwd")).nlink(), 1);
+        // Through a symlink laid down earlier.
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.symlink("s", f.canary.to_str().unwrap());
+        l.hardlink("h", "s/passwd");
+        let msg = expect_hostile(&f, &l.finish(), "h");
+        assert!(msg.contains("symlink"), "{msg}");
+        assert_eq!(lstat(&f.canary.join("passwd")).nlink(), 1);
 
-    // A hardlink to a symlink links the symlink itself, which is harmless.
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.symlink("s", f.canary.join("passwd").to_str().unwrap());
-    l.hardlink("h", "s");
-    f.unpack(&l.finish()).unwrap();
-    assert!(lstat(&f.p("h")).file_type().is_symlink());
-    assert_eq!(lstat(&f.canary.join("passwd")).nlink(), 1);
-    f.assert_untouched();
+        // A hardlink to a symlink links the symlink itself, which is harmless.
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.symlink("s", f.canary.join("passwd").to_str().unwrap());
+        l.hardlink("h", "s");
+        f.unpack(&l.finish()).unwrap();
+        assert!(lstat(&f.p("h")).file_type().is_symlink());
+        assert_eq!(lstat(&f.canary.join("passwd")).nlink(), 1);
+        f.assert_untouched();
+    });
 }
 
 #[test]
 fn hostile_whiteouts() {
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.file("../.wh.canary", b"", &Opts::default());
-    expect_hostile(&f, &l.finish(), "../.wh.canary");
-
-    for name in ["a/.wh..", "a/.wh..."] {
+    both_walks(|| {
         let f = Fixture::new();
         let mut l = Layer::new();
-        l.file(name, b"", &Opts::default());
-        expect_hostile(&f, &l.finish(), name);
-    }
+        l.file("../.wh.canary", b"", &Opts::default());
+        expect_hostile(&f, &l.finish(), "../.wh.canary");
 
-    // Through a symlink: neither a whiteout nor an opaque marker lands in the canary.
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.symlink("s", f.canary.to_str().unwrap());
-    l.file("s/.wh.passwd", b"", &Opts::default());
-    expect_hostile(&f, &l.finish(), "s/.wh.passwd");
+        for name in ["a/.wh..", "a/.wh..."] {
+            let f = Fixture::new();
+            let mut l = Layer::new();
+            l.file(name, b"", &Opts::default());
+            expect_hostile(&f, &l.finish(), name);
+        }
 
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.symlink("s", f.canary.to_str().unwrap());
-    l.file("s/.wh..wh..opq", b"", &Opts::default());
-    expect_hostile(&f, &l.finish(), "s/.wh..wh..opq");
-    assert_eq!(xattr(&f.canary, "trusted.overlay.opaque"), None);
+        // Through a symlink: neither a whiteout nor an opaque marker lands in the canary.
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.symlink("s", f.canary.to_str().unwrap());
+        l.file("s/.wh.passwd", b"", &Opts::default());
+        expect_hostile(&f, &l.finish(), "s/.wh.passwd");
 
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.symlink("s", "../canary");
-    l.file("s/sub/.wh..wh..opq", b"", &Opts::default());
-    expect_hostile(&f, &l.finish(), "s/sub/.wh..wh..opq");
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.symlink("s", f.canary.to_str().unwrap());
+        l.file("s/.wh..wh..opq", b"", &Opts::default());
+        expect_hostile(&f, &l.finish(), "s/.wh..wh..opq");
+        assert_eq!(xattr(&f.canary, "trusted.overlay.opaque"), None);
+
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.symlink("s", "../canary");
+        l.file("s/sub/.wh..wh..opq", b"", &Opts::default());
+        expect_hostile(&f, &l.finish(), "s/sub/.wh..wh..opq");
+    });
 }
 
 #[test]
 fn hostile_entries_replacing_the_root() {
-    for kind in [EntryType::Regular, EntryType::Symlink, EntryType::Fifo] {
+    both_walks(|| {
+        for kind in [EntryType::Regular, EntryType::Symlink, EntryType::Fifo] {
+            let f = Fixture::new();
+            let mut l = Layer::new();
+            l.raw(b".", b"/", kind, b"", &Opts::default());
+            let err = f.unpack(&l.finish()).unwrap_err();
+            assert!(matches!(err, UnpackError::Hostile { .. }), "{err:?}");
+            f.assert_untouched();
+        }
         let f = Fixture::new();
         let mut l = Layer::new();
-        l.raw(b".", b"/", kind, b"", &Opts::default());
-        let err = f.unpack(&l.finish()).unwrap_err();
-        assert!(matches!(err, UnpackError::Hostile { .. }), "{err:?}");
-        f.assert_untouched();
-    }
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.hardlink("x", "/");
-    expect_hostile(&f, &l.finish(), "x");
+        l.hardlink("x", "/");
+        expect_hostile(&f, &l.finish(), "x");
+    });
 }
 
 #[test]
@@ -1056,13 +1091,15 @@ fn absurd_headers() {
 
 #[test]
 fn parent_that_is_a_file_is_refused() {
-    let f = Fixture::new();
-    let mut l = Layer::new();
-    l.file("f", b"", &Opts::default());
-    l.file("f/child", b"", &Opts::default());
-    let err = f.unpack(&l.finish()).unwrap_err();
-    assert!(err.to_string().contains("\"f/child\""), "{err}");
-    f.assert_untouched();
+    both_walks(|| {
+        let f = Fixture::new();
+        let mut l = Layer::new();
+        l.file("f", b"", &Opts::default());
+        l.file("f/child", b"", &Opts::default());
+        let err = f.unpack(&l.finish()).unwrap_err();
+        assert!(err.to_string().contains("\"f/child\""), "{err}");
+        f.assert_untouched();
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1138,7 +1175,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn nothing_escapes_dest(ops in prop::collection::vec(op(), 1..12), leading_slash in any::<bool>()) {
+    fn nothing_escapes_dest(
+        ops in prop::collection::vec(op(), 1..12),
+        leading_slash in any::<bool>(),
+        without_openat2 in any::<bool>(),
+    ) {
+        sys::WITHOUT_OPENAT2.with(|w| w.set(without_openat2));
         let f = Fixture::new();
         let canary = f.canary_from_slash();
         let abs_canary = f.canary.to_str().unwrap().to_string();
