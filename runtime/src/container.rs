@@ -567,6 +567,10 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
             Err(e) => return Err(at(Stage::Sync, 0)(e)),
         }
     }
+    // A session of its own, as runc gives it: a ^C typed at the host terminal reaches the
+    // container once, through the supervisor, not a second time through the terminal's
+    // foreground process group; and a container terminal can become its controlling one.
+    nix::unistd::setsid().map_err(at(Stage::Sync, 0))?;
     for (i, j) in plan.ns.joins.iter().enumerate() {
         nix::sched::setns(&j.fd, j.kind).map_err(at(Stage::JoinNamespace, i as u32))?;
     }

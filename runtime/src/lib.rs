@@ -3,9 +3,10 @@
 //! or registries. The library never prints; it logs through `tracing`.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), slate_runtime::Error> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use slate_runtime::{supervise, Container, ContainerOptions, Rootfs};
-//! let spec = oci_spec::runtime::Spec::load("bundle/config.json").expect("spec");
+//! // The caller must be single-threaded here: no async runtime, no worker thread.
+//! let spec = oci_spec::runtime::Spec::load("bundle/config.json")?;
 //! let opts = ContainerOptions::new("web", spec, Rootfs::Dir("bundle/rootfs".into()));
 //! let status = supervise(Container::spawn(opts)?)?;
 //! std::process::exit(status.code());

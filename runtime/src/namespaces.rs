@@ -5,9 +5,9 @@
 //! Guarantees: an absent namespace type means the host's (e.g. no `network` entry = host
 //! network); paths are opened in the parent, so a bad path fails before any process exists. A
 //! PID namespace given by path is entered by the parent around `clone` (setns on a PID namespace
-//! only affects children), every other one by the child right after `clone`. User namespaces are
-//! created and mapped here, but nothing else in the runtime is yet tuned for running unprivileged
-//! inside one.
+//! only affects children), every other one by the child right after `clone`. A fresh user
+//! namespace gets its id maps from the (privileged) parent before the child goes on; slate itself
+//! running unprivileged (rootless) is not supported.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;

@@ -16,7 +16,8 @@ use crate::syscall;
 
 /// Child, after `pivot_root`: opens a pty in the container's own devpts instance (so the
 /// container sees its terminal under its /dev/pts, and nothing of the host's), sizes it like the
-/// host terminal, makes it the controlling terminal and stdio of this new session, and returns
+/// host terminal, makes it the controlling terminal and stdio of the child's session (created
+/// right after clone), and returns
 /// the master for the supervisor.
 pub(crate) fn open_in_container(
     size: Option<&libc::winsize>,
@@ -36,7 +37,6 @@ pub(crate) fn open_in_container(
     if let Some(ws) = size {
         syscall::set_winsize(master.as_fd(), ws)?;
     }
-    nix::unistd::setsid()?;
     syscall::set_controlling_tty(slave.as_fd())?;
     for target in 0..=2 {
         nix::unistd::dup2(slave.as_raw_fd(), target)?;
