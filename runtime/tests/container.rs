@@ -468,3 +468,56 @@ fn user_namespace_maps_ids() {
     assert_eq!(out.one("dev_null"), "chr");
     b.assert_clean();
 }
+
+#[test]
+fn spec_mounts_bind_files_tmpfs_and_propagation() {
+    let mut b = Bundle::new("mounts");
+    let host_file = b.path().join("resolv.conf");
+    std::fs::write(&host_file, b"nameserver 192.0.2.1\n").unwrap();
+    let host_dir = b.path().join("data");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    b.spec["mounts"] = json!([
+        {"destination": "/etc/resolv.conf", "type": "bind", "source": host_file, "options": ["rbind", "ro"]},
+        {"destination": "/data", "type": "bind", "source": host_dir, "options": ["rbind", "rw", "nosuid", "rprivate"]},
+        {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", "size=1m"]}
+    ]);
+    b.args(&[
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf; echo x >> /etc/resolv.conf || echo ro-ok; \
+         echo written > /data/out; stat -c %a /scratch; /probe",
+    ]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stdout
+            .starts_with("nameserver 192.0.2.1\nro-ok\n1777\n"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("out")).unwrap(),
+        "written\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&host_file).unwrap(),
+        "nameserver 192.0.2.1\n"
+    );
+    let report = out.report();
+    let mount = |point: &str| {
+        report["mount"]
+            .iter()
+            .find(|m| m.split(' ').next() == Some(point))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(mount("/etc/resolv.conf").contains(" ro"), "{report:#?}");
+    assert!(mount("/data").contains("nosuid"), "{report:#?}");
+    assert!(
+        mount("/scratch").starts_with("/scratch tmpfs"),
+        "{report:#?}"
+    );
+    // The file target was created inside the rootfs, as an empty file.
+    assert!(b.path().join("rootfs/etc/resolv.conf").is_file());
+    b.assert_clean();
+}
