@@ -131,13 +131,20 @@ static void report(void) {
                            "/proc/scsi", "/proc/acpi", "/sys/firmware", "/proc/latency_stats",
                            "/proc/interrupts", NULL};
     for (int i = 0; paths[i]; i++) masked(paths[i]);
+    /* Write the current value back: if /proc/sys is wrongly writable and the UTS namespace
+       is the host's, the probe must not rename the host. */
+    char cur[256] = {0};
+    int rfd = open("/proc/sys/kernel/hostname", O_RDONLY);
+    ssize_t curlen = rfd >= 0 ? read(rfd, cur, sizeof cur - 1) : -1;
+    if (rfd >= 0) close(rfd);
     int fd = open("/proc/sys/kernel/hostname", O_WRONLY);
-    if (fd >= 0) {
-        ssize_t w = write(fd, "probe", 5);
-        printf("proc_sys_writable=%s\n", w == 5 ? "yes" : "no");
+    if (fd >= 0 && curlen > 0) {
+        ssize_t w = write(fd, cur, (size_t)curlen);
+        printf("proc_sys_writable=%s\n", w == curlen ? "yes" : "no");
         close(fd);
     } else {
         printf("proc_sys_writable=no errno=%d\n", errno);
+        if (fd >= 0) close(fd);
     }
     fd = open("/proc/sysrq-trigger", O_WRONLY);
     printf("sysrq_writable=%s\n", fd >= 0 ? "yes" : "no");
