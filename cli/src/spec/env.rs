@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use super::SpecError;
 
 /// docker's PATH for an image that sets none.
-pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub(crate) struct EnvInput<'a> {
     pub image_env: Vec<String>,
@@ -106,7 +107,11 @@ fn parse_env_file(
         path: path.to_path_buf(),
         line: 1 + bytes
             .iter()
-            .take(std::str::from_utf8(bytes).err().map_or(0, |e| e.valid_up_to()))
+            .take(
+                std::str::from_utf8(bytes)
+                    .err()
+                    .map_or(0, |e| e.valid_up_to()),
+            )
             .filter(|&&b| b == b'\n')
             .count(),
         reason: "not valid UTF-8",
@@ -184,13 +189,19 @@ mod tests {
 
     #[test]
     fn image_path_replaces_default_in_place_and_tty_sets_term() {
-        let mut i = input(&["PATH=/opt/bin", "A=1", "junk-without-equals", "=x"], &[], &[]);
+        let mut i = input(
+            &["PATH=/opt/bin", "A=1", "junk-without-equals", "=x"],
+            &[],
+            &[],
+        );
         i.tty = true;
         let env = build(&i).unwrap();
         assert_eq!(env[0], "PATH=/opt/bin");
         assert!(env.contains(&"TERM=xterm".to_string()));
         assert!(env.contains(&"A=1".to_string()));
-        assert!(!env.iter().any(|e| e.starts_with("junk") || e.starts_with('=')));
+        assert!(!env
+            .iter()
+            .any(|e| e.starts_with("junk") || e.starts_with('=')));
     }
 
     #[test]

@@ -66,7 +66,9 @@ pub struct SpecOutput {
 /// expected.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("no command specified: the image has no Entrypoint or Cmd, give one after the image name")]
+    #[error(
+        "no command specified: the image has no Entrypoint or Cmd, give one after the image name"
+    )]
     NoCommand,
     #[error("invalid image config: {field} must be {expected}")]
     ImageConfig {
@@ -100,9 +102,13 @@ pub enum SpecError {
     Network(String),
     #[error("invalid --volume {value:?}: {reason}")]
     Volume { value: String, reason: &'static str },
-    #[error("invalid --volume {0:?}: named volumes are not supported yet, give an absolute host path")]
+    #[error(
+        "invalid --volume {0:?}: named volumes are not supported yet, give an absolute host path"
+    )]
     NamedVolume(String),
-    #[error("invalid --volume {0:?}: anonymous volumes are not supported yet, give HOST:CONTAINER")]
+    #[error(
+        "invalid --volume {0:?}: anonymous volumes are not supported yet, give HOST:CONTAINER"
+    )]
     AnonymousVolume(String),
     #[error("--volume {value:?}: cannot use host path {}: {source}", path.display())]
     VolumeHost {
@@ -122,7 +128,9 @@ pub enum SpecError {
     SwapWithoutMemory,
     #[error("invalid --memory-swap {swap:?}: it is the total of memory and swap, so it must be at least --memory {memory:?} (or -1 for unlimited swap)")]
     SwapBelowMemory { swap: String, memory: String },
-    #[error("invalid --cpus {value}: expected a number from 0.01 to {max} (this host has {max} cpus)")]
+    #[error(
+        "invalid --cpus {value}: expected a number from 0.01 to {max} (this host has {max} cpus)"
+    )]
     Cpus { value: f64, max: usize },
     #[error("invalid --pids-limit {0}: expected a positive number, or 0 or -1 for unlimited")]
     PidsLimit(i64),
@@ -130,7 +138,7 @@ pub enum SpecError {
     Capability { flag: &'static str, value: String },
     #[error("{flag} {value:?}: this kernel does not know that capability")]
     CapabilityUnsupported { flag: &'static str, value: String },
-    #[error("invalid --security-opt {0:?}: expected seccomp=unconfined, seccomp=PATH or no-new-privileges[=true|false]")]
+    #[error("invalid --security-opt {0:?}: expected seccomp=unconfined, seccomp=PATH, no-new-privileges[=true|false], systempaths=unconfined, apparmor=unconfined or label=disable (slate has no AppArmor or SELinux support)")]
     SecurityOpt(String),
     #[error("--security-opt seccomp={}: cannot read the profile: {source}", path.display())]
     SeccompRead {
@@ -289,6 +297,12 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
     let cwd = workdir(args, config)?;
 
     let sec = security::build(args, host)?;
+    let resources = resources::build(args, host)?;
+    let rlimits = resources::rlimits(&args.ulimit, host)?;
+    let annotations = annotations(config, &args.label)?;
+    let stop_signal = stop_signal(config)?;
+    // Last, because it is the one step that touches the host (the generated /etc files,
+    // missing -v directories): nothing is written for a command line that is refused.
     let mounts = mounts::build(&mounts::MountInput {
         args,
         network,
@@ -296,8 +310,6 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
         run_dir: input.run_dir,
         host,
     })?;
-    let resources = resources::build(args, host)?;
-    let rlimits = resources::rlimits(&args.ulimit, host)?;
 
     let mut process = Process::default();
     process.set_terminal(Some(args.tty));
@@ -368,12 +380,12 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
     spec.set_process(Some(process));
     spec.set_hostname(Some(hostname));
     spec.set_domainname(None);
-    spec.set_annotations(Some(annotations(config, &args.label)?));
+    spec.set_annotations(Some(annotations));
     spec.set_linux(Some(linux));
 
     Ok(SpecOutput {
         spec,
-        stop_signal: stop_signal(config)?,
+        stop_signal,
         seccomp: sec.choice,
     })
 }
@@ -471,8 +483,7 @@ fn hostname(
         if h.len() > 64 {
             return Err(bad("it is longer than 64 characters"));
         }
-        if h
-            .chars()
+        if h.chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '/')
         {
             return Err(bad("it contains a space, a control character or a slash"));
@@ -542,7 +553,10 @@ fn parse_signal(raw: &str) -> Option<Signal> {
         // systemd images stop with SIGRTMIN+3. `Signal` has no real-time signals, and refusing
         // to run such an image over how it is stopped would be worse than stopping it with
         // SIGTERM (systemd handles that too, as a reexec request followed by our SIGKILL).
-        tracing::warn!(signal = raw, "real-time StopSignal is not supported, using SIGTERM");
+        tracing::warn!(
+            signal = raw,
+            "real-time StopSignal is not supported, using SIGTERM"
+        );
         return Some(Signal::SIGTERM);
     }
     name.parse::<Signal>().ok()

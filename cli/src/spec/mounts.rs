@@ -66,7 +66,12 @@ fn default_mounts(privileged: bool) -> Vec<Mount> {
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", sys_mode]),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        ),
         mount(
             "/sys/fs/cgroup",
             "cgroup",
@@ -138,7 +143,11 @@ fn parse_volume_mode(value: &str, mode: &str) -> Result<VolumeMode, SpecError> {
             }
             "nocopy" => return Err(bad("nocopy applies to named volumes only")),
             "" => return Err(bad("empty option")),
-            _ => return Err(bad("unknown option; expected ro, rw, z, Z or a propagation mode")),
+            _ => {
+                return Err(bad(
+                    "unknown option; expected ro, rw, z, Z or a propagation mode",
+                ))
+            }
         }
     }
     Ok(out)
@@ -162,7 +171,11 @@ fn volume(value: &str, host: &dyn Host) -> Result<Mount, SpecError> {
         }
         [s, d] => (*s, *d, None),
         [s, d, m] => (*s, *d, Some(*m)),
-        _ => return Err(bad("expected HOST:CONTAINER[:OPTIONS] (a path cannot contain ':')")),
+        _ => {
+            return Err(bad(
+                "expected HOST:CONTAINER[:OPTIONS] (a path cannot contain ':')",
+            ))
+        }
     };
     if src.is_empty() || dst.is_empty() {
         return Err(bad("expected HOST:CONTAINER[:OPTIONS]"));
@@ -174,7 +187,11 @@ fn volume(value: &str, host: &dyn Host) -> Result<Mount, SpecError> {
     } else if src == "." || src == ".." || src.starts_with("./") || src.starts_with("../") {
         match host.cwd() {
             Some(cwd) => cwd.join(src),
-            None => return Err(bad("cannot resolve a relative host path: no current directory")),
+            None => {
+                return Err(bad(
+                    "cannot resolve a relative host path: no current directory",
+                ))
+            }
         }
     } else {
         return Err(SpecError::NamedVolume(value.to_owned()));
@@ -189,23 +206,6 @@ fn volume(value: &str, host: &dyn Host) -> Result<Mount, SpecError> {
         Some(m) => parse_volume_mode(value, m)?,
         None => VolumeMode::default(),
     };
-    match std::fs::symlink_metadata(&src_path) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(&src_path).map_err(|source| SpecError::VolumeHost {
-                value: value.to_owned(),
-                path: src_path.clone(),
-                source,
-            })?;
-        }
-        Err(source) => {
-            return Err(SpecError::VolumeHost {
-                value: value.to_owned(),
-                path: src_path,
-                source,
-            })
-        }
-    }
     let mut options = vec!["rbind", mode.propagation.unwrap_or("rprivate")];
     if mode.readonly {
         options.push("ro");
@@ -238,7 +238,9 @@ fn tmpfs(value: &str) -> Result<Mount, SpecError> {
         }
         // A flag replaces its opposite (`exec` over `noexec`); a key=value its earlier value.
         let key = o.split_once('=').map_or(o, |(k, _)| k);
-        let opposite = key.strip_prefix("no").map_or_else(|| format!("no{key}"), str::to_owned);
+        let opposite = key
+            .strip_prefix("no")
+            .map_or_else(|| format!("no{key}"), str::to_owned);
         merged.retain(|m| {
             let mk = m.split_once('=').map_or(m.as_str(), |(k, _)| k);
             mk != key && (o.contains('=') || mk != opposite)
@@ -268,6 +270,30 @@ pub(crate) fn build(input: &MountInput) -> Result<Vec<Mount>, SpecError> {
     for (i, m) in user.iter().enumerate() {
         if user[..i].iter().any(|o| o.destination() == m.destination()) {
             return Err(SpecError::DuplicateMount(m.destination().clone()));
+        }
+    }
+    // Only now that every flag parsed: missing -v host directories are created, as docker.
+    for (v, m) in args.volume.iter().zip(&user) {
+        let src = match m.source() {
+            Some(s) => s,
+            None => continue,
+        };
+        match std::fs::symlink_metadata(src) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(src).map_err(|source| SpecError::VolumeHost {
+                    value: v.clone(),
+                    path: src.clone(),
+                    source,
+                })?;
+            }
+            Err(source) => {
+                return Err(SpecError::VolumeHost {
+                    value: v.clone(),
+                    path: src.clone(),
+                    source,
+                })
+            }
         }
     }
     let taken = |dest: &Path| user.iter().any(|u| u.destination() == dest);
@@ -301,7 +327,11 @@ fn write_etc_files(input: &MountInput) -> Result<Vec<(&'static str, PathBuf)>, S
         source,
     })?;
     let files = [
-        ("/etc/resolv.conf", "resolv.conf", resolv_conf(input.network, input.host)),
+        (
+            "/etc/resolv.conf",
+            "resolv.conf",
+            resolv_conf(input.network, input.host),
+        ),
         (
             "/etc/hosts",
             "hosts",

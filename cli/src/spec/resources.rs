@@ -159,7 +159,13 @@ pub(crate) fn build(args: &RunArgs, host: &dyn Host) -> Result<LinuxResources, S
     Ok(res)
 }
 
-fn rule(allow: bool, typ: Option<LinuxDeviceType>, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
+fn rule(
+    allow: bool,
+    typ: Option<LinuxDeviceType>,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> LinuxDeviceCgroup {
     let mut r = LinuxDeviceCgroup::default();
     r.set_allow(allow);
     r.set_typ(typ);
@@ -183,15 +189,15 @@ fn device_rules(privileged: bool) -> Vec<LinuxDeviceCgroup> {
         rule(true, Some(LinuxDeviceType::B), None, None, "m"),
     ];
     for (major, minor) in [
-        (1, Some(3)),   // null
-        (1, Some(5)),   // zero
-        (1, Some(7)),   // full
-        (1, Some(8)),   // random
-        (1, Some(9)),   // urandom
-        (5, Some(0)),   // tty
-        (5, Some(1)),   // console
-        (5, Some(2)),   // ptmx
-        (136, None),    // pts/*
+        (1, Some(3)),    // null
+        (1, Some(5)),    // zero
+        (1, Some(7)),    // full
+        (1, Some(8)),    // random
+        (1, Some(9)),    // urandom
+        (5, Some(0)),    // tty
+        (5, Some(1)),    // console
+        (5, Some(2)),    // ptmx
+        (136, None),     // pts/*
         (10, Some(200)), // net/tun
     ] {
         rules.push(rule(true, c, Some(major), minor, "rwm"));
@@ -281,8 +287,10 @@ pub(crate) fn rlimits(flags: &[String], host: &dyn Host) -> Result<Vec<PosixRlim
             Some((s, h)) => (s, h),
             None => (limits, limits),
         };
-        let soft = limit_value(soft).ok_or_else(|| bad("limits must be numbers, or -1 for unlimited"))?;
-        let hard = limit_value(hard).ok_or_else(|| bad("limits must be numbers, or -1 for unlimited"))?;
+        let soft =
+            limit_value(soft).ok_or_else(|| bad("limits must be numbers, or -1 for unlimited"))?;
+        let hard =
+            limit_value(hard).ok_or_else(|| bad("limits must be numbers, or -1 for unlimited"))?;
         if soft > hard {
             return Err(bad("the soft limit is above the hard limit"));
         }

@@ -79,7 +79,9 @@ const ALL: [(Capability, u32); 41] = [
 ];
 
 fn number(c: Capability) -> u32 {
-    ALL.iter().find(|(k, _)| *k == c).map_or(u32::MAX, |(_, n)| *n)
+    ALL.iter()
+        .find(|(k, _)| *k == c)
+        .map_or(u32::MAX, |(_, n)| *n)
 }
 
 /// All capabilities this kernel knows (what `ALL` and `--privileged` mean, as in docker).
@@ -177,6 +179,7 @@ pub(crate) fn build(args: &RunArgs, host: &dyn Host) -> Result<Security, SpecErr
     // means "confine nothing", so it defaults to off there, as in docker.
     let mut no_new_privileges = !args.privileged;
     let mut seccomp_opt: Option<String> = None;
+    let mut systempaths_unconfined = false;
     for opt in &args.security_opt {
         let bad = || SpecError::SecurityOpt(opt.clone());
         // docker accepts both `key=value` and the legacy `key:value`.
@@ -194,6 +197,12 @@ pub(crate) fn build(args: &RunArgs, host: &dyn Host) -> Result<Security, SpecErr
                 }
             }
             ("seccomp", Some(v)) if !v.is_empty() => seccomp_opt = Some(v.to_owned()),
+            // docker: no masked or read-only /proc and /sys paths.
+            ("systempaths", Some("unconfined")) => systempaths_unconfined = true,
+            // slate applies no AppArmor or SELinux confinement, so asking for none is what
+            // happens anyway; accepted so docker command lines run unchanged. Asking for a
+            // profile or label is refused: slate cannot give it.
+            ("apparmor", Some("unconfined")) | ("label", Some("disable")) => {}
             _ => return Err(bad()),
         }
     }
@@ -207,19 +216,15 @@ pub(crate) fn build(args: &RunArgs, host: &dyn Host) -> Result<Security, SpecErr
             Some("unconfined") => (SeccompChoice::Unconfined, None),
             Some(path) => {
                 let path = PathBuf::from(path);
-                let caps: Vec<Capability> = capabilities
-                    .bounding()
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .collect();
+                let caps: Vec<Capability> =
+                    capabilities.bounding().iter().flatten().copied().collect();
                 let profile = load_profile(&path, &caps, host)?;
                 (SeccompChoice::Profile(path), Some(profile))
             }
         }
     };
 
-    let (masked_paths, readonly_paths) = if args.privileged {
+    let (masked_paths, readonly_paths) = if args.privileged || systempaths_unconfined {
         (Vec::new(), Vec::new())
     } else {
         (

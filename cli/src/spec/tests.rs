@@ -40,8 +40,14 @@ impl Default for FakeHost {
     fn default() -> Self {
         FakeHost {
             files: HashMap::from([
-                ("/etc/resolv.conf", "nameserver 192.0.2.1\nsearch lan\n".to_string()),
-                ("/etc/hosts", "127.0.0.1 localhost\n192.0.2.9 pi\n".to_string()),
+                (
+                    "/etc/resolv.conf",
+                    "nameserver 192.0.2.1\nsearch lan\n".to_string(),
+                ),
+                (
+                    "/etc/hosts",
+                    "127.0.0.1 localhost\n192.0.2.9 pi\n".to_string(),
+                ),
                 ("/proc/sys/kernel/osrelease", "6.1.0-rpi7\n".to_string()),
             ]),
             hostname: Some("pi".into()),
@@ -102,7 +108,8 @@ fn image() -> Value {
     })
 }
 
-const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin\n";
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/sh\nnginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin\n";
 const GROUP: &str = "root:x:0:root\nnginx:x:101:\nwww:x:33:nginx\n";
 
 fn image_files(path: &str) -> Option<Vec<u8>> {
@@ -201,7 +208,10 @@ fn namespaces(s: &Spec) -> Vec<LinuxNamespaceType> {
 fn image_entrypoint_and_cmd() {
     let r = Run::new();
     let s = r.build(&["nginx"]).spec;
-    assert_eq!(argv(&s), ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]);
+    assert_eq!(
+        argv(&s),
+        ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]
+    );
 }
 
 #[test]
@@ -264,7 +274,16 @@ fn bad_image_config_fields() {
 fn env_defaults_image_and_flags() {
     let r = Run::new();
     let s = r
-        .build(&["-e", "NGINX_VERSION=override", "-e", "TOKEN", "-e", "A=b=c", "-t", "nginx"])
+        .build(&[
+            "-e",
+            "NGINX_VERSION=override",
+            "-e",
+            "TOKEN",
+            "-e",
+            "A=b=c",
+            "-t",
+            "nginx",
+        ])
         .spec;
     let e = env(&s);
     assert_eq!(e[0], format!("PATH={}", env::DEFAULT_PATH));
@@ -323,10 +342,14 @@ fn user_from_image_and_flag() {
     let mut r = Run::new();
     let u = process(&r.build(&["nginx"]).spec).user().clone();
     assert_eq!((u.uid(), u.gid()), (0, 0));
-    let u = process(&r.build(&["-u", "nginx", "nginx"]).spec).user().clone();
+    let u = process(&r.build(&["-u", "nginx", "nginx"]).spec)
+        .user()
+        .clone();
     assert_eq!((u.uid(), u.gid()), (101, 101));
     assert_eq!(u.additional_gids().clone(), Some(vec![33]));
-    let u = process(&r.build(&["-u", "1234:www", "nginx"]).spec).user().clone();
+    let u = process(&r.build(&["-u", "1234:www", "nginx"]).spec)
+        .user()
+        .clone();
     assert_eq!((u.uid(), u.gid()), (1234, 33));
     assert_eq!(
         r.err(&["-u", "ghost", "nginx"]),
@@ -357,8 +380,12 @@ fn hostname_rules() {
     r.host.hostname = None;
     let s = r.build(&["nginx"]).spec;
     assert_eq!(s.hostname().as_deref(), Some("0123456789ab"));
-    assert!(r.err(&["--hostname", "a b", "nginx"]).contains("--hostname"));
-    assert!(r.err(&["--hostname", &"x".repeat(65), "nginx"]).contains("64"));
+    assert!(r
+        .err(&["--hostname", "a b", "nginx"])
+        .contains("--hostname"));
+    assert!(r
+        .err(&["--hostname", &"x".repeat(65), "nginx"])
+        .contains("64"));
 }
 
 #[test]
@@ -448,18 +475,44 @@ fn volume_creates_missing_host_dir() {
 }
 
 #[test]
+fn refused_command_line_touches_nothing() {
+    let r = Run::new();
+    let missing = r.dir.path().join("never");
+    let v = format!("{}:/data", missing.display());
+    for bad in [
+        vec!["-v", v.as_str(), "--memory", "12q", "nginx"],
+        vec!["-v", v.as_str(), "-v", "named:/x", "nginx"],
+        vec!["-v", v.as_str(), "--ulimit", "bogus=1", "nginx"],
+    ] {
+        assert!(r.try_build(&bad).is_err());
+    }
+    assert!(!missing.exists());
+    assert!(!r.dir.path().join("hosts").exists());
+}
+
+#[test]
 fn volume_errors() {
     let r = Run::new();
     assert_eq!(
         r.err(&["-v", "mydata:/data", "nginx"]),
         "invalid --volume \"mydata:/data\": named volumes are not supported yet, give an absolute host path"
     );
-    assert!(r.err(&["-v", "/data", "nginx"]).contains("anonymous volumes"));
-    assert!(r.err(&["-v", "/tmp:data", "nginx"]).contains("container path must be absolute"));
+    assert!(r
+        .err(&["-v", "/data", "nginx"])
+        .contains("anonymous volumes"));
+    assert!(r
+        .err(&["-v", "/tmp:data", "nginx"])
+        .contains("container path must be absolute"));
     assert!(r.err(&["-v", "/tmp:/", "nginx"]).contains("cannot be /"));
-    assert!(r.err(&["-v", "/tmp:/x:rx", "nginx"]).contains("unknown option"));
-    assert!(r.err(&["-v", "/tmp:/x:ro,rw", "nginx"]).contains("more than once"));
-    assert!(r.err(&["-v", "/a:/b:/c:ro", "nginx"]).contains("expected HOST:CONTAINER"));
+    assert!(r
+        .err(&["-v", "/tmp:/x:rx", "nginx"])
+        .contains("unknown option"));
+    assert!(r
+        .err(&["-v", "/tmp:/x:ro,rw", "nginx"])
+        .contains("more than once"));
+    assert!(r
+        .err(&["-v", "/a:/b:/c:ro", "nginx"])
+        .contains("expected HOST:CONTAINER"));
     assert!(r
         .err(&["-v", "/tmp:/x", "--tmpfs", "/x", "nginx"])
         .starts_with("duplicate mount point /x"));
@@ -480,14 +533,25 @@ fn relative_volume_uses_cwd() {
 fn tmpfs_defaults_and_merge() {
     let r = Run::new();
     let s = r
-        .build(&["--tmpfs", "/run", "--tmpfs", "/cache:exec,size=64m,mode=1777,size=32m", "nginx"])
+        .build(&[
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/cache:exec,size=64m,mode=1777,size=32m",
+            "nginx",
+        ])
         .spec;
     let m = mount_at(&s, "/run").unwrap();
     assert_eq!(m.typ().as_deref(), Some("tmpfs"));
     assert_eq!(opts(m), ["noexec", "nosuid", "nodev"]);
     let m = mount_at(&s, "/cache").unwrap();
-    assert_eq!(opts(m), ["nosuid", "nodev", "exec", "mode=1777", "size=32m"]);
-    assert!(r.err(&["--tmpfs", "run", "nginx"]).starts_with("invalid --tmpfs"));
+    assert_eq!(
+        opts(m),
+        ["nosuid", "nodev", "exec", "mode=1777", "size=32m"]
+    );
+    assert!(r
+        .err(&["--tmpfs", "run", "nginx"])
+        .starts_with("invalid --tmpfs"));
 }
 
 #[test]
@@ -515,7 +579,10 @@ fn etc_files_written_and_bound() {
         ("/etc/hostname", "hostname"),
     ] {
         let m = mount_at(&s, dest).unwrap();
-        assert_eq!(m.source().as_deref(), Some(r.dir.path().join(name).as_path()));
+        assert_eq!(
+            m.source().as_deref(),
+            Some(r.dir.path().join(name).as_path())
+        );
         assert_eq!(opts(m), ["rbind", "rprivate", "rw"]);
     }
     assert_eq!(
@@ -585,7 +652,10 @@ fn resolv_conf_replaces_systemd_stub_in_own_netns() {
     // own network namespace: upstream servers
     r.build(&["--network", "none", "nginx"]);
     let c = std::fs::read_to_string(r.dir.path().join("resolv.conf")).unwrap();
-    assert_eq!(c, "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch lan\n");
+    assert_eq!(
+        c,
+        "nameserver 192.0.2.53\nnameserver 2001:db8::53\nsearch lan\n"
+    );
     // no upstream file: loopback servers dropped, the rest kept
     r.host.files.remove("/run/systemd/resolve/resolv.conf");
     r.host.files.insert(
@@ -629,7 +699,9 @@ fn memory_and_swap() {
     let m = resources(&s).memory().unwrap();
     assert_eq!(m.limit(), Some(128 << 20));
     assert_eq!(m.swap(), Some(256 << 20), "docker: swap total = 2x memory");
-    let s = r.build(&["-m", "1g", "--memory-swap", "1536m", "nginx"]).spec;
+    let s = r
+        .build(&["-m", "1g", "--memory-swap", "1536m", "nginx"])
+        .spec;
     let m = resources(&s).memory().unwrap();
     assert_eq!((m.limit(), m.swap()), (Some(1 << 30), Some(1536 << 20)));
     let s = r.build(&["-m", "1g", "--memory-swap=-1", "nginx"]).spec;
@@ -650,7 +722,9 @@ fn memory_errors() {
         r.err(&["--memory", "12q", "nginx"]),
         "invalid --memory \"12q\": expected a size like 128m or 1g"
     );
-    assert!(r.err(&["--memory", "1m", "nginx"]).contains("minimum is 6m"));
+    assert!(r
+        .err(&["--memory", "1m", "nginx"])
+        .contains("minimum is 6m"));
     assert!(r
         .err(&["--memory-swap", "1g", "nginx"])
         .starts_with("--memory-swap needs --memory"));
@@ -674,7 +748,17 @@ fn size_units() {
     assert_eq!(parse_size("1.5g"), Some(3 << 29));
     assert_eq!(parse_size("2 g"), Some(2 << 30));
     assert_eq!(parse_size("1t"), Some(1 << 40));
-    for bad in ["", "m", "-1m", "1x", "1mm", "1bb", ".5g", "1e3", "99999999999p"] {
+    for bad in [
+        "",
+        "m",
+        "-1m",
+        "1x",
+        "1mm",
+        "1bb",
+        ".5g",
+        "1e3",
+        "99999999999p",
+    ] {
         assert_eq!(parse_size(bad), None, "{bad}");
     }
 }
@@ -683,7 +767,15 @@ fn size_units() {
 fn cpus_shares_pids() {
     let r = Run::new();
     let s = r
-        .build(&["--cpus", "1.5", "--cpu-shares", "512", "--pids-limit", "100", "nginx"])
+        .build(&[
+            "--cpus",
+            "1.5",
+            "--cpu-shares",
+            "512",
+            "--pids-limit",
+            "100",
+            "nginx",
+        ])
         .spec;
     let cpu = resources(&s).cpu().as_ref().unwrap();
     assert_eq!((cpu.quota(), cpu.period()), (Some(150_000), Some(100_000)));
@@ -700,8 +792,12 @@ fn cpus_shares_pids() {
         r.err(&["--cpus", "5", "nginx"]),
         "invalid --cpus 5: expected a number from 0.01 to 4 (this host has 4 cpus)"
     );
-    assert!(r.err(&["--cpus", "0", "nginx"]).starts_with("invalid --cpus"));
-    assert!(r.err(&["--pids-limit", "-2", "nginx"]).starts_with("invalid --pids-limit -2"));
+    assert!(r
+        .err(&["--cpus", "0", "nginx"])
+        .starts_with("invalid --cpus"));
+    assert!(r
+        .err(&["--pids-limit", "-2", "nginx"])
+        .starts_with("invalid --pids-limit -2"));
 }
 
 #[test]
@@ -711,8 +807,20 @@ fn device_allowlist() {
     let d = resources(&s).devices().as_ref().unwrap();
     assert!(!d[0].allow());
     assert_eq!(d[0].access().as_deref(), Some("rwm"));
-    let allowed: Vec<String> = d.iter().filter(|r| r.allow()).map(|r| r.to_string()).collect();
-    for want in ["c 1:3 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 136:* rwm", "c 10:200 rwm", "c *:* m", "b *:* m"] {
+    let allowed: Vec<String> = d
+        .iter()
+        .filter(|r| r.allow())
+        .map(|r| r.to_string())
+        .collect();
+    for want in [
+        "c 1:3 rwm",
+        "c 1:9 rwm",
+        "c 5:0 rwm",
+        "c 136:* rwm",
+        "c 10:200 rwm",
+        "c *:* m",
+        "b *:* m",
+    ] {
         assert!(allowed.iter().any(|a| a == want), "{want} in {allowed:?}");
     }
     assert!(!allowed.iter().any(|a| a.starts_with("b 8:")));
@@ -726,13 +834,27 @@ fn device_allowlist() {
 fn ulimits() {
     let mut r = Run::new();
     let s = r
-        .build(&["--ulimit", "nofile=1024:2048", "--ulimit", "core=0", "--ulimit", "nofile=512:1024", "nginx"])
+        .build(&[
+            "--ulimit",
+            "nofile=1024:2048",
+            "--ulimit",
+            "core=0",
+            "--ulimit",
+            "nofile=512:1024",
+            "nginx",
+        ])
         .spec;
     let rl = process(&s).rlimits().clone().unwrap();
     assert_eq!(rl.len(), 2);
-    let nofile = rl.iter().find(|l| l.typ() == PosixRlimitType::RlimitNofile).unwrap();
+    let nofile = rl
+        .iter()
+        .find(|l| l.typ() == PosixRlimitType::RlimitNofile)
+        .unwrap();
     assert_eq!((nofile.soft(), nofile.hard()), (512, 1024));
-    let core = rl.iter().find(|l| l.typ() == PosixRlimitType::RlimitCore).unwrap();
+    let core = rl
+        .iter()
+        .find(|l| l.typ() == PosixRlimitType::RlimitCore)
+        .unwrap();
     assert_eq!((core.soft(), core.hard()), (0, 0));
     assert!(process(&r.build(&["nginx"]).spec).rlimits().is_none());
 
@@ -744,10 +866,18 @@ fn ulimits() {
     r.build(&["--ulimit", "nofile=1024:8192", "nginx"]);
     let s = r.build(&["--ulimit", "stack=-1", "nginx"]).spec;
     assert_eq!(process(&s).rlimits().clone().unwrap()[0].hard(), u64::MAX);
-    assert!(r.err(&["--ulimit", "bogus=1", "nginx"]).contains("unknown name"));
-    assert!(r.err(&["--ulimit", "nofile=2:1", "nginx"]).contains("soft limit is above"));
-    assert!(r.err(&["--ulimit", "nofile", "nginx"]).contains("expected NAME=SOFT"));
-    assert!(r.err(&["--ulimit", "nofile=abc", "nginx"]).contains("numbers"));
+    assert!(r
+        .err(&["--ulimit", "bogus=1", "nginx"])
+        .contains("unknown name"));
+    assert!(r
+        .err(&["--ulimit", "nofile=2:1", "nginx"])
+        .contains("soft limit is above"));
+    assert!(r
+        .err(&["--ulimit", "nofile", "nginx"])
+        .contains("expected NAME=SOFT"));
+    assert!(r
+        .err(&["--ulimit", "nofile=abc", "nginx"])
+        .contains("numbers"));
 }
 
 // ---- capabilities and security
@@ -775,11 +905,23 @@ fn docker_default_capabilities() {
 #[test]
 fn cap_add_and_drop() {
     let r = Run::new();
-    let c = caps(&r.build(&["--cap-add", "sys_admin", "--cap-drop", "CAP_NET_RAW", "nginx"]).spec);
+    let c = caps(
+        &r.build(&[
+            "--cap-add",
+            "sys_admin",
+            "--cap-drop",
+            "CAP_NET_RAW",
+            "nginx",
+        ])
+        .spec,
+    );
     assert!(c.contains(&Capability::SysAdmin));
     assert!(!c.contains(&Capability::NetRaw));
     assert_eq!(c.len(), 14);
-    let c = caps(&r.build(&["--cap-drop", "all", "--cap-add", "chown", "nginx"]).spec);
+    let c = caps(
+        &r.build(&["--cap-drop", "all", "--cap-add", "chown", "nginx"])
+            .spec,
+    );
     assert_eq!(c, [Capability::Chown]);
     let c = caps(&r.build(&["--cap-add", "ALL", "nginx"]).spec);
     assert_eq!(c.len(), 41);
@@ -787,7 +929,9 @@ fn cap_add_and_drop() {
         r.err(&["--cap-add", "CAP_FLY", "nginx"]),
         "invalid --cap-add \"CAP_FLY\": unknown capability"
     );
-    assert!(r.err(&["--cap-drop", "nope", "nginx"]).starts_with("invalid --cap-drop"));
+    assert!(r
+        .err(&["--cap-drop", "nope", "nginx"])
+        .starts_with("invalid --cap-drop"));
 }
 
 #[test]
@@ -797,7 +941,9 @@ fn capabilities_the_kernel_lacks() {
     let c = caps(&r.build(&["--cap-add", "all", "nginx"]).spec);
     assert_eq!(c.len(), 38);
     assert!(!c.contains(&Capability::Bpf));
-    assert!(r.err(&["--cap-add", "bpf", "nginx"]).contains("kernel does not know"));
+    assert!(r
+        .err(&["--cap-add", "bpf", "nginx"])
+        .contains("kernel does not know"));
     assert_eq!(caps(&r.build(&["--privileged", "nginx"]).spec).len(), 38);
 }
 
@@ -817,7 +963,10 @@ fn security_defaults() {
         slate_runtime::DOCKER_READONLY_PATHS.len()
     );
     assert_eq!(process(&out.spec).terminal(), Some(false));
-    assert_eq!(process(&r.build(&["-t", "nginx"]).spec).terminal(), Some(true));
+    assert_eq!(
+        process(&r.build(&["-t", "nginx"]).spec).terminal(),
+        Some(true)
+    );
 }
 
 #[test]
@@ -831,25 +980,51 @@ fn security_opts() {
         .build(&["--security-opt", "no-new-privileges", "nginx"])
         .spec;
     assert_eq!(process(&s).no_new_privileges(), Some(true));
-    let s = r.build(&["--security-opt", "no-new-privileges:true", "nginx"]).spec;
+    let s = r
+        .build(&["--security-opt", "no-new-privileges:true", "nginx"])
+        .spec;
     assert_eq!(process(&s).no_new_privileges(), Some(true));
     let out = r.build(&["--security-opt", "seccomp=unconfined", "nginx"]);
     assert_eq!(out.seccomp, SeccompChoice::Unconfined);
+    let s = r
+        .build(&[
+            "--security-opt",
+            "systempaths=unconfined",
+            "--security-opt",
+            "apparmor=unconfined",
+            "--security-opt",
+            "label=disable",
+            "nginx",
+        ])
+        .spec;
+    assert!(linux(&s).masked_paths().as_ref().unwrap().is_empty());
+    assert!(linux(&s).readonly_paths().as_ref().unwrap().is_empty());
     assert!(r
         .err(&["--security-opt", "apparmor=x", "nginx"])
         .starts_with("invalid --security-opt \"apparmor=x\""));
-    assert!(r.err(&["--security-opt", "no-new-privileges=maybe", "nginx"]).contains("invalid"));
+    assert!(r
+        .err(&["--security-opt", "no-new-privileges=maybe", "nginx"])
+        .contains("invalid"));
 }
 
 #[test]
 fn privileged() {
     let r = Run::new();
-    let out = r.build(&["--privileged", "--security-opt", "seccomp=/nonexistent.json", "nginx"]);
+    let out = r.build(&[
+        "--privileged",
+        "--security-opt",
+        "seccomp=/nonexistent.json",
+        "nginx",
+    ]);
     assert_eq!(out.seccomp, SeccompChoice::Unconfined);
     assert_eq!(caps(&out.spec).len(), 41);
     assert_eq!(process(&out.spec).no_new_privileges(), Some(false));
     assert!(linux(&out.spec).masked_paths().as_ref().unwrap().is_empty());
-    assert!(linux(&out.spec).readonly_paths().as_ref().unwrap().is_empty());
+    assert!(linux(&out.spec)
+        .readonly_paths()
+        .as_ref()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -914,13 +1089,24 @@ fn seccomp_profile_docker_format_is_resolved() {
 fn seccomp_profile_errors() {
     let r = Run::new();
     let e = r.err(&["--security-opt", "seccomp=/nonexistent/p.json", "nginx"]);
-    assert!(e.starts_with("--security-opt seccomp=/nonexistent/p.json: cannot read"), "{e}");
+    assert!(
+        e.starts_with("--security-opt seccomp=/nonexistent/p.json: cannot read"),
+        "{e}"
+    );
     let p = r.dir.path().join("bad.json");
     std::fs::write(&p, "{not json").unwrap();
-    let e = r.err(&["--security-opt", &format!("seccomp={}", p.display()), "nginx"]);
+    let e = r.err(&[
+        "--security-opt",
+        &format!("seccomp={}", p.display()),
+        "nginx",
+    ]);
     assert!(e.contains("invalid seccomp profile"), "{e}");
     std::fs::write(&p, r#"{"defaultAction":"SCMP_ACT_BOGUS"}"#).unwrap();
-    let e = r.err(&["--security-opt", &format!("seccomp={}", p.display()), "nginx"]);
+    let e = r.err(&[
+        "--security-opt",
+        &format!("seccomp={}", p.display()),
+        "nginx",
+    ]);
     assert!(e.contains("invalid seccomp profile"), "{e}");
 }
 
@@ -930,7 +1116,15 @@ fn seccomp_profile_errors() {
 fn labels_merge_into_annotations() {
     let r = Run::new();
     let s = r
-        .build(&["--label", "shared=flag", "-l", "team=web", "-l", "bare", "nginx"])
+        .build(&[
+            "--label",
+            "shared=flag",
+            "-l",
+            "team=web",
+            "-l",
+            "bare",
+            "nginx",
+        ])
         .spec;
     let a = s.annotations().as_ref().unwrap();
     assert_eq!(a.get("maintainer").map(String::as_str), Some("nginx"));
@@ -969,9 +1163,74 @@ fn stop_signal_forms() {
 #[test]
 fn spec_serializes_and_round_trips() {
     let r = Run::new();
-    let s = r.build(&["-m", "64m", "-u", "nginx", "-v", "/tmp:/t:ro", "nginx"]).spec;
+    let s = r
+        .build(&["-m", "64m", "-u", "nginx", "-v", "/tmp:/t:ro", "nginx"])
+        .spec;
     let text = serde_json::to_string(&s).unwrap();
     let back: Spec = serde_json::from_str(&text).unwrap();
     assert_eq!(back, s);
     assert_eq!(s.hostname().as_deref(), Some("pi"));
+}
+
+// ---- hostile flag values: errors, never panics
+
+#[test]
+fn junk_flag_values_never_panic() {
+    let r = Run::new();
+    let alphabet: Vec<char> = "a0:=,-./\\ \t\u{0}éZ9mkg1:ro".chars().collect();
+    let mut seed: u64 = 0x5eed;
+    let mut junk = || {
+        let mut s = String::new();
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let len = (seed >> 59) as usize;
+        for _ in 0..len {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
+        }
+        s
+    };
+    let base = r.dir.path().join("v");
+    let parsed = args(&["nginx"]);
+    for _ in 0..100 {
+        let j = junk();
+        let vol = format!("{}{}", base.display(), j);
+        for (flag, value) in [
+            ("--memory", j.as_str()),
+            ("--memory-swap", j.as_str()),
+            ("--tmpfs", j.as_str()),
+            ("--ulimit", j.as_str()),
+            ("--user", j.as_str()),
+            ("--hostname", j.as_str()),
+            ("--security-opt", j.as_str()),
+            ("--cap-add", j.as_str()),
+            ("--label", j.as_str()),
+            ("--env", j.as_str()),
+            ("--workdir", j.as_str()),
+            ("--volume", vol.as_str()),
+        ] {
+            let mut a = parsed.clone();
+            match flag {
+                "--memory" => a.memory = Some(value.into()),
+                "--memory-swap" => {
+                    a.memory = Some("64m".into());
+                    a.memory_swap = Some(value.into())
+                }
+                "--tmpfs" => a.tmpfs = vec![value.into()],
+                "--ulimit" => a.ulimit = vec![value.into()],
+                "--user" => a.user = Some(value.into()),
+                "--hostname" => a.hostname = Some(value.into()),
+                "--security-opt" => a.security_opt = vec![value.into()],
+                "--cap-add" => a.cap_add = vec![value.into()],
+                "--label" => a.label = vec![value.into()],
+                "--env" => a.env = vec![value.into()],
+                "--workdir" => a.workdir = Some(value.into()),
+                _ => a.volume = vec![value.into()],
+            }
+            let _ = r.try_build_args(&a);
+        }
+    }
 }

@@ -168,7 +168,10 @@ pub(crate) fn resolve(
             }
             None => {
                 if let Some(name) = &matched_name {
-                    for e in groups.iter().filter(|e| e.members.iter().any(|m| m == name)) {
+                    for e in groups
+                        .iter()
+                        .filter(|e| e.members.iter().any(|m| m == name))
+                    {
                         if !additional_gids.contains(&e.gid) {
                             additional_gids.push(e.gid);
                         }
@@ -280,7 +283,10 @@ app:x:1000:
         // name:group
         let u = resolve(Some("app:staff"), &files).unwrap();
         assert_eq!((u.uid, u.gid), (1000, 50));
-        assert!(u.additional_gids.is_empty(), "explicit group: no supplementary");
+        assert!(
+            u.additional_gids.is_empty(),
+            "explicit group: no supplementary"
+        );
         // uid:gid, neither in the files
         let u = resolve(Some("4242:4343"), &files).unwrap();
         assert_eq!((u.uid, u.gid), (4242, 4343));
