@@ -396,3 +396,15 @@ fn required_controllers_follow_the_resources() {
         vec!["memory", "cpu", "cpuset", "pids"]
     );
 }
+
+#[test]
+fn v2_systemd_unit_without_limits_still_nests() {
+    let (_tmp, root) = fake_root("cpu memory pids");
+    let unit = fake_unit(&root, "cpu memory pids");
+    let host = fake_host(&root, Some("system.slice/app.service"));
+    let cg = Cgroup::create_on(&host, "plain", None, None).expect("create");
+    assert_eq!(cg.paths(), vec![unit.join("slate/plain")]);
+    assert!(!read(&unit.join("supervisor/cgroup.procs")).is_empty());
+    assert_eq!(read(&unit.join("cgroup.subtree_control")), "");
+    cg.remove().expect("remove");
+}

@@ -75,8 +75,13 @@ impl V2Cgroup {
             }
         }
 
-        if host.unit.is_some() && start == base && !required.is_empty() {
+        // Also without limits to apply, so the unit's layout does not depend on the first
+        // container: a later one in the same unit that needs controllers finds it ready.
+        if host.unit.is_some() && start == base {
             evacuate_unit(host, &start_dir)?;
+        }
+        if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+            tracing::debug!("device cgroup rules need eBPF on cgroup v2, which slate does not build; relying on the mounted /dev");
         }
 
         let leaf = join_rel(&root, &rel);
