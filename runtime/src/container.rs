@@ -144,6 +144,50 @@ fn recv_record(sock: &OwnedFd, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>
     Ok((msg.bytes, fd))
 }
 
+/// A sysctl is allowed only when it belongs to a namespace the container has to itself, so
+/// that writing it cannot change the host (the same rule as runc's).
+fn check_sysctl(key: &str, ns: &Namespaces) -> Result<(), Error> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let (namespace, flag) = if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        ("ipc", CloneFlags::CLONE_NEWIPC)
+    } else if key.starts_with("net.") {
+        ("network", CloneFlags::CLONE_NEWNET)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        ("uts", CloneFlags::CLONE_NEWUTS)
+    } else {
+        return Err(Error::Sysctl {
+            key: key.to_string(),
+            reason: "it is not namespaced, so it would change the host",
+        });
+    };
+    if !ns.private(flag) {
+        return Err(Error::Sysctl {
+            key: key.to_string(),
+            reason: match namespace {
+                "ipc" => "the container shares the host's ipc namespace",
+                "network" => "the container shares the host's network namespace",
+                _ => "the container shares the host's uts namespace",
+            },
+        });
+    }
+    if key.contains("..") || key.contains('/') {
+        return Err(Error::Sysctl {
+            key: key.to_string(),
+            reason: "it is not a sysctl name",
+        });
+    }
+    Ok(())
+}
+
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
@@ -201,6 +245,7 @@ impl Container {
             .into_iter()
             .flatten()
         {
+            check_sysctl(k, &ns)?;
             let path = format!("/proc/sys/{}", k.replace('.', "/"));
             let nul = |_| Error::Nul { what: "sysctl" };
             sysctl.push((

@@ -58,6 +58,9 @@ pub enum Error {
     /// `process.cwd` is not absolute.
     #[error("the working directory {0} is not absolute")]
     RelativeCwd(PathBuf),
+    /// A sysctl the container may not set.
+    #[error("cannot set sysctl {key}: {reason}")]
+    Sysctl { key: String, reason: &'static str },
     /// A namespace type the runtime cannot create.
     #[error("{0} namespaces are not supported")]
     UnsupportedNamespace(&'static str),

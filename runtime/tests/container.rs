@@ -521,3 +521,29 @@ fn spec_mounts_bind_files_tmpfs_and_propagation() {
     assert!(b.path().join("rootfs/etc/resolv.conf").is_file());
     b.assert_clean();
 }
+
+#[test]
+fn sysctls_only_in_private_namespaces() {
+    let mut b = Bundle::new("sysctl");
+    b.spec["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.shmmni": "1000"});
+    b.args(&[
+        "cat",
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/kernel/shmmni",
+    ]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, "1\n1000\n");
+    // Not namespaced: refused, host untouched.
+    b.spec["linux"]["sysctl"] = json!({"vm.swappiness": "1"});
+    let out = b.run(&[]);
+    assert_eq!(out.code, 125, "{out:#?}");
+    assert!(out.stderr.contains("vm.swappiness"), "{}", out.stderr);
+    // Namespaced, but the container shares the host's network namespace: refused too.
+    b.spec["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    b.spec["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"}, {"type": "uts"}]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 125, "{out:#?}");
+    assert!(out.stderr.contains("network namespace"), "{}", out.stderr);
+    b.assert_clean();
+}
