@@ -44,7 +44,8 @@ pub struct SpecInput<'a> {
     pub image_config: &'a Value,
     /// Reads a file of the image (`/etc/passwd`, `/etc/group`); `None` if absent.
     pub read_image_file: &'a dyn Fn(&str) -> Option<Vec<u8>>,
-    /// Container id (hex); the hostname defaults to its first 12 characters, as docker's.
+    /// Container id (hex). Without `--hostname` the container is named after its first 12
+    /// characters, except with the host's network, where docker (and slate) use the host's name.
     pub id: &'a str,
     /// Per-run directory on the host for the generated `resolv.conf`, `hosts` and `hostname`.
     pub run_dir: &'a Path,

@@ -1234,3 +1234,47 @@ fn junk_flag_values_never_panic() {
         }
     }
 }
+
+#[test]
+fn real_host_probes() {
+    // The real probes (resolv.conf, hostname, cap_last_cap, swap accounting, rlimits) on
+    // whatever machine runs the tests: they must work and never panic.
+    let dir = tempfile::tempdir().unwrap();
+    let image = image();
+    for argv in [
+        vec!["nginx"],
+        vec![
+            "--network",
+            "none",
+            "-m",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--ulimit",
+            "nofile=64",
+            "nginx",
+        ],
+    ] {
+        let a = args(&argv);
+        let input = SpecInput {
+            args: &a,
+            image_config: &image,
+            read_image_file: &image_files,
+            id: ID,
+            run_dir: dir.path(),
+            host_env: &host_env,
+        };
+        let out = build(&input).unwrap();
+        assert!(out
+            .spec
+            .hostname()
+            .as_deref()
+            .is_some_and(|h| !h.is_empty()));
+        assert!(dir.path().join("resolv.conf").is_file());
+    }
+    assert!(RealHost.cap_last_cap() >= 36);
+    assert!(RealHost.cpus() >= 1);
+    assert!(RealHost
+        .rlimit_hard(PosixRlimitType::RlimitNofile)
+        .is_some());
+}
