@@ -33,6 +33,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a command in a new container, on a fresh root filesystem
+    #[command(disable_help_flag = true)]
+    Run(Box<RunArgs>),
     /// Download an image from a registry
     Pull(PullArgs),
     /// List images
@@ -161,4 +164,112 @@ pub struct LoginArgs {
 pub struct LogoutArgs {
     /// Registry host[:port]; Docker Hub when omitted
     pub registry: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    /// Pull only when the image is not in the store
+    Missing,
+    /// Check the registry for a newer digest every time (falls back to the local copy when
+    /// the registry cannot be reached)
+    Always,
+    /// Never pull; fail when the image is not in the store
+    Never,
+}
+
+/// `slate run`'s options: docker's names and meanings.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Print help (`-h` is --hostname, as in docker)
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Remove the container's state when it exits (the root filesystem is always fresh)
+    #[arg(long)]
+    pub rm: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Pull the image: missing, always or never
+    #[arg(long, value_enum, default_value = "missing")]
+    pub pull: PullPolicy,
+    /// Platform of the image, e.g. linux/arm/v7
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Set environment variables (NAME=VALUE, or NAME to take it from slate's environment)
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file of NAME=VALUE lines
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Bind mount a host path: HOST:CONTAINER[:ro|rw]
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:OPTS]")]
+    pub volume: Vec<String>,
+    /// Mount a tmpfs: CONTAINER[:OPTIONS]
+    #[arg(long, value_name = "PATH[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// User: name|uid[:group|gid]
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Overwrite the image's entrypoint ("" clears it)
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name
+    #[arg(long, short = 'h')]
+    pub hostname: Option<String>,
+    /// Memory limit (e.g. 128m, 1g)
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited swap
+    #[arg(long)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs (e.g. 0.5)
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight, default 1024)
+    #[arg(long, short = 'c')]
+    pub cpu_shares: Option<u64>,
+    /// Maximum number of processes (-1 for unlimited)
+    #[arg(long, allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
+    /// Mount the root filesystem read-only (no writable layer at all)
+    #[arg(long)]
+    pub read_only: bool,
+    /// Network: host (the default) or none
+    #[arg(long, default_value = "host", value_name = "host|none")]
+    pub network: String,
+    /// Add a Linux capability (or ALL)
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability (or ALL)
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges: all capabilities, no seccomp, no masked paths
+    #[arg(long)]
+    pub privileged: bool,
+    /// Security options: seccomp=unconfined|PATH, no-new-privileges[=true|false]
+    #[arg(long, value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Keep standard input open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Set metadata on the container (KEY=VALUE)
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Ulimit options: NAME=SOFT[:HARD], e.g. nofile=1024:2048
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// Image to run
+    pub image: String,
+    /// Command and arguments (replace the image's Cmd)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod output;
 mod progress;
+mod spec;
 
 use std::process::ExitCode;
 
@@ -21,27 +22,32 @@ fn main() -> ExitCode {
     match commands::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            // One line: what failed, on what, and why (the whole context chain).
-            eprintln!("slate: {e:#}");
+            // One line: what failed, on what, and why (the whole context chain). Causes
+            // quoted from elsewhere (a tar header, a registry's body) may hold newlines.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("slate: {msg}");
             ExitCode::from(exit_code_for(&e))
         }
     }
 }
 
 fn exit_code_for(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        if let Some(code) = cause.downcast_ref::<commands::ExitWith>() {
-            return code.0;
-        }
-    }
-    1
+    e.downcast_ref::<commands::ExitWith>()
+        .map(|x| x.code)
+        .unwrap_or(1)
 }
+
+/// Dependencies' chatter that is not the user's business: libcgroups warns about every v1
+/// controller this kernel lacks on each start (hugetlb, net_cls...), which says nothing
+/// about the container.
+const QUIET_DEPS: &str = "hyper=warn,reqwest=warn,rustls=warn,h2=warn,libcgroups=error";
 
 fn init_logging(level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
-        Some(l) => EnvFilter::new(format!("{l},hyper=warn,reqwest=warn,rustls=warn,h2=warn")),
-        None => EnvFilter::try_from_env("SLATE_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        Some(l) => EnvFilter::new(format!("{l},{QUIET_DEPS}")),
+        None => EnvFilter::try_from_env("SLATE_LOG")
+            .unwrap_or_else(|_| EnvFilter::new(format!("warn,{QUIET_DEPS}"))),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -5,6 +5,7 @@ mod image;
 mod login;
 mod prune;
 mod pull;
+mod run;
 mod system;
 
 use std::fmt;
@@ -15,13 +16,23 @@ use slate_image::store::Store;
 use crate::cli::{Cli, Command, ImageCommand, SystemCommand};
 use crate::config::Settings;
 
-/// An error that asks for a specific exit status (docker's 125/126/127 for `run`).
+/// An error that asks for a specific exit status (docker's 125/126/127 for `run`). It
+/// prints as the whole chain of the error it wraps, so `main` still prints one line.
 #[derive(Debug)]
-pub struct ExitWith(pub u8);
+pub struct ExitWith {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl ExitWith {
+    pub fn wrap(code: u8, error: anyhow::Error) -> anyhow::Error {
+        anyhow::Error::new(ExitWith { code, error })
+    }
+}
 
 impl fmt::Display for ExitWith {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "exit status {}", self.0)
+        write!(f, "{:#}", self.error)
     }
 }
 
@@ -30,6 +41,7 @@ impl std::error::Error for ExitWith {}
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let settings = Settings::load(cli.root.as_deref(), cli.config.as_deref())?;
     match cli.command {
+        Command::Run(a) => run::run(&settings, *a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull::run(&settings, a),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => image::list(&settings, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => image::remove(&settings, a),

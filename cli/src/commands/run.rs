@@ -1,0 +1,303 @@
+//! `slate run`: make sure the image is here (per `--pull`), lay out a fresh root filesystem
+//! (the image's layers under a new, empty upper dir), build the `Spec`, run the container
+//! under the supervisor and exit with its status.
+//!
+//! Every run gets a new directory `runs/<id>/` under the store root (upper, work, the
+//! generated `/etc` files, the mount point). It is deleted when the run ends, and the next
+//! `slate run` removes the directories of runs whose supervisor died, so nothing a run
+//! writes outlives it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use slate_image::platform::Platform;
+use slate_image::pull::{self, PullError, PullOptions};
+use slate_image::reference::Reference;
+use slate_image::registry::{Client, RegistryError};
+use slate_image::rootfs;
+use slate_image::store::{ImageRecord, Store};
+use slate_runtime::seccomp::Program;
+use slate_runtime::{supervise, Container, ContainerOptions, Rootfs};
+
+use super::ExitWith;
+use crate::cli::{PullPolicy, RunArgs};
+use crate::config::Settings;
+use crate::spec::{self, SeccompChoice, SpecInput};
+use crate::EXIT_SLATE_FAILED;
+
+pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
+    // Failures before the container exists are slate's own: docker's 125.
+    let prepared = prepare(settings, &args).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
+    let Prepared {
+        run_dir,
+        options,
+        _guard,
+    } = prepared;
+    let container = match Container::spawn(options) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = u8::try_from(e.exit_code()).unwrap_or(EXIT_SLATE_FAILED);
+            return Err(ExitWith::wrap(
+                code,
+                anyhow!(e).context(format!("cannot start container from {}", args.image)),
+            ));
+        }
+    };
+    let status = supervise(container).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, anyhow!(e)))?;
+    drop(_guard);
+    tracing::debug!(run_dir = %run_dir.display(), ?status, "container exited");
+    Ok(u8::try_from(status.code() & 0xff).unwrap_or(EXIT_SLATE_FAILED))
+}
+
+struct Prepared {
+    run_dir: PathBuf,
+    options: ContainerOptions,
+    _guard: RunDirGuard,
+}
+
+/// Removes the run's directory (upper dir included) when dropped.
+struct RunDirGuard(PathBuf);
+
+impl Drop for RunDirGuard {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove the run directory");
+            }
+        }
+    }
+}
+
+fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Prepared> {
+    let reference: Reference = args.image.parse()?;
+    let store = super::open_store(settings)?;
+    let record = ensure_image(settings, &store, &reference, args)?;
+    let config_bytes = store
+        .get_blob(&record.config_digest)
+        .with_context(|| format!("cannot read the config of {}", record.display_name()))?;
+    let image_config: serde_json::Value = serde_json::from_slice(&config_bytes)
+        .with_context(|| format!("corrupt config of {}", record.display_name()))?;
+    let lower = rootfs::lower_dirs(&store, &record)?;
+
+    let runs = store.root().join("runs");
+    sweep_dead_runs(&runs);
+    let id = new_id()?;
+    let run_dir = runs.join(&id);
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let guard = RunDirGuard(run_dir.clone());
+    // The owner first, so a concurrent sweep never takes this run for a dead one.
+    std::fs::write(run_dir.join("owner"), std::process::id().to_string())
+        .with_context(|| format!("cannot write {}", run_dir.join("owner").display()))?;
+    for d in ["upper", "work", "rootfs"] {
+        std::fs::create_dir(run_dir.join(d))
+            .with_context(|| format!("cannot create {}", run_dir.join(d).display()))?;
+    }
+
+    let read_image_file = |p: &str| rootfs::read_file(&lower, p);
+    let host_env = |k: &str| std::env::var(k).ok();
+    let out = spec::build(&SpecInput {
+        args,
+        image_config: &image_config,
+        read_image_file: &read_image_file,
+        id: &id,
+        run_dir: &run_dir,
+        host_env: &host_env,
+    })?;
+    let mut spec = out.spec;
+    let seccomp = seccomp_for(&store, &mut spec, &out.seccomp)?;
+    let mut options = ContainerOptions::new(
+        id,
+        spec,
+        Rootfs::Overlay {
+            lower,
+            upper: run_dir.join("upper"),
+            work: run_dir.join("work"),
+            target: run_dir.join("rootfs"),
+        },
+    );
+    options.init = args.init;
+    options.seccomp = seccomp;
+    Ok(Prepared {
+        run_dir,
+        options,
+        _guard: guard,
+    })
+}
+
+/// The seccomp filter for the run: a profile from a file goes into the spec (the runtime
+/// compiles it); the default profile, which depends only on the capability set, is
+/// compiled once and cached under the store root, so a start does not parse and compile
+/// it again.
+fn seccomp_for(
+    store: &Store,
+    spec: &mut oci_spec::runtime::Spec,
+    choice: &SeccompChoice,
+) -> anyhow::Result<Option<Arc<Program>>> {
+    let profile = match choice {
+        SeccompChoice::Unconfined => return Ok(None),
+        SeccompChoice::Default => return default_seccomp(store, spec).map(Some),
+        SeccompChoice::Profile(p) => {
+            let text = std::fs::read(p)
+                .with_context(|| format!("cannot read seccomp profile {}", p.display()))?;
+            serde_json::from_slice(&text)
+                .with_context(|| format!("invalid seccomp profile {}", p.display()))?
+        }
+    };
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_seccomp(Some(profile));
+    spec.set_linux(Some(linux));
+    Ok(None)
+}
+
+fn default_seccomp(store: &Store, spec: &oci_spec::runtime::Spec) -> anyhow::Result<Arc<Program>> {
+    let mut caps: Vec<String> = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .map(|b| b.iter().map(|c| c.to_string()).collect())
+        .unwrap_or_default();
+    caps.sort();
+    let key = slate_image::digest::Digest::of(
+        format!(
+            "{} {} {}",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::ARCH,
+            caps.join(",")
+        )
+        .as_bytes(),
+    );
+    let cache = store
+        .root()
+        .join("cache")
+        .join(format!("seccomp-{}.bpf", &key.hex()[..32]));
+    if let Ok(bytes) = std::fs::read(&cache) {
+        match Program::from_bytes(&bytes) {
+            Ok(p) => return Ok(Arc::new(p)),
+            Err(e) => {
+                tracing::warn!(cache = %cache.display(), error = %e, "ignoring a bad seccomp cache file")
+            }
+        }
+    }
+    let profile = slate_runtime::seccomp::docker_default_for_caps(caps.iter().map(String::as_str))?;
+    let program = slate_runtime::seccomp::compile(&profile)?;
+    // A cache that cannot be written only costs the next start a compile.
+    let written = cache
+        .parent()
+        .map(|d| std::fs::create_dir_all(d).is_ok())
+        .unwrap_or(false)
+        && slate_image::store::write_atomic(&cache, &program.to_bytes()).is_ok();
+    if !written {
+        tracing::debug!(cache = %cache.display(), "cannot cache the compiled seccomp filter");
+    }
+    Ok(Arc::new(program))
+}
+
+/// Finds the image locally or pulls it, per `--pull`.
+fn ensure_image(
+    settings: &Settings,
+    store: &Store,
+    reference: &Reference,
+    args: &RunArgs,
+) -> anyhow::Result<ImageRecord> {
+    let images = store.images()?;
+    let local = store.find_reference(&images, reference).cloned();
+    let platform = args
+        .platform
+        .as_deref()
+        .map(str::parse::<Platform>)
+        .transpose()?;
+    // A local image of another platform than the one asked for does not count.
+    let local = local.filter(|r| platform.as_ref().is_none_or(|p| p.accepts(&r.platform)));
+    let opts = PullOptions {
+        platform,
+        parallel: settings.parallel(),
+    };
+    match (args.pull, local) {
+        (PullPolicy::Never, Some(r)) | (PullPolicy::Missing, Some(r)) => Ok(r),
+        (PullPolicy::Never, None) => Err(anyhow!(
+            "image {reference} is not in the store and --pull never forbids pulling it: run `slate pull {reference}` first"
+        )),
+        (PullPolicy::Missing, None) => {
+            let client = Client::new(settings.client_options()?);
+            let progress = crate::progress::for_stderr(false);
+            let pulled = pull::pull(store, &client, reference, &opts, progress.as_ref())
+                .with_context(|| format!("cannot pull {reference}"))?;
+            Ok(pulled.record)
+        }
+        (PullPolicy::Always, local) => {
+            let client = Client::new(settings.client_options()?);
+            let resolved = match pull::resolve(&client, reference, &opts) {
+                Ok(r) => r,
+                Err(e) if is_unreachable(&e) && local.is_some() => {
+                    let r = local.ok_or_else(|| anyhow!("no local image"))?;
+                    tracing::warn!(
+                        "cannot reach the registry of {reference} ({e}); running the local copy {}",
+                        r.digest
+                    );
+                    return Ok(r);
+                }
+                Err(e) => return Err(anyhow!(e).context(format!("cannot pull {reference}"))),
+            };
+            if let Some(r) = local.filter(|r| r.digest == resolved.record.digest) {
+                return Ok(r);
+            }
+            let progress = crate::progress::for_stderr(false);
+            let pulled = pull::fetch(store, &client, reference, resolved, &opts, progress.as_ref())
+                .with_context(|| format!("cannot pull {reference}"))?;
+            Ok(pulled.record)
+        }
+    }
+}
+
+fn is_unreachable(e: &PullError) -> bool {
+    match e {
+        PullError::Registry(RegistryError::Connect { .. }) => true,
+        PullError::Registry(RegistryError::Status { status, .. }) => status.is_server_error(),
+        _ => false,
+    }
+}
+
+/// A random 64-hex id, like docker's.
+fn new_id() -> anyhow::Result<String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .context("cannot read /dev/urandom")?;
+    let mut s = String::with_capacity(64);
+    for x in b {
+        let _ = write!(&mut s, "{x:02x}");
+    }
+    Ok(s)
+}
+
+/// Removes the directories of runs whose supervisor is gone (killed, power cut).
+fn sweep_dead_runs(runs: &Path) {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let owner = std::fs::read_to_string(dir.join("owner"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        let alive = match owner {
+            Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+            // Just created, owner not written yet: leave it to a later sweep.
+            None => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().map(|d| d.as_secs() < 60).unwrap_or(true))
+                .unwrap_or(false),
+        };
+        if !alive {
+            tracing::info!(dir = %dir.display(), "removing what a dead run left behind");
+            if let Err(err) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a dead run's directory");
+            }
+        }
+    }
+}
