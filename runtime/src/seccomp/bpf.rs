@@ -5,7 +5,7 @@
 //! ```text
 //!   ld arch; for each arch: jeq AUDIT_ARCH -> its section; ret <mismatch>
 //! section:
-//!   ld nr; [x86_64: nr >= X32 bit -> ret <mismatch>]
+//!   ld nr; [x86_64: nr >= X32 bit -> ret <mismatch>]; [nr newer than the table -> ENOSYS]
 //!   binary search over the sorted syscall numbers (jge splits, ja to the right half), leaves
 //!   of up to four `jeq nr` that return the action or jump to the syscall's argument checks;
 //!   not found -> ret <default>
@@ -178,8 +178,18 @@ pub(crate) struct Rule {
 pub(crate) struct Section {
     pub audit_arch: u32,
     pub x32_guard: bool,
+    /// Numbers above this one (newer than slate's table) fail with ENOSYS instead of the
+    /// default action, so a newer libc falls back to the older syscall it knows (glibc does
+    /// for fchmodat2, clone3...) instead of failing with EPERM.
+    pub enosys_above: Option<u32>,
+    /// Start of the architecture's private syscall range, exempt from `enosys_above` (arm's
+    /// cacheflush, set_tls... at 0x0f0000).
+    pub private_base: Option<u32>,
     pub syscalls: Vec<(u32, Vec<Rule>)>,
 }
+
+/// `SECCOMP_RET_ERRNO | ENOSYS`.
+pub(crate) const RET_ENOSYS: u32 = 0x0005_0000 | 38;
 
 enum Target {
     Ret(u32),
@@ -210,6 +220,15 @@ pub(crate) fn generate(
             a.jmp(JGE_K, X32_SYSCALL_BIT, J::Next, J::To(native));
             a.ret(mismatch_ret);
             a.bind(native);
+        }
+        if let Some(max) = s.enosys_above {
+            let known = a.label();
+            a.jmp(JGT_K, max, J::Next, J::To(known));
+            if let Some(base) = s.private_base {
+                a.jmp(JGE_K, base, J::To(known), J::Next);
+            }
+            a.ret(RET_ENOSYS);
+            a.bind(known);
         }
         let mut leaves = Vec::with_capacity(s.syscalls.len());
         let mut bodies = Vec::new();

@@ -100,6 +100,24 @@ impl Arch {
             .map(|i| t[i].1)
     }
 
+    /// arm's private syscalls (`__ARM_NR_*`) start here.
+    fn private_base(self) -> Option<u32> {
+        match self {
+            Arch::Arm => Some(0x000f_0000),
+            Arch::X86_64 | Arch::Aarch64 => None,
+        }
+    }
+
+    /// The highest ordinary syscall number in the table.
+    fn max_regular(self) -> Option<u32> {
+        let limit = self.private_base().unwrap_or(u32::MAX);
+        self.table()
+            .iter()
+            .map(|(_, nr)| *nr)
+            .filter(|nr| *nr < limit)
+            .max()
+    }
+
     pub(crate) fn native() -> Option<Arch> {
         if cfg!(target_arch = "x86_64") {
             Some(Arch::X86_64)
@@ -216,6 +234,16 @@ pub(crate) fn compile_for(profile: &LinuxSeccomp, native: Arch) -> Result<Progra
         _ => default_ret,
     };
 
+    // Only where the default denies: under an allowing default a newer syscall is allowed.
+    let enosys = matches!(
+        profile.default_action(),
+        LinuxSeccompAction::ScmpActErrno
+            | LinuxSeccompAction::ScmpActKill
+            | LinuxSeccompAction::ScmpActKillThread
+            | LinuxSeccompAction::ScmpActKillProcess
+            | LinuxSeccompAction::ScmpActTrap
+    );
+
     let mut rules = Vec::new();
     for sc in profile.syscalls().iter().flatten() {
         rules.push((sc, to_rule(sc)?));
@@ -246,6 +274,8 @@ pub(crate) fn compile_for(profile: &LinuxSeccomp, native: Arch) -> Result<Progra
         sections.push(bpf::Section {
             audit_arch: arch.audit(),
             x32_guard: arch == Arch::X86_64,
+            enosys_above: if enosys { arch.max_regular() } else { None },
+            private_base: arch.private_base(),
             syscalls: by_nr,
         });
     }

@@ -163,7 +163,7 @@ fn default_profile_allows_ordinary_work_and_denies_the_rest() {
             call(&p, arch, "personality", [0x0004_0000, 0, 0, 0, 0, 0]),
             EPERM
         );
-        // an unlisted syscall number
+        // a number beyond every table: "no such syscall", so libc can fall back
         assert_eq!(
             run(
                 p.instructions(),
@@ -173,7 +173,7 @@ fn default_profile_allows_ordinary_work_and_denies_the_rest() {
                     args: [0; 6]
                 }
             ),
-            EPERM
+            ENOSYS
         );
         // ptrace is allowed from 4.8 on
         assert_eq!(call(&p, arch, "ptrace", [0; 6]), ALLOW);
@@ -550,4 +550,47 @@ fn the_shipped_profile_parses_and_lists_every_architecture() {
     ] {
         assert!(!names.iter().any(|n| n == &never), "{never} listed");
     }
+}
+
+#[test]
+fn syscalls_newer_than_the_table_get_enosys() {
+    let a = Arch::X86_64;
+    let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), a).expect("compile");
+    // known and allowed since 6.6: glibc 2.39 uses it for fchmodat
+    assert_eq!(call(&p, a, "fchmodat2", [0; 6]), ALLOW);
+    let future = Data {
+        nr: 600,
+        arch: a.audit(),
+        args: [0; 6],
+    };
+    assert_eq!(run(p.instructions(), &future), ENOSYS);
+    // known to the table but not allowed: the default
+    assert_eq!(call(&p, a, "mseal", [0; 6]), EPERM);
+    // a hole below the newest number is not "newer"
+    let hole = Data {
+        nr: 400,
+        arch: a.audit(),
+        args: [0; 6],
+    };
+    assert_eq!(run(p.instructions(), &hole), EPERM);
+
+    let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), Arch::Aarch64).expect("compile");
+    let future_arm = Data {
+        nr: 600,
+        arch: Arch::Arm.audit(),
+        args: [0; 6],
+    };
+    assert_eq!(run(p.instructions(), &future_arm), ENOSYS);
+    assert_eq!(call(&p, Arch::Arm, "set_tls", [0; 6]), ALLOW);
+    let private_unknown = Data {
+        nr: 0x0f_0100,
+        arch: Arch::Arm.audit(),
+        args: [0; 6],
+    };
+    assert_eq!(run(p.instructions(), &private_unknown), EPERM);
+
+    // under an allowing default, newer syscalls are simply allowed
+    let allow =
+        compile_for(&profile(LinuxSeccompAction::ScmpActAllow, vec![]), a).expect("compile");
+    assert_eq!(run(allow.instructions(), &future), ALLOW);
 }
