@@ -445,6 +445,17 @@ impl Program {
     }
 }
 
+/// A key for caching the compiled form of `profile` on this architecture: changes with the
+/// profile, the architecture and the program format.
+pub fn cache_key(profile: &LinuxSeccomp) -> Result<String, SeccompError> {
+    let json = serde_json::to_vec(profile)?;
+    Ok(format!(
+        "{:016x}-{}-v{CACHE_VERSION}",
+        fnv1a(&json),
+        native_arch_name()
+    ))
+}
+
 fn fnv1a(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in data {

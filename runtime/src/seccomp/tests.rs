@@ -594,3 +594,15 @@ fn syscalls_newer_than_the_table_get_enosys() {
         compile_for(&profile(LinuxSeccompAction::ScmpActAllow, vec![]), a).expect("compile");
     assert_eq!(run(allow.instructions(), &future), ALLOW);
 }
+
+#[test]
+fn programs_can_be_shared_and_cache_keys_follow_the_profile() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Program>();
+    let base = docker_default().expect("default");
+    let admin = docker_default_for_caps(["SYS_ADMIN"]).expect("admin");
+    let k = cache_key(&base).expect("key");
+    assert_eq!(k, cache_key(&base).expect("key"));
+    assert_ne!(k, cache_key(&admin).expect("key"));
+    assert!(k.contains(native_arch_name()), "{k}");
+}
