@@ -139,6 +139,8 @@ pub enum SpecError {
     Capability { flag: &'static str, value: String },
     #[error("{flag} {value:?}: this kernel does not know that capability")]
     CapabilityUnsupported { flag: &'static str, value: String },
+    #[error("{flag} {value:?}: slate itself does not hold that capability (it is not in its bounding set), so it cannot give it")]
+    CapabilityNotHeld { flag: &'static str, value: String },
     #[error("invalid --security-opt {0:?}: expected seccomp=unconfined, seccomp=PATH, no-new-privileges[=true|false], systempaths=unconfined, apparmor=unconfined or label=disable (slate has no AppArmor or SELinux support)")]
     SecurityOpt(String),
     #[error("--security-opt seccomp={}: cannot read the profile: {source}", path.display())]
@@ -182,6 +184,9 @@ pub(crate) trait Host {
     fn swap_accounting(&self) -> bool;
     /// The highest capability number this kernel knows.
     fn cap_last_cap(&self) -> u32;
+    /// slate's own bounding set as a bit mask: a container can be given no capability
+    /// outside it.
+    fn cap_bounding(&self) -> u64;
     /// slate's own hard limit for `typ` (`u64::MAX` for unlimited); `None` if unknown.
     fn rlimit_hard(&self, typ: PosixRlimitType) -> Option<u64>;
     /// Whether slate may raise hard limits (holds CAP_SYS_RESOURCE).
@@ -223,6 +228,10 @@ impl Host for RealHost {
             .unwrap_or(40)
     }
 
+    fn cap_bounding(&self) -> u64 {
+        self.status_caps("CapBnd:").unwrap_or(u64::MAX)
+    }
+
     fn rlimit_hard(&self, typ: PosixRlimitType) -> Option<u64> {
         let res = resources::nix_resource(typ)?;
         let (_, hard) = nix::sys::resource::getrlimit(res).ok()?;
@@ -235,18 +244,24 @@ impl Host for RealHost {
     }
 
     fn can_raise_rlimits(&self) -> bool {
-        // CapEff of /proc/self/status, bit 24 = CAP_SYS_RESOURCE.
-        self.read_file("/proc/self/status")
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapEff:"))
-                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            })
+        // Bit 24 = CAP_SYS_RESOURCE.
+        self.status_caps("CapEff:")
             .is_some_and(|eff| eff & (1 << 24) != 0)
     }
 
     fn cwd(&self) -> Option<PathBuf> {
         std::env::current_dir().ok()
+    }
+}
+
+impl RealHost {
+    /// A capability mask line of /proc/self/status (`CapEff:`, `CapBnd:`).
+    fn status_caps(&self, key: &str) -> Option<u64> {
+        self.read_file("/proc/self/status").and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
     }
 }
 
@@ -562,3 +577,4 @@ fn parse_signal(raw: &str) -> Option<Signal> {
     }
     name.parse::<Signal>().ok()
 }
+#[cfg(test)]

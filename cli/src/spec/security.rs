@@ -84,11 +84,13 @@ fn number(c: Capability) -> u32 {
         .map_or(u32::MAX, |(_, n)| *n)
 }
 
-/// All capabilities this kernel knows (what `ALL` and `--privileged` mean, as in docker).
+/// All capabilities this kernel knows that slate holds: what `ALL` and `--privileged` mean
+/// (docker's daemon holds them all; slate may run with fewer, e.g. in a container itself).
 fn all_known(host: &dyn Host) -> Capabilities {
     let last = host.cap_last_cap();
+    let held = host.cap_bounding();
     ALL.iter()
-        .filter(|(_, n)| *n <= last)
+        .filter(|(_, n)| *n <= last && held & (1u64 << n) != 0)
         .map(|(c, _)| *c)
         .collect()
 }
@@ -111,8 +113,16 @@ fn parse_cap(flag: &'static str, raw: &str, host: &dyn Host) -> Result<CapArg, S
             flag,
             value: raw.to_owned(),
         })?;
-    if number(cap) > host.cap_last_cap() {
+    let n = number(cap);
+    if n > host.cap_last_cap() {
         return Err(SpecError::CapabilityUnsupported {
+            flag,
+            value: raw.to_owned(),
+        });
+    }
+    // Dropping one slate lacks is harmless; adding it would fail in the runtime with EPERM.
+    if flag == "--cap-add" && n < 64 && host.cap_bounding() & (1u64 << n) == 0 {
+        return Err(SpecError::CapabilityNotHeld {
             flag,
             value: raw.to_owned(),
         });

@@ -31,6 +31,7 @@ struct FakeHost {
     cpus: usize,
     swap: bool,
     last_cap: u32,
+    bounding: u64,
     nofile_hard: u64,
     can_raise: bool,
     cwd: PathBuf,
@@ -54,6 +55,7 @@ impl Default for FakeHost {
             cpus: 4,
             swap: true,
             last_cap: 40,
+            bounding: u64::MAX,
             nofile_hard: 4096,
             can_raise: false,
             cwd: PathBuf::from("/home/me"),
@@ -76,6 +78,9 @@ impl Host for FakeHost {
     }
     fn cap_last_cap(&self) -> u32 {
         self.last_cap
+    }
+    fn cap_bounding(&self) -> u64 {
+        self.bounding
     }
     fn rlimit_hard(&self, typ: PosixRlimitType) -> Option<u64> {
         match typ {
@@ -945,6 +950,27 @@ fn capabilities_the_kernel_lacks() {
         .err(&["--cap-add", "bpf", "nginx"])
         .contains("kernel does not know"));
     assert_eq!(caps(&r.build(&["--privileged", "nginx"]).spec).len(), 38);
+}
+
+#[test]
+fn capabilities_slate_lacks() {
+    let mut r = Run::new();
+    r.host.bounding = !(1u64 << 24); // no CAP_SYS_RESOURCE, as in a container
+    let c = caps(&r.build(&["--privileged", "nginx"]).spec);
+    assert_eq!(c.len(), 40);
+    assert!(!c.contains(&Capability::SysResource));
+    assert_eq!(
+        caps(&r.build(&["--cap-add", "ALL", "nginx"]).spec).len(),
+        40
+    );
+    assert!(r
+        .err(&["--cap-add", "sys_resource", "nginx"])
+        .contains("slate itself does not hold"));
+    // dropping it is fine
+    assert_eq!(
+        caps(&r.build(&["--cap-drop", "SYS_RESOURCE", "nginx"]).spec).len(),
+        14
+    );
 }
 
 #[test]
