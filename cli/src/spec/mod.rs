@@ -577,4 +577,3 @@ fn parse_signal(raw: &str) -> Option<Signal> {
     }
     name.parse::<Signal>().ok()
 }
-#[cfg(test)]
