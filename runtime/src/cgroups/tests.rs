@@ -408,3 +408,27 @@ fn v2_systemd_unit_without_limits_still_nests() {
     assert_eq!(read(&unit.join("cgroup.subtree_control")), "");
     cg.remove().expect("remove");
 }
+
+#[test]
+fn v1_missing_memory_hierarchy_names_cmdline_and_creates_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cpu = tmp.path().join("cpu");
+    fs::create_dir(&cpu).expect("cpu");
+    let host = Host {
+        layout: Layout::V1 {
+            hierarchies: vec![
+                ("cpu".to_owned(), cpu.clone()),
+                ("devices".to_owned(), tmp.path().join("devices")),
+                ("pids".to_owned(), tmp.path().join("pids")),
+            ],
+        },
+        proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
+        unit: None,
+        fs: FAKE_OPS,
+    };
+    let err = Cgroup::create_on(&host, "v1", None, Some(&limits())).expect_err("must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("memory"), "{msg}");
+    assert!(msg.contains("cgroup_enable=memory"), "{msg}");
+    assert!(!cpu.join("slate").exists());
+}

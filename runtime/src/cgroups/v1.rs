@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use libcgroups::common::{CgroupManager, ControllerOpt};
+use libcgroups::v1::manager::Manager;
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
@@ -27,6 +28,9 @@ pub(super) struct V1Cgroup {
     paths: Vec<PathBuf>,
     freezer: Option<PathBuf>,
     fs: FsOps,
+    /// Kept from `create` for `add_task`: building one reads mountinfo once per controller,
+    /// time a container start should not pay twice.
+    manager: Option<Manager>,
 }
 
 fn hierarchies(host: &Host) -> &[(String, PathBuf)] {
@@ -48,6 +52,7 @@ impl V1Cgroup {
             paths,
             freezer,
             fs: host.fs,
+            manager: None,
         }
     }
 
@@ -67,7 +72,7 @@ impl V1Cgroup {
             }
         }
         let rel = container_rel_path(&host.base_path(), id, cgroups_path)?;
-        let cg = V1Cgroup::at(host, rel);
+        let mut cg = V1Cgroup::at(host, rel);
 
         for p in &cg.paths {
             if p.exists() && !read_pids_recursive(p)?.is_empty() {
@@ -81,6 +86,7 @@ impl V1Cgroup {
             }
             cg.apply(hier, resources)
         });
+        let result = result.map(|manager| cg.manager = Some(manager));
         if let Err(e) = result {
             for dir in created.iter().rev() {
                 if let Err(cleanup) = remove_tree(&cg.fs, dir) {
@@ -144,7 +150,7 @@ impl V1Cgroup {
         &self,
         hier: &[(String, PathBuf)],
         resources: &LinuxResources,
-    ) -> Result<(), CgroupError> {
+    ) -> Result<Manager, CgroupError> {
         let path = self.paths.first().cloned().unwrap_or_default();
         if let Some(m) = resources.memory() {
             if m.swap().is_some_and(|s| s != 0) {
@@ -166,7 +172,7 @@ impl V1Cgroup {
             path: path.clone(),
             source,
         };
-        let manager = libcgroups::v1::manager::Manager::new(&self.rel).map_err(to_err)?;
+        let manager = Manager::new(&self.rel).map_err(to_err)?;
         let opts = ControllerOpt {
             resources,
             disable_oom_killer: resources
@@ -177,24 +183,25 @@ impl V1Cgroup {
             oom_score_adj: None,
             freezer_state: None,
         };
-        manager.apply(&opts).map_err(to_err)
+        manager.apply(&opts).map_err(to_err)?;
+        Ok(manager)
     }
 
     pub fn add_task(&self, pid: Pid) -> Result<(), CgroupError> {
-        let manager = libcgroups::v1::manager::Manager::new(&self.rel).map_err(|source| {
-            CgroupError::AddTaskV1 {
-                pid: pid.as_raw(),
-                path: self.rel.clone(),
-                source,
+        let to_err = |source| CgroupError::AddTaskV1 {
+            pid: pid.as_raw(),
+            path: self.rel.clone(),
+            source,
+        };
+        let built;
+        let manager = match &self.manager {
+            Some(m) => m,
+            None => {
+                built = Manager::new(&self.rel).map_err(to_err)?;
+                &built
             }
-        })?;
-        manager
-            .add_task(pid)
-            .map_err(|source| CgroupError::AddTaskV1 {
-                pid: pid.as_raw(),
-                path: self.rel.clone(),
-                source,
-            })
+        };
+        manager.add_task(pid).map_err(to_err)
     }
 
     pub fn pids(&self) -> Result<Vec<Pid>, CgroupError> {
