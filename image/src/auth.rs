@@ -16,14 +16,14 @@ use base64::Engine as _;
 /// Why a credentials file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("cannot read credentials file {path}: {source}")]
+    #[error("cannot read credentials file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("malformed credentials file {path}: {reason}")]
     Malformed { path: PathBuf, reason: String },
-    #[error("cannot write credentials file {path}: {source}")]
+    #[error("cannot write credentials file {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -60,13 +60,13 @@ pub enum PullError {
         expected: u64,
         actual: u64,
     },
-    #[error("layer {digest} of {reference}: {source}")]
+    #[error("layer {digest} of {reference}")]
     Unpack {
         reference: String,
         digest: Digest,
         source: UnpackError,
     },
-    #[error("layer {digest} of {reference}: reading the stream: {source}")]
+    #[error("layer {digest} of {reference}: reading the stream")]
     Stream {
         reference: String,
         digest: Digest,
@@ -80,7 +80,7 @@ pub enum PullError {
         wanted: String,
         offered: String,
     },
-    #[error("cannot prepare layer {digest} of {reference}: {source}")]
+    #[error("cannot prepare layer {digest} of {reference}")]
     Work {
         reference: String,
         digest: Digest,
@@ -151,6 +151,8 @@ pub fn resolve(
     let wanted = opts.platform.clone().unwrap_or_else(|| host.clone());
     let top = client.manifest(reference, &reference.manifest_reference())?;
     if let Some(d) = reference.digest() {
+        check_digest(&name, "manifest", d, &top.digest)?;
+    } else if let Some(d) = &top.announced {
         check_digest(&name, "manifest", d, &top.digest)?;
     }
     let (manifest_bytes, manifest_digest, index) =
@@ -233,7 +235,7 @@ pub fn resolve(
         created: parsed.created,
         pulled_at: now(),
         unpacked_size: 0,
-        last_used: now(),
+        last_used: crate::store::now_ms(),
     };
     Ok(Resolved {
         record,
@@ -388,7 +390,7 @@ pub fn fetch(
     }
     store.put_blob(&record.digest, &resolved.manifest)?;
     store.put_blob(&record.config_digest, &resolved.config)?;
-    record.last_used = now();
+    record.last_used = crate::store::now_ms();
     store.save_image(&record)?;
     drop(_shared);
     // The image is complete and listed whatever happens now: a failed eviction is only
@@ -580,7 +582,8 @@ fn fetch_layer(
         &mut resumed,
     );
     match first {
-        Err(e) if resumed && is_content_error(&e) => {
+        // The partial is gone when its bytes proved bad (see fetch_layer_once).
+        Err(e) if resumed && !partial.exists() => {
             // Resumed bytes are trusted only until the digest says otherwise: a torn write
             // at a power cut could be what is wrong, so once more from the registry alone
             // before blaming it.
@@ -593,15 +596,6 @@ fn fetch_layer(
         }
         r => r,
     }
-}
-
-fn is_content_error(e: &PullError) -> bool {
-    matches!(
-        e,
-        PullError::DigestMismatch { .. }
-            | PullError::SizeMismatch { .. }
-            | PullError::Unpack { .. }
-    )
 }
 
 /// One attempt at a layer, resuming from the partial blob if there is one; `resumed`
@@ -644,16 +638,15 @@ fn fetch_layer_once(
         }
         Err(e) => {
             // The network's own failure explains a broken pipeline better than the
-            // decompressor's view of it, and its bytes so far are good to resume from.
+            // decompressor's view of it, and the bytes so far are good to resume from;
+            // so they are when the registry could not be asked at all. Any other failure
+            // is in the bytes themselves (digest, size, gzip, tar) or in the store: not
+            // worth resuming from.
             if let Some(net) = failure.take() {
                 return Err(net);
             }
-            match &e {
-                PullError::Registry(_) | PullError::Stream { .. } | PullError::Work { .. } => {}
-                // Bad bytes are not worth resuming from.
-                _ => {
-                    let _ = std::fs::remove_file(partial);
-                }
+            if !matches!(e, PullError::Registry(_)) {
+                let _ = std::fs::remove_file(partial);
             }
             Err(e)
         }

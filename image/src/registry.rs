@@ -41,10 +41,12 @@ use crate::reference::{is_loopback_host, Reference};
 /// Why a registry request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("cannot reach registry {registry}: {}", error_chain(.source))]
+    /// Not `source`: the message already spells out the whole chain, which `{:#}` would
+    /// print a second time.
+    #[error("cannot reach registry {registry}: {}", error_chain(.error))]
     Connect {
         registry: String,
-        source: reqwest::Error,
+        error: reqwest::Error,
     },
     #[error("registry {registry} requires authentication for {repository}: run `slate login {registry}`")]
     Unauthorized {
@@ -76,7 +78,7 @@ pub enum RegistryError {
     },
     #[error("cannot set up the HTTP client: {0}")]
     Client(reqwest::Error),
-    #[error("registry {registry}: reading {what}: {source}")]
+    #[error("registry {registry}: reading {what}")]
     Read {
         registry: String,
         what: String,
@@ -172,6 +174,9 @@ pub struct FetchedManifest {
     pub media_type: Option<String>,
     /// Computed from the bytes, never taken from the registry's header.
     pub digest: Digest,
+    /// What the registry said the digest is (`Docker-Content-Digest`), if it said: bytes
+    /// that do not match it are corrupt even when asked for by tag.
+    pub announced: Option<Digest>,
 }
 
 /// A blob download in progress.
@@ -256,6 +261,11 @@ impl Client {
         for (base, attempts) in bases {
             let url = format!("{base}/v2/");
             match self.with_attempts(registry, "the API root", *attempts, || http.get(&url)) {
+                // A TLS server asked in plain HTTP says 400: the HTTPS failure (an untrusted
+                // certificate, say) is the one worth reporting.
+                Ok(resp) if resp.status() == StatusCode::BAD_REQUEST && last_err.is_some() => {
+                    tracing::debug!(registry, base, "plain HTTP refused by a TLS server");
+                }
                 Ok(resp) => {
                     let challenge = if resp.status() == StatusCode::UNAUTHORIZED {
                         parse_challenge(resp.headers())
@@ -349,7 +359,7 @@ impl Client {
                     {
                         return Err(RegistryError::Connect {
                             registry: registry.to_string(),
-                            source: e,
+                            error: e,
                         });
                     }
                     tracing::warn!(registry, what, attempt, error = %error_chain(&e), "request failed, retrying in {backoff:?}");
@@ -524,6 +534,38 @@ impl Client {
         reference: &Reference,
         which: &str,
     ) -> Result<FetchedManifest, RegistryError> {
+        self.reading_again(|| self.manifest_once(reference, which))
+    }
+
+    /// Runs a whole small download again when its body breaks off (the response's own
+    /// retries cover only getting it started).
+    fn reading_again<T>(
+        &self,
+        f: impl Fn() -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match f() {
+                Err(RegistryError::Read {
+                    registry,
+                    what,
+                    source,
+                }) if attempt < self.attempts() => {
+                    let wait = self.backoff(attempt);
+                    tracing::warn!(registry, what, error = %source, "download cut off, retrying in {wait:?}");
+                    std::thread::sleep(wait);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn manifest_once(
+        &self,
+        reference: &Reference,
+        which: &str,
+    ) -> Result<FetchedManifest, RegistryError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             ACCEPT,
@@ -536,6 +578,11 @@ impl Client {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let announced = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<Digest>().ok());
         let mut bytes = Vec::new();
         let mut hr = HashingReader::new(resp.take(MAX_MANIFEST_SIZE + 1));
         hr.read_to_end(&mut bytes)
@@ -554,6 +601,7 @@ impl Client {
             digest: Digest::of(&bytes),
             bytes,
             media_type,
+            announced,
         })
     }
 
@@ -604,30 +652,32 @@ impl Client {
         })
     }
 
-    /// Fetches a small blob (an image config) whole and verifies it.
+    /// Fetches a small blob (an image config) whole; the caller verifies it.
     pub fn small_blob(
         &self,
         reference: &Reference,
         digest: &Digest,
         limit: u64,
     ) -> Result<Vec<u8>, RegistryError> {
-        let blob = self.blob(reference, digest, 0)?;
-        let mut bytes = Vec::new();
-        blob.response
-            .take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|source| RegistryError::Read {
-                registry: reference.registry().to_string(),
-                what: format!("blob {digest}"),
-                source,
-            })?;
-        if bytes.len() as u64 > limit {
-            return Err(RegistryError::TooLarge {
-                registry: reference.registry().to_string(),
-                what: format!("blob {digest}"),
-            });
-        }
-        Ok(bytes)
+        self.reading_again(|| {
+            let blob = self.blob(reference, digest, 0)?;
+            let mut bytes = Vec::new();
+            blob.response
+                .take(limit + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|source| RegistryError::Read {
+                    registry: reference.registry().to_string(),
+                    what: format!("blob {digest}"),
+                    source,
+                })?;
+            if bytes.len() as u64 > limit {
+                return Err(RegistryError::TooLarge {
+                    registry: reference.registry().to_string(),
+                    what: format!("blob {digest}"),
+                });
+            }
+            Ok(bytes)
+        })
     }
 
     /// Checks credentials against a registry (for `slate login`): Ok when the registry

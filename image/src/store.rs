@@ -31,13 +31,13 @@ use crate::reference::Reference;
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
         source: io::Error,
     },
-    #[error("corrupt store record {path}: {source}; remove it and pull the image again")]
+    #[error("corrupt store record {path} (remove it and pull the image again)")]
     Corrupt {
         path: PathBuf,
         source: serde_json::Error,
@@ -93,9 +93,10 @@ pub struct ImageRecord {
     /// Bytes of the unpacked layers.
     #[serde(default)]
     pub unpacked_size: u64,
-    /// Seconds since the epoch when the image was last pulled or run: the clock of the
-    /// least-recently-used eviction under `max_store_size`. 0 for records written before
-    /// slate tracked it (they are evicted first, oldest pull first).
+    /// Milliseconds since the epoch when the image was last pulled or run: the clock of
+    /// the least-recently-used eviction under `max_store_size` (milliseconds, because a
+    /// script may pull several images within one second). 0 for records written before
+    /// slate tracked it: they go first, oldest pull first.
     #[serde(default)]
     pub last_used: u64,
 }
@@ -388,7 +389,7 @@ impl Store {
         if current.digest != record.digest {
             return Ok(());
         }
-        current.last_used = now();
+        current.last_used = now_ms();
         self.save_image(&current)
     }
 
@@ -578,7 +579,7 @@ impl Store {
             .filter(|r| r.key() != keep.key())
             .collect();
         // Oldest use first; records from before `last_used` by their pull time.
-        candidates.sort_by_key(|r| (r.last_used.max(r.pulled_at), r.pulled_at));
+        candidates.sort_by_key(|r| (r.last_used, r.pulled_at));
         let mut removed = Removed::default();
         for r in candidates {
             if self.size() <= max {
@@ -673,11 +674,11 @@ fn is_partial_name(name: &str) -> bool {
     name.starts_with(PARTIAL_PREFIX) && name.ends_with(PARTIAL_SUFFIX)
 }
 
-/// Seconds since the epoch.
-pub fn now() -> u64 {
+/// Milliseconds since the epoch (the unit of [`ImageRecord::last_used`]).
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 

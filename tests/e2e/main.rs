@@ -11,12 +11,18 @@
 //! - `harness_selftest`: the fixtures and the model against an independent client alone, so a
 //!   harness bug is not mistaken for a slate bug.
 //! - `pull`, `hostile`, `corrupt`, `platform`, `commands`: issue 2's "Must show".
+//! - `auth`, `resume`, `concurrent`, `flaky`, `prune`: issue 3's.
 
+mod auth;
 mod commands;
+mod concurrent;
 mod corrupt;
 mod fixtures;
+mod flaky;
 mod harness;
 mod harness_selftest;
 mod hostile;
 mod platform;
+mod prune;
 mod pull;
+mod resume;

@@ -6,9 +6,12 @@
 #![allow(dead_code)]
 
 pub mod fixture;
+pub mod flaky_proxy;
 pub mod registry;
 pub mod slate;
+pub mod slate_cmd;
 pub mod store;
 pub mod tar_writer;
+pub mod tls;
 pub mod tree;
 pub mod umoci;
