@@ -17,8 +17,10 @@
 //! The default profile lives in `configs/seccomp-default.json`. Its format is the OCI one plus
 //! docker's per-rule `includes`/`excludes` by capability (and `minKernel`); they are resolved
 //! here ([`docker_default_for_caps`]) into a plain OCI profile, so `--cap-add SYS_ADMIN`
-//! relaxes it the way docker's does. Architecture-specific names need no `arches` filter:
-//! per-architecture lookup skips them where they do not exist.
+//! relaxes it the way docker's does. Architecture-specific names need no `arches` filter
+//! (per-architecture lookup skips them where they do not exist) and the shipped profile has
+//! none; `arches` is still honoured, so a rule of docker's own profile meant for another
+//! architecture (s390's clone, whose flags are its second argument) never applies here.
 
 mod bpf;
 mod tables;
@@ -58,6 +60,10 @@ pub enum SeccompError {
     NeedsNoNewPrivs(nix::errno::Errno),
     #[error("cannot install the seccomp filter: {0}")]
     Install(nix::errno::Errno),
+    #[error(
+        "cannot install the seccomp filter on every thread: thread {0} cannot be synchronized"
+    )]
+    Tsync(i64),
 }
 
 /// The architectures slate has syscall tables for.
@@ -355,6 +361,10 @@ impl Program {
         if rc == 0 {
             return Ok(());
         }
+        if rc > 0 {
+            // with TSYNC, the id of a thread whose filters diverge
+            return Err(SeccompError::Tsync(rc as i64));
+        }
         let mut errno = nix::errno::Errno::last();
         if errno == nix::errno::Errno::ENOSYS && self.flags == 0 {
             // Kernels before 3.17 have no seccomp(2), only the prctl.
@@ -522,6 +532,19 @@ struct Filter {
     caps: Vec<String>,
     #[serde(default)]
     min_kernel: Option<String>,
+    /// docker's architecture names ("amd64", "arm64", "arm", "s390x"...).
+    #[serde(default)]
+    arches: Vec<String>,
+}
+
+/// docker's names for the architectures a program of this build filters.
+fn docker_arch_names() -> &'static [&'static str] {
+    match Arch::native() {
+        Some(Arch::X86_64) => &["amd64"],
+        Some(Arch::Aarch64) => &["arm64", "arm"],
+        Some(Arch::Arm) => &["arm"],
+        None => &[],
+    }
 }
 
 /// The default profile from `configs/seccomp-default.json`, for docker's default capabilities.
@@ -581,6 +604,17 @@ where
             continue;
         }
         if !r.excludes.caps.is_empty() && r.excludes.caps.iter().any(has) {
+            continue;
+        }
+        // A rule written for other architectures can have other argument positions (clone
+        // on s390 takes its flags second): never let it apply here.
+        let ours = docker_arch_names();
+        if !r.includes.arches.is_empty()
+            && !r.includes.arches.iter().any(|a| ours.contains(&a.as_str()))
+        {
+            continue;
+        }
+        if r.excludes.arches.iter().any(|a| ours.contains(&a.as_str())) {
             continue;
         }
         if let Some(min) = &r.includes.min_kernel {

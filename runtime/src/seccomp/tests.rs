@@ -606,3 +606,25 @@ fn programs_can_be_shared_and_cache_keys_follow_the_profile() {
     assert_ne!(k, cache_key(&admin).expect("key"));
     assert!(k.contains(native_arch_name()), "{k}");
 }
+
+#[test]
+fn rules_for_other_architectures_are_dropped() {
+    let json = r#"{
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [
+            {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 1, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+             "includes": {"arches": ["s390", "s390x"]}},
+            {"names": ["read"], "action": "SCMP_ACT_ALLOW", "excludes": {"arches": ["s390x"]}},
+            {"names": ["write"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64", "arm64", "arm"]}}
+        ]
+    }"#;
+    let p = resolve_profile(json, ["CAP_CHOWN"], Some((6, 1))).expect("resolve");
+    let names: Vec<&String> = p
+        .syscalls()
+        .iter()
+        .flatten()
+        .flat_map(|s| s.names())
+        .collect();
+    assert_eq!(names, vec!["read", "write"]);
+}
