@@ -34,7 +34,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command in a new container, on a fresh root filesystem
-    #[command(disable_help_flag = true)]
+    #[command(
+        disable_help_flag = true,
+        override_usage = "slate run [OPTIONS] IMAGE [COMMAND] [ARG...]"
+    )]
     Run(Box<RunArgs>),
     /// Download an image from a registry
     Pull(PullArgs),
@@ -223,7 +226,7 @@ pub struct RunArgs {
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
     /// Memory plus swap limit; -1 for unlimited swap
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub memory_swap: Option<String>,
     /// Number of CPUs (e.g. 0.5)
     #[arg(long)]
@@ -267,9 +270,29 @@ pub struct RunArgs {
     /// Ulimit options: NAME=SOFT[:HARD], e.g. nofile=1024:2048
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub ulimit: Vec<String>,
-    /// Image to run
-    pub image: String,
-    /// Command and arguments (replace the image's Cmd)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub command: Vec<String>,
+    /// The image, then the command and its arguments (they replace the image's Cmd).
+    /// Everything after IMAGE belongs to the command, as with docker: `run img sh -c "..."`
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [COMMAND [ARG...]]"
+    )]
+    pub image_and_command: Vec<String>,
+}
+
+impl RunArgs {
+    /// The image reference as typed.
+    pub fn image(&self) -> &str {
+        self.image_and_command
+            .first()
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// The command given after the image, if any.
+    pub fn command(&self) -> &[String] {
+        self.image_and_command.get(1..).unwrap_or(&[])
+    }
 }

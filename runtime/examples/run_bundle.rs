@@ -1,4 +1,4 @@
-//! `run_bundle [--init] [--overlay] [--id ID] BUNDLE`: runs an OCI bundle (BUNDLE/config.json
+//! `run_bundle [--init] [--overlay] [--preserve-fds N] [--id ID] BUNDLE`: runs an OCI bundle (BUNDLE/config.json
 //! and its root) under slate's runtime like `crun run`, supervised, and exits with its status.
 //! The runtime's integration tests and the start-up benchmark drive it.
 //!
@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use slate_runtime::{bundle_rootfs, supervise, Container, ContainerOptions, Error, Rootfs};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: run_bundle [--init] [--overlay] [--id ID] BUNDLE");
+    eprintln!("usage: run_bundle [--init] [--overlay] [--preserve-fds N] [--id ID] BUNDLE");
     ExitCode::from(125)
 }
 
@@ -29,6 +29,7 @@ fn print_error(e: &Error) {
 fn main() -> ExitCode {
     let mut init = false;
     let mut overlay = false;
+    let mut preserve_fds = 0;
     let mut id = format!("run-bundle-{}", std::process::id());
     let mut bundle = None;
     let mut args = std::env::args().skip(1);
@@ -36,6 +37,10 @@ fn main() -> ExitCode {
         match a.as_str() {
             "--init" => init = true,
             "--overlay" => overlay = true,
+            "--preserve-fds" => match args.next().and_then(|v| v.parse().ok()) {
+                Some(n) => preserve_fds = n,
+                None => return usage(),
+            },
             "--id" => match args.next() {
                 Some(v) => id = v,
                 None => return usage(),
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
     };
     let mut opts = ContainerOptions::new(id, spec, rootfs);
     opts.init = init;
+    opts.preserve_fds = preserve_fds;
     let result = Container::spawn(opts).and_then(supervise);
     if overlay {
         for d in &scratch {

@@ -548,3 +548,33 @@ fn sysctls_only_in_private_namespaces() {
     assert!(out.stderr.contains("network namespace"), "{}", out.stderr);
     b.assert_clean();
 }
+
+#[test]
+fn preserved_fds_reach_the_container() {
+    use std::os::unix::process::CommandExt;
+    let b = Bundle::new("preserve");
+    b.write();
+    let mut cmd = std::process::Command::new(common::run_bundle());
+    cmd.args(["--preserve-fds", "1", "--id"])
+        .arg(&b.id)
+        .arg(b.path());
+    cmd.stdout(std::process::Stdio::piped());
+    // SAFETY: between fork and exec the closure only calls async-signal-safe open/dup2.
+    unsafe {
+        cmd.pre_exec(|| {
+            // fd 3 is meant for the container (as with socket activation), fd 4 is not.
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            if fd >= 0 {
+                libc::dup2(fd, 3);
+                libc::dup2(fd, 4);
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.lines().any(|l| l == "fds=0,1,2,3"), "{stdout}");
+    assert!(stdout.lines().any(|l| l == "fd 3=/dev/null"), "{stdout}");
+    b.assert_clean();
+}

@@ -41,7 +41,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
             let code = u8::try_from(e.exit_code()).unwrap_or(EXIT_SLATE_FAILED);
             return Err(ExitWith::wrap(
                 code,
-                anyhow!(e).context(format!("cannot start container from {}", args.image)),
+                anyhow!(e).context(format!("cannot start container from {}", args.image())),
             ));
         }
     };
@@ -71,7 +71,7 @@ impl Drop for RunDirGuard {
 }
 
 fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Prepared> {
-    let reference: Reference = args.image.parse()?;
+    let reference: Reference = args.image().parse()?;
     let store = super::open_store(settings)?;
     let record = ensure_image(settings, &store, &reference, args)?;
     let config_bytes = store
@@ -106,8 +106,8 @@ fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Prepared> {
         run_dir: &run_dir,
         host_env: &host_env,
     })?;
-    let mut spec = out.spec;
-    let seccomp = seccomp_for(&store, &mut spec, &out.seccomp)?;
+    let spec = out.spec;
+    let seccomp = seccomp_for(&store, &spec, &out.seccomp)?;
     let mut options = ContainerOptions::new(
         id,
         spec,
@@ -133,23 +133,16 @@ fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Prepared> {
 /// it again.
 fn seccomp_for(
     store: &Store,
-    spec: &mut oci_spec::runtime::Spec,
+    spec: &oci_spec::runtime::Spec,
     choice: &SeccompChoice,
 ) -> anyhow::Result<Option<Arc<Program>>> {
-    let profile = match choice {
-        SeccompChoice::Unconfined => return Ok(None),
-        SeccompChoice::Default => return default_seccomp(store, spec).map(Some),
-        SeccompChoice::Profile(p) => {
-            let text = std::fs::read(p)
-                .with_context(|| format!("cannot read seccomp profile {}", p.display()))?;
-            serde_json::from_slice(&text)
-                .with_context(|| format!("invalid seccomp profile {}", p.display()))?
-        }
-    };
-    let mut linux = spec.linux().clone().unwrap_or_default();
-    linux.set_seccomp(Some(profile));
-    spec.set_linux(Some(linux));
-    Ok(None)
+    match choice {
+        SeccompChoice::Unconfined => Ok(None),
+        SeccompChoice::Default => default_seccomp(store, spec).map(Some),
+        // The spec module already put the profile, resolved for this container's
+        // capabilities and architecture, into the spec; the runtime compiles it.
+        SeccompChoice::Profile(_) => Ok(None),
+    }
 }
 
 fn default_seccomp(store: &Store, spec: &oci_spec::runtime::Spec) -> anyhow::Result<Arc<Program>> {
@@ -163,9 +156,13 @@ fn default_seccomp(store: &Store, spec: &oci_spec::runtime::Spec) -> anyhow::Res
     caps.sort();
     let key = slate_image::digest::Digest::of(
         format!(
-            "{} {} {}",
+            "{} {} {} {}",
             env!("CARGO_PKG_VERSION"),
             std::env::consts::ARCH,
+            // The profile's rules may depend on the kernel version (minKernel).
+            nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default(),
             caps.join(",")
         )
         .as_bytes(),

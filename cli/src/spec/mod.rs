@@ -452,10 +452,10 @@ fn process_args(args: &RunArgs, config: &Value) -> Result<Vec<String>, SpecError
         Some(e) => (vec![e.clone()], Vec::new()),
         None => (image_entrypoint, image_cmd),
     };
-    let cmd = if args.command.is_empty() {
+    let cmd = if args.command().is_empty() {
         default_cmd
     } else {
-        args.command.clone()
+        args.command().to_vec()
     };
     let mut all = entrypoint;
     all.extend(cmd);

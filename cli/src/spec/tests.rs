@@ -231,9 +231,8 @@ fn entrypoint_flag_replaces_entrypoint_and_drops_image_cmd() {
     let r = Run::new();
     let s = r.build(&["--entrypoint", "/bin/sh", "nginx"]).spec;
     assert_eq!(argv(&s), ["/bin/sh"]);
-    // `IMAGE -c ...` is set directly: how clap splits a dash right after IMAGE is cli.rs's.
-    let mut a = args(&["--entrypoint", "/bin/sh", "nginx"]);
-    a.command = vec!["-c".into(), "echo hi".into()];
+    // A dash right after IMAGE belongs to the command, not to slate.
+    let a = args(&["--entrypoint", "/bin/sh", "nginx", "-c", "echo hi"]);
     let s = r.try_build_args(&a).unwrap().spec;
     assert_eq!(argv(&s), ["/bin/sh", "-c", "echo hi"]);
 }
