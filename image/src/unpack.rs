@@ -387,6 +387,16 @@ fn replacing<T>(
     }
 }
 
+/// A numeric header field, with an empty one (all NUL or spaces) read as 0, as Go's
+/// `archive/tar` (which builds most layers, and reads them in docker and containerd) does; the
+/// tar crate calls it an error.
+fn numeric<T>(parsed: io::Result<T>, raw: &[u8], zero: T) -> io::Result<T> {
+    match parsed {
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(zero),
+        other => other,
+    }
+}
+
 /// Ownership, permissions and times of one entry.
 struct Meta {
     uid: Uid,
@@ -629,18 +639,15 @@ impl Unpacker {
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Result<Meta, UnpackError> {
         let cx = Cx(&self.name);
         let header = entry.header();
+        let raw = header.as_old();
         // The tar crate has already applied PAX `uid`/`gid` to the header.
-        let uid = header
-            .uid()
-            .map_err(cx.malformed("malformed uid in header"))?;
-        let gid = header
-            .gid()
-            .map_err(cx.malformed("malformed gid in header"))?;
-        let mode = header
-            .mode()
+        let uid =
+            numeric(header.uid(), &raw.uid, 0).map_err(cx.malformed("malformed uid in header"))?;
+        let gid =
+            numeric(header.gid(), &raw.gid, 0).map_err(cx.malformed("malformed gid in header"))?;
+        let mode = numeric(header.mode(), &raw.mode, 0)
             .map_err(cx.malformed("malformed mode in header"))?;
-        let mtime = header
-            .mtime()
+        let mtime = numeric(header.mtime(), &raw.mtime, 0)
             .map_err(cx.malformed("malformed mtime in header"))?;
         let uid = u32::try_from(uid).map_err(|_| cx.invalid("uid does not fit 32 bits"))?;
         let gid = u32::try_from(gid).map_err(|_| cx.invalid("gid does not fit 32 bits"))?;
@@ -957,11 +964,14 @@ impl Unpacker {
             EntryType::Fifo => (SFlag::S_IFIFO, 0),
             _ => {
                 let header = entry.header();
-                let major = header
-                    .device_major()
+                let (raw_major, raw_minor) = match (header.as_gnu(), header.as_ustar()) {
+                    (Some(gnu), _) => (&gnu.dev_major[..], &gnu.dev_minor[..]),
+                    (None, Some(ustar)) => (&ustar.dev_major[..], &ustar.dev_minor[..]),
+                    (None, None) => (&[][..], &[][..]),
+                };
+                let major = numeric(header.device_major(), raw_major, Some(0))
                     .map_err(cx.malformed("malformed device major number"))?;
-                let minor = header
-                    .device_minor()
+                let minor = numeric(header.device_minor(), raw_minor, Some(0))
                     .map_err(cx.malformed("malformed device minor number"))?;
                 let (major, minor) = match (major, minor) {
                     (Some(major), Some(minor)) => (major, minor),

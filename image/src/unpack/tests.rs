@@ -821,6 +821,26 @@ fn gnu_sparse_file() {
 }
 
 #[test]
+fn empty_numeric_fields_read_as_zero() {
+    // Some writers leave uid, gid and mtime all NUL; Go's archive/tar reads them as 0.
+    let f = Fixture::new();
+    let mut h = Header::new_gnu();
+    h.as_old_mut().name[..4].copy_from_slice(b"file");
+    h.set_entry_type(EntryType::Regular);
+    h.set_size(2);
+    h.set_mode(0o640);
+    h.set_cksum();
+    let mut l = Layer::new();
+    l.b.append(&h, &b"hi"[..]).unwrap();
+    f.unpack(&l.finish()).unwrap();
+    let md = lstat(&f.p("file"));
+    assert_eq!(
+        (md.uid(), md.gid(), md.mtime(), md.mode() & 0o7777),
+        (0, 0, 0, 0o640)
+    );
+}
+
+#[test]
 fn truncated_stream_is_an_error() {
     let f = Fixture::new();
     let mut l = Layer::new();
