@@ -851,4 +851,69 @@ mod tests {
             .collect();
         assert_eq!(left, vec![mine.path().to_path_buf()]);
     }
+
+    #[test]
+    fn partial_blobs_survive_debris_cleaning_until_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let partial = store.partial_blob_path(&Digest::of(b"blob"));
+        fs::write(&partial, b"half").unwrap();
+        store.clean_debris().unwrap();
+        assert!(partial.is_file(), "a partial download is not debris");
+        let removed = store.prune(false).unwrap();
+        assert!(!partial.exists());
+        assert_eq!(removed.bytes, 4);
+    }
+
+    #[test]
+    fn eviction_removes_least_recently_used_images_but_not_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = record("r.example/a", "1", &["a"]);
+        let mut b = record("r.example/b", "1", &["b"]);
+        let mut c = record("r.example/c", "1", &["c"]);
+        a.last_used = 30;
+        b.last_used = 10;
+        c.last_used = 20;
+        let store = Store::open(dir.path()).unwrap();
+        for r in [&a, &b, &c] {
+            add_layers(&store, r);
+            store.save_image(r).unwrap();
+        }
+        let three = store.size();
+        // Room for about two of the three images.
+        let store = store.with_policy(StorePolicy {
+            keep_blobs: false,
+            max_size: Some(three - 10),
+        });
+        // b is the oldest, but it is the one just pulled: c goes.
+        let removed = store.evict(&b).unwrap().unwrap();
+        assert_eq!(removed.images, vec!["r.example/c:1".to_string()]);
+        assert_eq!(removed.layers, 1);
+        let names: Vec<String> = store
+            .images()
+            .unwrap()
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        assert_eq!(names, vec!["r.example/a", "r.example/b"]);
+        assert!(store.size() <= three - 10);
+    }
+
+    #[test]
+    fn touch_updates_last_used_of_the_same_image_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = record("r.example/a", "1", &["a"]);
+        store.save_image(&a).unwrap();
+        store.touch(&a).unwrap();
+        let after = store.find_image("r.example/a:1").unwrap();
+        assert!(after.last_used > 0);
+        let mut other = a.clone();
+        other.digest = Digest::of(b"another image now has this tag");
+        store.touch(&other).unwrap();
+        assert_eq!(
+            store.find_image("r.example/a:1").unwrap().last_used,
+            after.last_used
+        );
+    }
 }

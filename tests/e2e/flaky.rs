@@ -83,3 +83,39 @@ fn a_registry_that_never_recovers_fails_the_pull_clearly() {
     store::assert_consistent(&slate, &[], &[]);
     assert!(slate.images().is_empty());
 }
+
+#[test]
+fn docker_hub_mirrors_are_tried_in_order_past_a_dead_one() {
+    let reg = Registry::private();
+    let fx = fixtures::small("mirrored", "linux/amd64", Compression::Gzip);
+    // What a pull-through cache of Docker Hub holds for `mirrored:v1`.
+    reg.push_image("library/mirrored", "v1", &fx.image);
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        l.local_addr().expect("address").to_string()
+    };
+    // A mirror that answers but lacks the image, then the one that has it.
+    let empty = Registry::private();
+    let slate = Slate::new("mirrors");
+    write_config(
+        &slate,
+        &format!(
+            "[registries]\nmirrors = [\"http://{dead}\", \"http://{}\", \"http://{}\"]\n",
+            empty.host(),
+            reg.host()
+        ),
+    );
+    let out = slate.run(&["pull", "mirrored:v1"]).success();
+    assert_eq!(out.last_stdout_line(), fx.image.manifest_digest);
+    let names: Vec<String> = slate
+        .images()
+        .iter()
+        .filter_map(|i| i["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names, vec!["docker.io/library/mirrored".to_string()]);
+    reg.wait_for_blob_gets("library/mirrored", &[fx.image.layers[0].digest.clone()]);
+    assert!(
+        empty.log().contains("/v2/library/mirrored/manifests/v1"),
+        "the second mirror was not asked before the third"
+    );
+}
