@@ -27,6 +27,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
 
+    /// Where container records live (a tmpfs, so a reboot forgets them) [default: /run/slate]
+    #[arg(long, global = true, env = "SLATE_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,6 +59,25 @@ pub enum Command {
     /// Manage slate's store
     #[command(subcommand)]
     System(SystemCommand),
+    /// List containers
+    Ps(crate::commands::ps::PsArgs),
+    /// Print the logs of a container
+    Logs(crate::commands::logs::LogsArgs),
+    /// Stop containers: their stop signal, then SIGKILL after a timeout
+    Stop(crate::commands::stop::StopArgs),
+    /// Send a signal to a container
+    Kill(crate::commands::kill::KillArgs),
+    /// Remove containers
+    Rm(crate::commands::rm::RmArgs),
+    /// Run a command in a running container
+    Exec(crate::commands::exec::ExecArgs),
+    /// Show a container's record and spec as JSON
+    Inspect(crate::commands::inspect::InspectArgs),
+    /// Wait for containers to exit and print their exit codes
+    Wait(crate::commands::wait::WaitArgs),
+    /// Supervise a detached container (started by `slate run -d`; not for direct use)
+    #[command(hide = true)]
+    Supervise(crate::commands::run::SuperviseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +212,24 @@ pub struct RunArgs {
     /// Remove the container's state when it exits (the root filesystem is always fresh)
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background: print the container id and return
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Stop and remove a container of the same --name first (deploy a new version)
+    #[arg(long, requires = "name")]
+    pub replace: bool,
+    /// Restart policy of a detached container: no, on-failure[:N] or always
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    pub restart: String,
+    /// Where a detached container's output goes
+    #[arg(long, value_enum, default_value = "file")]
+    pub log_driver: crate::state::LogDriver,
+    /// Size of one log file before it is rotated (e.g. 10m)
+    #[arg(long, default_value = "10m", value_name = "SIZE")]
+    pub log_max_size: String,
+    /// Number of log files kept, the current one included
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub log_max_files: u32,
     /// Assign a name to the container
     #[arg(long)]
     pub name: Option<String>,

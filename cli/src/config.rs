@@ -17,6 +17,8 @@ pub const DEFAULT_ROOT: &str = "/var/lib/slate";
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub root: Option<PathBuf>,
+    /// Container records (`/run/slate` by default; `--state-dir` wins).
+    pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub registries: RegistriesConfig,
     #[serde(default)]
@@ -58,6 +60,8 @@ pub struct PullConfig {
 #[derive(Debug)]
 pub struct Settings {
     pub root: PathBuf,
+    /// Container records: `--state-dir`, else the file's `state_dir`, else /run/slate.
+    pub state_dir: PathBuf,
     pub file: ConfigFile,
 }
 
@@ -84,7 +88,15 @@ impl Settings {
             .map(Path::to_path_buf)
             .or_else(|| file.root.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
-        Ok(Settings { root, file })
+        let state_dir = file
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::state::DEFAULT_STATE_DIR));
+        Ok(Settings {
+            root,
+            state_dir,
+            file,
+        })
     }
 
     pub fn auth_file(&self) -> PathBuf {

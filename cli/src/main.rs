@@ -4,9 +4,13 @@
 mod cli;
 mod commands;
 mod config;
+mod containers;
+mod logs;
 mod output;
 mod progress;
 mod spec;
+mod state;
+mod supervisor;
 
 use std::process::ExitCode;
 

@@ -3,10 +3,18 @@
 
 mod image;
 mod login;
+pub(crate) mod exec;
+pub(crate) mod inspect;
+pub(crate) mod kill;
+pub(crate) mod logs;
 mod prune;
+pub(crate) mod ps;
 mod pull;
-mod run;
+pub(crate) mod rm;
+pub(crate) mod run;
+pub(crate) mod stop;
 mod system;
+pub(crate) mod wait;
 
 use std::fmt;
 
@@ -39,7 +47,10 @@ impl fmt::Display for ExitWith {
 impl std::error::Error for ExitWith {}
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
-    let settings = Settings::load(cli.root.as_deref(), cli.config.as_deref())?;
+    let mut settings = Settings::load(cli.root.as_deref(), cli.config.as_deref())?;
+    if let Some(d) = cli.state_dir {
+        settings.state_dir = d;
+    }
     match cli.command {
         Command::Run(a) => run::run(&settings, *a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull::run(&settings, a),
@@ -52,6 +63,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Logout(a) => login::logout(&settings, a),
         Command::Image(ImageCommand::Prune(a)) => prune::run(&settings, a),
         Command::System(SystemCommand::Df(a)) => system::df(&settings, a),
+        Command::Ps(a) => ps::run(&settings, a),
+        Command::Logs(a) => logs::run(&settings, a),
+        Command::Stop(a) => stop::run(&settings, a),
+        Command::Kill(a) => kill::run(&settings, a),
+        Command::Rm(a) => rm::run(&settings, a),
+        Command::Exec(a) => exec::run(&settings, a),
+        Command::Inspect(a) => inspect::run(&settings, a),
+        Command::Wait(a) => wait::run(&settings, a),
+        Command::Supervise(a) => crate::supervisor::run(&settings, &a.id),
     }
 }
 

@@ -21,6 +21,10 @@ use slate_image::store::{ImageRecord, Store};
 use slate_runtime::seccomp::Program;
 use slate_runtime::{supervise, Container, ContainerOptions, Rootfs};
 
+mod detach;
+
+pub use detach::SuperviseArgs;
+
 use super::ExitWith;
 use crate::cli::{PullPolicy, RunArgs};
 use crate::config::Settings;
@@ -28,12 +32,16 @@ use crate::spec::{self, SeccompChoice, SpecInput};
 use crate::EXIT_SLATE_FAILED;
 
 pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
+    if args.detach {
+        return detach::run(settings, args);
+    }
     // Failures before the container exists are slate's own: docker's 125.
     let prepared = prepare(settings, &args).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
     let Prepared {
         run_dir,
         options,
         _guard,
+        ..
     } = prepared;
     let container = match Container::spawn(options) {
         Ok(c) => c,
@@ -51,14 +59,25 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     Ok(u8::try_from(status.code() & 0xff).unwrap_or(EXIT_SLATE_FAILED))
 }
 
-struct Prepared {
-    run_dir: PathBuf,
-    options: ContainerOptions,
-    _guard: RunDirGuard,
+pub(crate) struct Prepared {
+    pub run_dir: PathBuf,
+    pub options: ContainerOptions,
+    pub _guard: RunDirGuard,
+    /// The manifest digest of the image run.
+    pub digest: String,
+    /// The image's StopSignal (or SIGTERM).
+    pub stop_signal: nix::sys::signal::Signal,
 }
 
 /// Removes the run's directory (upper dir included) when dropped.
-struct RunDirGuard(PathBuf);
+pub(crate) struct RunDirGuard(PathBuf);
+
+impl RunDirGuard {
+    /// Someone else (a detached container's supervisor) owns the directory now.
+    pub fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
 
 impl Drop for RunDirGuard {
     fn drop(&mut self) {
@@ -70,7 +89,7 @@ impl Drop for RunDirGuard {
     }
 }
 
-fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Prepared> {
+pub(crate) fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Prepared> {
     let reference: Reference = args.image().parse()?;
     let store = super::open_store(settings)?;
     let record = ensure_image(settings, &store, &reference, args)?;
@@ -124,6 +143,8 @@ fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Prepared> {
         run_dir,
         options,
         _guard: guard,
+        digest: record.digest.to_string(),
+        stop_signal: out.stop_signal,
     })
 }
 

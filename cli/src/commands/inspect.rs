@@ -1,0 +1,31 @@
+//! `slate inspect`: a container's record, with the spec it runs under, as JSON.
+
+use anyhow::Context;
+
+use crate::config::Settings;
+use crate::containers;
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Container names or ids (prefixes)
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn run(settings: &Settings, args: InspectArgs) -> anyhow::Result<u8> {
+    let sd = containers::open_swept(settings)?;
+    let mut out = Vec::new();
+    for key in &args.containers {
+        let rec = sd.find(key)?;
+        let mut v = serde_json::to_value(&rec).context("cannot serialise a record")?;
+        let spec_path = sd.dir(&rec.id).join("spec.json");
+        if let Ok(bytes) = std::fs::read(&spec_path) {
+            if let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                v["spec"] = spec;
+            }
+        }
+        out.push(v);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
