@@ -62,10 +62,14 @@ struct Setup {
 }
 
 fn setup(label: &str) -> (Setup, Slate) {
+    setup_with(label, false)
+}
+
+fn setup_with(label: &str, client_certs: bool) -> (Setup, Slate) {
     let plain = Registry::private();
     let fx = fixtures::small(label, "linux/amd64", Compression::Gzip);
     plain.push_image(&format!("auth/{label}"), "v1", &fx.image);
-    let tls = TlsRegistry::start(&plain, USER, PASSWORD);
+    let tls = TlsRegistry::start_with(&plain, USER, PASSWORD, client_certs);
     let slate = Slate::new(label);
     let certs = slate.dir().subdir("certs.d");
     tls.write_certs_dir(&certs);
@@ -184,4 +188,27 @@ fn without_the_ca_the_tls_registry_is_refused_clearly() {
         line.contains("certificate") || line.contains("tls") || line.contains("unknownissuer"),
         "the error does not say the certificate is not trusted:\n  {line}"
     );
+}
+
+#[test]
+fn a_registry_that_demands_a_client_certificate_gets_the_one_in_certs_dir() {
+    let (s, slate) = setup_with("client-cert", true);
+    let certs = slate.dir().path().join("certs.d").join(s.tls.host());
+    assert!(certs.join("client.cert").is_file() && certs.join("client.key").is_file());
+    let auth = b64(format!("{USER}:{PASSWORD}").as_bytes());
+    std::fs::write(
+        docker_config_dir(&slate).join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, s.tls.host()),
+    )
+    .expect("writing config.json");
+    let out = run_with(&slate, &["pull", &s.reference], "info", &[], None).success();
+    assert_eq!(out.last_stdout_line(), s.digest);
+
+    // Without the client certificate the TLS handshake is refused, with a clear error.
+    std::fs::remove_file(certs.join("client.cert")).expect("removing client.cert");
+    std::fs::remove_file(certs.join("client.key")).expect("removing client.key");
+    run_with(&slate, &["rmi", &s.reference], "info", &[], None).success();
+    let out = run_with(&slate, &["pull", &s.reference], "info", &[], None).failure(1);
+    out.error_mentions(&[s.tls.host()]);
+    out.assert_each_cause_once();
 }

@@ -100,9 +100,61 @@ fn storage_of(reg: &Registry) -> PathBuf {
     p
 }
 
+/// Makes `client.cert`/`client.key` signed by the CA in `dir` (docker's names for a
+/// registry's client certificate).
+fn make_client_cert(dir: &Path) {
+    let p = |n: &str| dir.join(n).display().to_string();
+    run(Command::new("openssl").args([
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=slate e2e client",
+        "-keyout",
+        &p("client.key"),
+        "-out",
+        &p("client.csr"),
+    ]));
+    fs::write(
+        dir.join("client-ext.cnf"),
+        "extendedKeyUsage=clientAuth
+",
+    )
+    .expect("writing client-ext.cnf");
+    run(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        &p("client.csr"),
+        "-CA",
+        &p("ca.crt"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("client-ext.cnf"),
+        "-out",
+        &p("client.cert"),
+    ]));
+}
+
 impl TlsRegistry {
     /// Starts a TLS registry with one htpasswd user over `plain`'s storage.
     pub fn start(plain: &Registry, user: &str, password: &str) -> TlsRegistry {
+        TlsRegistry::start_with(plain, user, password, false)
+    }
+
+    /// As [`TlsRegistry::start`]; with `client_certs`, the registry also demands a client
+    /// certificate signed by its CA (`http.tls.clientcas`).
+    pub fn start_with(
+        plain: &Registry,
+        user: &str,
+        password: &str,
+        client_certs: bool,
+    ) -> TlsRegistry {
         let dir = std::env::temp_dir().join(format!(
             "slate-e2e-tls-{}-{}",
             std::process::id(),
@@ -116,6 +168,9 @@ impl TlsRegistry {
             child: None,
         };
         make_certs(&dir);
+        if client_certs {
+            make_client_cert(&dir);
+        }
         let out = Command::new("htpasswd")
             .args(["-Bbn", user, password])
             .output()
@@ -141,6 +196,14 @@ impl TlsRegistry {
                 dir.join("server.crt").display(),
                 dir.join("server.key").display(),
             );
+            let config = if client_certs {
+                format!(
+                    "{config}    clientcas:\n      - {}\n",
+                    dir.join("ca.crt").display()
+                )
+            } else {
+                config
+            };
             fs::write(dir.join("config.yml"), config).expect("writing config.yml");
             let log = fs::File::create(dir.join("registry.log")).expect("registry.log");
             let mut cmd = Command::new(
@@ -178,14 +241,19 @@ impl TlsRegistry {
         panic!("the TLS registry did not start: {last}");
     }
 
-    /// Ready when `GET /v2/` over TLS (trusting our CA) answers 401.
+    /// Ready when `GET /v2/` over TLS (trusting our CA, with the client certificate if
+    /// there is one) answers 401.
     fn wait_ready(&mut self) -> Result<(), String> {
         let ca = fs::read(self.ca_cert()).map_err(|e| e.to_string())?;
-        let http = reqwest::blocking::Client::builder()
+        let mut b = reqwest::blocking::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca).map_err(|e| e.to_string())?)
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .timeout(Duration::from_secs(10));
+        if self.dir.join("client.cert").is_file() {
+            let mut pem = fs::read(self.dir.join("client.cert")).map_err(|e| e.to_string())?;
+            pem.extend(fs::read(self.dir.join("client.key")).map_err(|e| e.to_string())?);
+            b = b.identity(reqwest::Identity::from_pem(&pem).map_err(|e| e.to_string())?);
+        }
+        let http = b.build().map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(c) = self.child.as_mut() {
@@ -217,11 +285,17 @@ impl TlsRegistry {
         fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
     }
 
-    /// Writes a docker-convention certs dir (`<dir>/<host:port>/ca.crt`) trusting our CA.
+    /// Writes a docker-convention certs dir (`<dir>/<host:port>/ca.crt`) trusting our CA,
+    /// with `client.cert` and `client.key` when the registry demands them.
     pub fn write_certs_dir(&self, dir: &Path) {
         let d = dir.join(&self.addr);
         fs::create_dir_all(&d).expect("creating the certs dir");
         fs::copy(self.ca_cert(), d.join("ca.crt")).expect("copying ca.crt");
+        for f in ["client.cert", "client.key"] {
+            if self.dir.join(f).is_file() {
+                fs::copy(self.dir.join(f), d.join(f)).expect("copying the client certificate");
+            }
+        }
     }
 }
 
