@@ -22,6 +22,7 @@ pub mod caps;
 pub mod cgroups;
 mod container;
 pub mod error;
+pub mod exec;
 mod init;
 pub mod mounts;
 mod namespaces;

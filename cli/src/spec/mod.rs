@@ -19,7 +19,7 @@ mod env;
 mod mounts;
 mod resources;
 mod security;
-mod user;
+pub(crate) mod user;
 
 #[cfg(test)]
 mod tests;

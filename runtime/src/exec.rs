@@ -1,0 +1,651 @@
+//! Running another process in a running container (`slate exec`): the new process joins the
+//! container's namespaces (`setns` on `/proc/<pid>/ns/*`) and its cgroup, and gets the same
+//! confinement the container's own process got from the same spec: capabilities (bounding,
+//! effective, permitted, inheritable, ambient), no_new_privs, seccomp, rlimits, user and groups.
+//!
+//! Processes, in order:
+//!
+//! | who        | does                                                                          |
+//! |------------|-------------------------------------------------------------------------------|
+//! | caller     | opens the namespace files, becomes a child subreaper, forks the *joiner*      |
+//! | caller     | puts the joiner into the container's cgroup, then sends "go" (one byte)       |
+//! | joiner     | non-dumpable; setns into each namespace (user first, mount last); forks the *app* (a PID namespace takes effect for children only) and exits |
+//! | app        | terminal, rlimits, caps, uid/gid, cwd (checked inside the root), closes fds, seccomp, execve; or reports the failing step ([`ChildFailure`]) and exits |
+//! | caller     | EOF on the sync socket = exec'd; relays the terminal and signals, reaps the app |
+//!
+//! The app is the joiner's child, so after the joiner exits it is reparented to the caller,
+//! which made itself a child subreaper for that: it can wait for the app and get its status.
+//!
+//! CVE-2019-5736: slate's binary is never exec'd inside the container; until the app execs,
+//! the processes in the container are forks of slate whose `/proc/<pid>/exe` is slate's
+//! binary on the host. The joiner makes itself non-dumpable before joining anything (the app
+//! inherits that until execve resets it), so a process of the container cannot open that link
+//! without CAP_SYS_PTRACE in the host's user namespace (a `--privileged` container has it:
+//! never exec into a container you do not trust with `--privileged`).
+//!
+//! CVE-2024-21626: every descriptor above 2 is closed before execve (the namespace files,
+//! the sync socket and anything inherited from the caller), and the working directory is
+//! entered after the mount namespace switch and checked to be reachable from the container's
+//! root, so no host directory can leak in as the cwd.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, setresgid, setresuid, ForkResult, Pid};
+use oci_spec::runtime::Process;
+
+use crate::caps::CapsPlan;
+use crate::cgroups::Cgroup;
+use crate::container::ExitStatus;
+use crate::error::{ChildFailure, Error, Stage};
+use crate::mounts::{resolve, Create};
+use crate::process::ExecPlan;
+use crate::pty::{copy_winsize, drain, pump, set_nonblocking, Flow, RawMode};
+use crate::seccomp::{self, Program};
+use crate::supervise::FORWARDED;
+use crate::syscall;
+
+/// Namespaces joined, in order: the user namespace first (it owns the others), the mount
+/// namespace last (after it, `/proc` paths would be the container's).
+const NAMESPACES: [(&str, CloneFlags); 7] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// What to run in which container.
+#[derive(Debug)]
+pub struct ExecOptions {
+    /// The container's PID 1, as seen from the host. The caller checks that it is still the
+    /// container's (its start time) before and after calling.
+    pub pid: Pid,
+    /// The process: args, env, cwd, user, capabilities, rlimits, no_new_privs, terminal.
+    pub process: Process,
+    /// The container's seccomp filter.
+    pub seccomp: Option<Arc<Program>>,
+    /// The container's cgroup, joined by the new process.
+    pub cgroup: Option<Cgroup>,
+}
+
+/// One namespace to join.
+struct Join {
+    fd: OwnedFd,
+    kind: CloneFlags,
+}
+
+/// Everything the children need, prepared before the fork.
+struct Plan {
+    joins: Vec<Join>,
+    exec: ExecPlan,
+    caps: CapsPlan,
+    cwd: CString,
+    winsize: Option<libc::winsize>,
+    seccomp: Option<Arc<Program>>,
+}
+
+fn same_namespace(pid: Pid, name: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/{name}"));
+    let ours = std::fs::metadata(format!("/proc/self/ns/{name}"));
+    match (theirs, ours) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+/// Runs `opts.process` in the container and returns its status once it exits. Relays the
+/// terminal (`process.terminal`) or lets the process use the caller's stdio, and forwards
+/// [`FORWARDED`] signals to it. The caller must be single-threaded.
+pub fn exec(opts: ExecOptions) -> Result<ExitStatus, Error> {
+    let n = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1);
+    if n > 1 {
+        return Err(Error::MultiThreaded(n));
+    }
+    let mut joins = Vec::new();
+    for (name, kind) in NAMESPACES {
+        let path = PathBuf::from(format!("/proc/{}/ns/{name}", opts.pid));
+        if same_namespace(opts.pid, name) {
+            continue;
+        }
+        let fd = nix::fcntl::open(
+            &path,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|source| Error::NamespacePath {
+            path: path.clone(),
+            source,
+        })?;
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        let fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+        joins.push(Join { fd, kind });
+    }
+    if !joins.iter().any(|j| j.kind == CloneFlags::CLONE_NEWNS) {
+        // Without its mount namespace the process would see the host's filesystem.
+        return Err(Error::NeedsNamespace {
+            what: "exec",
+            namespace: "mount",
+        });
+    }
+    let p = &opts.process;
+    let plan = Plan {
+        joins,
+        exec: ExecPlan::new(p)?,
+        caps: CapsPlan::new(p.capabilities().as_ref())?,
+        cwd: CString::new(p.cwd().as_os_str().as_bytes())
+            .map_err(|_| Error::Nul { what: "cwd" })?,
+        winsize: crate::pty::host_winsize(),
+        seccomp: opts.seccomp.clone(),
+    };
+    if !p.cwd().is_absolute() {
+        return Err(Error::RelativeCwd(p.cwd().clone()));
+    }
+
+    // The app will be reparented to us when the joiner exits: only a subreaper can wait for it.
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and changes only this process.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(Error::sys("becoming a child subreaper")(Errno::last()));
+    }
+    // One socket per child, so the joiner's report and the app's cannot interleave.
+    let pair = || {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(Error::sys("socketpair"))
+    };
+    let (parent_sock, child_sock) = pair()?;
+    let (parent_app_sock, app_sock) = pair()?;
+
+    // Signals to forward are blocked from here, so none is lost before the app exists; the
+    // app unblocks them before it execs.
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(s);
+    }
+    mask.add(Signal::SIGCHLD);
+    let mut old = SigSet::empty();
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
+        .map_err(Error::sys("blocking signals"))?;
+    let restore = MaskGuard(old);
+
+    // SAFETY: the process is single-threaded (checked above), so the child is a complete copy
+    // that may allocate; it only runs `joiner` and exits.
+    let joiner = match unsafe { fork() }.map_err(Error::sys("fork"))? {
+        ForkResult::Child => {
+            drop(parent_sock);
+            drop(parent_app_sock);
+            joiner(&plan, child_sock, app_sock)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(child_sock);
+    drop(app_sock);
+    let app = match place_and_release(&opts, joiner, &parent_sock) {
+        Ok(app) => app,
+        Err(e) => {
+            let _ = kill(joiner, Signal::SIGKILL);
+            let _ = waitpid(joiner, None);
+            return Err(e);
+        }
+    };
+    let master = match wait_for_exec(&plan, app, &parent_app_sock) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = kill(app, Signal::SIGKILL);
+            let _ = waitpid(app, None);
+            return Err(e);
+        }
+    };
+    let status = relay(app, master, &mask);
+    drop(restore);
+    status
+}
+
+/// Restores the signal mask on drop.
+struct MaskGuard(SigSet);
+
+impl Drop for MaskGuard {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+    }
+}
+
+/// Caller: puts the joiner into the cgroup, releases it, learns the app's PID and reaps the
+/// joiner.
+fn place_and_release(opts: &ExecOptions, joiner: Pid, sock: &OwnedFd) -> Result<Pid, Error> {
+    if let Some(cg) = &opts.cgroup {
+        cg.add_task(joiner)?;
+    }
+    syscall::write_all(sock.as_fd(), &[1]).map_err(Error::sys("releasing the exec process"))?;
+    let mut buf = [0u8; ChildFailure::SIZE];
+    let (n, _) = recv(sock, &mut buf)?;
+    let status = loop {
+        match waitpid(joiner, None) {
+            Ok(s) => break s,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("waitpid")(e)),
+        }
+    };
+    if n == ChildFailure::SIZE {
+        let f = ChildFailure::decode(&buf).ok_or(Error::Protocol)?;
+        return Err(Error::Setup {
+            step: match f.stage {
+                Stage::JoinNamespace => format!(
+                    "join the container's {} namespace",
+                    NAMESPACES
+                        .iter()
+                        .filter(|(name, _)| !same_namespace(opts.pid, name))
+                        .nth(f.index as usize)
+                        .map(|(name, _)| *name)
+                        .unwrap_or("?")
+                ),
+                _ => "fork into the container's PID namespace".to_string(),
+            },
+            source: Errno::from_raw(f.errno),
+        });
+    }
+    if n != 4 || !matches!(status, WaitStatus::Exited(_, 0)) {
+        return Err(Error::ChildDied);
+    }
+    Ok(Pid::from_raw(i32::from_ne_bytes([
+        buf[0], buf[1], buf[2], buf[3],
+    ])))
+}
+
+/// Caller: waits for the app's exec (EOF) or its failure report; takes the pty master.
+fn wait_for_exec(plan: &Plan, app: Pid, sock: &OwnedFd) -> Result<Option<OwnedFd>, Error> {
+    let mut master = None;
+    loop {
+        let mut buf = [0u8; ChildFailure::SIZE];
+        let (n, fd) = recv(sock, &mut buf)?;
+        if n == ChildFailure::SIZE && buf == ChildFailure::PTY_MASTER {
+            master = Some(fd.ok_or(Error::Protocol)?);
+            continue;
+        }
+        if n == 0 {
+            return Ok(master);
+        }
+        let f = ChildFailure::decode(&buf).ok_or(Error::Protocol)?;
+        let _ = waitpid(app, None);
+        let source = Errno::from_raw(f.errno);
+        return Err(match f.stage {
+            Stage::Exec if source == Errno::ENOENT => {
+                Error::ExecNotFound(plan.exec.candidate(f.index))
+            }
+            Stage::Exec => Error::ExecDenied {
+                path: plan.exec.candidate(f.index),
+                source,
+            },
+            stage => Error::Setup {
+                step: step_name(stage).to_string(),
+                source,
+            },
+        });
+    }
+}
+
+fn step_name(s: Stage) -> &'static str {
+    match s {
+        Stage::Rlimit => "set the rlimits",
+        Stage::NoNewPrivs => "set no_new_privs",
+        Stage::Seccomp => "install the seccomp filter",
+        Stage::Bounding => "drop capabilities from the bounding set",
+        Stage::Groups => "set the additional groups",
+        Stage::Gid => "set the gid",
+        Stage::Uid => "set the uid",
+        Stage::Capabilities => "set the capabilities",
+        Stage::Cwd => "change to the working directory",
+        Stage::CwdOutsideRoot => "the working directory is outside the container's root",
+        Stage::Terminal => "open a terminal in the container",
+        Stage::CloseFds => "close inherited descriptors",
+        _ => "set up the exec process",
+    }
+}
+
+fn recv(sock: &OwnedFd, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>), Error> {
+    loop {
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::sys("reading from the exec process")(e)),
+        };
+        let mut fd = None;
+        for c in msg
+            .cmsgs()
+            .map_err(Error::sys("reading from the exec process"))?
+        {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for raw in fds {
+                    // SAFETY: SCM_RIGHTS installed a new descriptor in this process for us.
+                    fd = Some(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) });
+                }
+            }
+        }
+        return Ok((msg.bytes, fd));
+    }
+}
+
+fn at(stage: Stage, index: u32) -> impl Fn(Errno) -> ChildFailure + Copy {
+    move |e| ChildFailure {
+        stage,
+        index,
+        errno: e as i32,
+    }
+}
+
+/// Joiner: joins the namespaces and forks the app; reports the app's PID (4 bytes) or a
+/// failure, then exits.
+fn joiner(plan: &Plan, sock: OwnedFd, app_sock: OwnedFd) -> ! {
+    let res = (|| -> Result<Pid, ChildFailure> {
+        // CVE-2019-5736: not dumpable, so the container cannot open our /proc/<pid>/exe.
+        nix::sys::prctl::set_dumpable(false).map_err(at(Stage::Sync, 0))?;
+        let mut go = [0u8; 1];
+        loop {
+            match nix::unistd::read(sock.as_raw_fd(), &mut go) {
+                Ok(1) => break,
+                Ok(_) => syscall::exit_now(125),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(at(Stage::Sync, 0)(e)),
+            }
+        }
+        for (i, j) in plan.joins.iter().enumerate() {
+            nix::sched::setns(&j.fd, j.kind).map_err(at(Stage::JoinNamespace, i as u32))?;
+        }
+        // SAFETY: single-threaded (a fork of a single-threaded process); the child only runs
+        // `app_main` and execs or exits.
+        match unsafe { fork() }.map_err(at(Stage::Fork, 0))? {
+            // The app closes the joiner's socket with every other descriptor before exec.
+            ForkResult::Child => app_main(plan, &app_sock),
+            ForkResult::Parent { child } => Ok(child),
+        }
+    })();
+    match res {
+        Ok(app) => {
+            let _ = syscall::write_all(sock.as_fd(), &app.as_raw().to_ne_bytes());
+            syscall::exit_now(0)
+        }
+        Err(f) => {
+            let _ = syscall::write_all(sock.as_fd(), &f.encode());
+            syscall::exit_now(125)
+        }
+    }
+}
+
+/// App: confines itself like the container's process and execs; never returns.
+fn app_main(plan: &Plan, sock: &OwnedFd) -> ! {
+    let failure = match app_setup(plan, sock) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let _ = syscall::write_all(sock.as_fd(), &failure.encode());
+    let code = match (failure.stage, Errno::from_raw(failure.errno)) {
+        (Stage::Exec, Errno::ENOENT) => 127,
+        (Stage::Exec, _) => 126,
+        _ => 125,
+    };
+    syscall::exit_now(code)
+}
+
+enum Never {}
+
+fn app_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
+    syscall::reset_signal_dispositions();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(at(Stage::Sync, 0))?;
+    // A session of its own (as the container's process has): a terminal can become the
+    // controlling one, and a ^C at the host terminal reaches it once, through the relay.
+    nix::unistd::setsid().map_err(at(Stage::Sync, 0))?;
+    plan.exec
+        .apply_rlimits()
+        .map_err(|(i, e)| at(Stage::Rlimit, i)(e))?;
+    if plan.exec.terminal {
+        let t = at(Stage::Terminal, 0);
+        let master =
+            crate::pty::open_in_container(plan.winsize.as_ref(), plan.exec.uid).map_err(t)?;
+        let fds = [master.as_raw_fd()];
+        sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[std::io::IoSlice::new(&ChildFailure::PTY_MASTER)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(t)?;
+        drop(master);
+    }
+    if plan.exec.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().map_err(at(Stage::NoNewPrivs, 0))?;
+    } else {
+        // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: now, before the drop.
+        install_seccomp(plan)?;
+    }
+    plan.caps.apply_bounding().map_err(at(Stage::Bounding, 0))?;
+    nix::sys::prctl::set_keepcaps(true).map_err(at(Stage::Capabilities, 0))?;
+    nix::unistd::setgroups(&plan.exec.groups).map_err(at(Stage::Groups, 0))?;
+    let (uid, gid) = (plan.exec.uid, plan.exec.gid);
+    setresgid(gid, gid, gid).map_err(at(Stage::Gid, 0))?;
+    setresuid(uid, uid, uid).map_err(at(Stage::Uid, 0))?;
+    nix::sys::prctl::set_keepcaps(false).map_err(at(Stage::Capabilities, 0))?;
+    plan.caps.apply_sets().map_err(at(Stage::Capabilities, 0))?;
+    // Still not dumpable after the uid switch (which may reset it): keep it so until execve.
+    nix::sys::prctl::set_dumpable(false).map_err(at(Stage::Sync, 0))?;
+
+    // CVE-2024-21626: enter the cwd from the container's root, as the user, and check that it
+    // is reachable from that root (getcwd fails, or does not start with '/', otherwise).
+    nix::unistd::chdir("/").map_err(at(Stage::Cwd, 0))?;
+    nix::unistd::chdir(std::ffi::OsStr::from_bytes(plan.cwd.as_bytes()))
+        .map_err(at(Stage::Cwd, 0))?;
+    let mut buf = [0u8; 4096];
+    // SAFETY: getcwd writes at most buf.len() bytes, NUL included, into the buffer passed.
+    let p = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+    if p.is_null() || buf[0] != b'/' {
+        return Err(at(Stage::CwdOutsideRoot, 0)(if p.is_null() {
+            Errno::last()
+        } else {
+            Errno::ENOENT
+        }));
+    }
+    nix::sys::stat::umask(Mode::from_bits_truncate(
+        plan.exec.umask.unwrap_or(0o022) as libc::mode_t
+    ));
+    // CVE-2024-21626: nothing of the host past stdio (the sync socket is close-on-exec).
+    close_fds_except(sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
+    if plan.exec.no_new_privs {
+        install_seccomp(plan)?;
+    }
+    let (index, errno) = plan.exec.exec();
+    Err(at(Stage::Exec, index)(errno))
+}
+
+fn install_seccomp(plan: &Plan) -> Result<(), ChildFailure> {
+    let Some(program) = &plan.seccomp else {
+        return Ok(());
+    };
+    program.install().map_err(|e| {
+        let errno = match e {
+            seccomp::SeccompError::NeedsNoNewPrivs(e) | seccomp::SeccompError::Install(e) => e,
+            _ => Errno::EINVAL,
+        };
+        at(Stage::Seccomp, 0)(errno)
+    })
+}
+
+fn close_fds_except(keep: RawFd) -> Result<(), Errno> {
+    let keep = keep as u32;
+    let ranges: [(u32, u32); 2] = if keep >= 3 {
+        [(3, keep.saturating_sub(1)), (keep + 1, u32::MAX)]
+    } else {
+        [(3, u32::MAX), (1, 0)]
+    };
+    for (lo, hi) in ranges {
+        if lo > hi {
+            continue;
+        }
+        match syscall::close_range(lo, hi) {
+            Ok(()) => {}
+            Err(Errno::ENOSYS) => {
+                // Kernels before 5.9: one by one up to the descriptor limit.
+                let max =
+                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                        .map(|(soft, _)| soft.min(1 << 20) as u32)
+                        .unwrap_or(1024);
+                for fd in lo..=hi.min(max) {
+                    let _ = nix::unistd::close(fd as i32);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Caller: relays the terminal (if any) and signals until the app exits; reaps it.
+fn relay(app: Pid, master: Option<OwnedFd>, mask: &SigSet) -> Result<ExitStatus, Error> {
+    let sfd = SignalFd::with_flags(mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(Error::sys("signalfd"))?;
+    let _raw = master.as_ref().map(|_| RawMode::enter());
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut stdin_open = master.is_some();
+    let mut master_open = master.is_some();
+    if let Some(m) = &master {
+        set_nonblocking(m.as_fd())?;
+        copy_winsize(m.as_fd());
+    }
+    let mut status = try_reap(app)?;
+    while status.is_none() {
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let stdin_idx = stdin_open.then(|| {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let master_idx = match (&master, master_open) {
+            (Some(m), true) => {
+                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::sys("poll")(e)),
+        }
+        let ready = |i: Option<usize>| {
+            i.and_then(|i| fds[i].revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (stdin_ready, master_ready) = (ready(stdin_idx), ready(master_idx));
+        drop(fds);
+        if let (Some(m), true) = (&master, stdin_ready) {
+            if pump(stdin.as_fd(), m.as_fd()) == Flow::Closed {
+                stdin_open = false;
+            }
+        }
+        if let (Some(m), true) = (&master, master_ready) {
+            if pump(m.as_fd(), stdout.as_fd()) == Flow::Closed {
+                master_open = false;
+            }
+        }
+        while let Some(info) = sfd.read_signal().map_err(Error::sys("reading signals"))? {
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            if sig == Signal::SIGCHLD {
+                continue;
+            }
+            if sig == Signal::SIGWINCH {
+                if let Some(m) = &master {
+                    copy_winsize(m.as_fd());
+                }
+            }
+            let _ = kill(app, sig);
+        }
+        status = try_reap(app)?;
+    }
+    if let (Some(m), true) = (&master, master_open) {
+        drain(m.as_fd(), stdout.as_fd());
+    }
+    status.ok_or(Error::ChildDied)
+}
+
+fn try_reap(app: Pid) -> Result<Option<ExitStatus>, Error> {
+    match waitpid(app, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, c)) => Ok(Some(ExitStatus::Exited(c))),
+        Ok(WaitStatus::Signaled(_, s, _)) => Ok(Some(ExitStatus::Signaled(s))),
+        Ok(_) | Err(Errno::EINTR) => Ok(None),
+        Err(e) => Err(Error::sys("waitpid")(e)),
+    }
+}
+
+/// Reads a small regular file of a running container's filesystem (e.g. `/etc/passwd` to
+/// resolve `exec -u NAME`), resolved inside the container's root: `..` and absolute symlinks
+/// cannot lead out of it (going through `/proc/<pid>/root/...` alone would follow an absolute
+/// symlink to the host's file). `Ok(None)` when it does not exist or is not a regular file.
+pub fn read_container_file(pid: Pid, path: &Path, max: u64) -> Result<Option<Vec<u8>>, Error> {
+    use std::io::Read;
+    let root_path = format!("/proc/{pid}/root");
+    let root = nix::fcntl::open(
+        root_path.as_str(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(Error::sys("opening the container's root"))?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let root: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(root) };
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let c = CString::new(rel.as_os_str().as_bytes()).map_err(|_| Error::Nul { what: "path" })?;
+    let fd = match resolve(root.as_fd(), &c, Create::No) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
+        Err(e) => return Err(Error::sys("resolving a path in the container")(e)),
+    };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(Error::sys("fstat"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(None);
+    }
+    // Reopen the O_PATH descriptor for reading through its /proc/self/fd link: same file.
+    let f = std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|source| {
+        Error::Io {
+            op: "reading a file of the container",
+            source,
+        }
+    })?;
+    let mut out = Vec::new();
+    f.take(max)
+        .read_to_end(&mut out)
+        .map_err(|source| Error::Io {
+            op: "reading a file of the container",
+            source,
+        })?;
+    Ok(Some(out))
+}
