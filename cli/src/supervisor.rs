@@ -114,7 +114,7 @@ impl Supervisor {
         let sink = Sink::open(&rec)?;
         // The run dir's owner is the supervisor now (the foreground sweep checks it).
         let owner = rec.run_dir.join("owner");
-        std::fs::write(&owner, me.to_string())
+        std::fs::write(&owner, crate::commands::run::owner_line(me as u32))
             .with_context(|| format!("cannot write {}", owner.display()))?;
 
         let mut mask = SigSet::empty();

@@ -35,6 +35,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     if args.detach {
         return detach::run(settings, args);
     }
+    sweep_state(settings);
     // Failures before the container exists are slate's own: docker's 125.
     let prepared = prepare(settings, &args).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
     let Prepared {
@@ -108,7 +109,7 @@ pub(crate) fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Pre
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
     let guard = RunDirGuard(run_dir.clone());
     // The owner first, so a concurrent sweep never takes this run for a dead one.
-    std::fs::write(run_dir.join("owner"), std::process::id().to_string())
+    std::fs::write(run_dir.join("owner"), owner_line(std::process::id()))
         .with_context(|| format!("cannot write {}", run_dir.join("owner").display()))?;
     for d in ["upper", "work", "rootfs"] {
         std::fs::create_dir(run_dir.join(d))
@@ -292,7 +293,28 @@ fn new_id() -> anyhow::Result<String> {
     Ok(s)
 }
 
-/// Removes the directories of runs whose supervisor is gone (killed, power cut).
+/// The content of a run dir's `owner` file: the supervising process's PID and start time,
+/// so a PID reused after a crash does not keep a dead run alive.
+pub(crate) fn owner_line(pid: u32) -> String {
+    match crate::state::proc_start_time(pid as i32) {
+        Some(start) => format!("{pid} {start}"),
+        None => pid.to_string(),
+    }
+}
+
+/// Whether the owner named by an `owner` file is still that process.
+fn owner_alive(line: &str) -> Option<bool> {
+    let mut f = line.split_whitespace();
+    let pid = f.next()?.parse::<i32>().ok()?;
+    Some(match f.next().and_then(|s| s.parse::<u64>().ok()) {
+        Some(start) => crate::state::proc_start_time(pid) == Some(start),
+        // Written by an older slate: the PID alone.
+        None => Path::new(&format!("/proc/{pid}")).exists(),
+    })
+}
+
+/// Removes what runs whose supervisor is gone (killed, power cut) left: their cgroup (and any
+/// process still in it) and their directory.
 fn sweep_dead_runs(runs: &Path) {
     let Ok(entries) = std::fs::read_dir(runs) else {
         return;
@@ -301,9 +323,9 @@ fn sweep_dead_runs(runs: &Path) {
         let dir = e.path();
         let owner = std::fs::read_to_string(dir.join("owner"))
             .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
+            .and_then(|s| owner_alive(&s));
         let alive = match owner {
-            Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+            Some(alive) => alive,
             // Just created, owner not written yet: leave it to a later sweep.
             None => e
                 .metadata()
@@ -313,9 +335,37 @@ fn sweep_dead_runs(runs: &Path) {
         };
         if !alive {
             tracing::info!(dir = %dir.display(), "removing what a dead run left behind");
+            // The run's id names its cgroup (under slate's parent; a custom cgroupsPath is
+            // only known to detached runs' records, which the state sweep handles).
+            if let Some(id) = dir.file_name().and_then(|n| n.to_str()) {
+                match slate_runtime::cgroups::Cgroup::open(id, None) {
+                    Ok(cg) => {
+                        if let Err(err) = cg.remove() {
+                            tracing::warn!(id, error = %err, "cannot remove a dead run's cgroup");
+                        }
+                    }
+                    Err(slate_runtime::cgroups::CgroupError::NotFound { .. }) => {}
+                    Err(err) => tracing::debug!(id, error = %err, "no cgroup for a dead run"),
+                }
+            }
             if let Err(err) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a dead run's directory");
             }
         }
+    }
+}
+
+/// Cleans up after dead detached runs, when the state dir exists (a foreground run does not
+/// create it: hosts that never detach keep no /run/slate).
+fn sweep_state(settings: &Settings) {
+    if !settings.state_dir.is_dir() {
+        return;
+    }
+    let res = crate::state::StateDir::open(&settings.state_dir).and_then(|sd| {
+        let _lock = sd.lock()?;
+        crate::containers::sweep(&sd)
+    });
+    if let Err(e) = res {
+        tracing::warn!("cannot clean up after dead containers: {e:#}");
     }
 }

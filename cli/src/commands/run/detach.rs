@@ -66,6 +66,7 @@ fn detach(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
     let lock = sd.lock()?;
     containers::sweep(&sd)?;
     let existing = sd.list()?;
+    remove_orphaned_logs(&settings.root.join("containers"), &sd);
     if let Some(name) = &args.name {
         for old in existing.iter().filter(|r| &r.name == name) {
             if !args.replace {
@@ -156,6 +157,15 @@ fn detach(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
             .collect(),
     };
     sd.save(&rec)?;
+    // Which state dir the logs belong to: once its record is gone (a reboot empties
+    // /run/slate), a later `run -d` removes them.
+    std::fs::create_dir_all(&rec.log_dir)
+        .with_context(|| format!("cannot create {}", rec.log_dir.display()))?;
+    std::fs::write(
+        rec.log_dir.join(STATE_DIR_MARK),
+        sd.root().as_os_str().as_encoded_bytes(),
+    )
+    .with_context(|| format!("cannot write {}", rec.log_dir.display()))?;
 
     match start_supervisor(settings, &sd, &id) {
         Ok(()) => {
@@ -168,6 +178,31 @@ fn detach(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
             // The run dir goes with the guard; the record and logs with this.
             containers::remove_files(&sd, &rec);
             Err(e)
+        }
+    }
+}
+
+/// The file in a container's log dir that names its state dir.
+const STATE_DIR_MARK: &str = "state-dir";
+
+/// Removes the log dirs of containers of this state dir whose records are gone (after a
+/// reboot, since /run/slate is a tmpfs); logs of other state dirs are left alone.
+fn remove_orphaned_logs(containers: &std::path::Path, sd: &StateDir) {
+    let Ok(entries) = std::fs::read_dir(containers) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let Some(id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        let ours = std::fs::read(dir.join(STATE_DIR_MARK))
+            .is_ok_and(|m| m == sd.root().as_os_str().as_encoded_bytes());
+        if ours && !sd.dir(&id).exists() {
+            tracing::info!(dir = %dir.display(), "removing the logs of a forgotten container");
+            if let Err(err) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %err, "cannot remove old logs");
+            }
         }
     }
 }
