@@ -220,6 +220,8 @@ fn start_supervisor(settings: &Settings, sd: &StateDir, id: &str) -> anyhow::Res
         .arg(sd.root())
         .arg("supervise")
         .arg(id)
+        // Like any daemon: no hold on the caller's directory (it may be a mount to unmount).
+        .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
