@@ -409,6 +409,107 @@ pub fn fetch(
     })
 }
 
+/// Chunks of tar stream in flight between the decompressing and the unpacking thread:
+/// enough to ride out a burst of small files, little enough memory.
+const PIPE_DEPTH: usize = 8;
+const PIPE_CHUNK: usize = 128 << 10;
+
+/// The reading side of a layer: blob bytes -> sha256 -> decompress -> sha256 -> queue.
+/// Returns the blob digest and size and the diff id, or `None` when the unpacker gave up.
+fn produce(
+    source: impl Read,
+    layer: &LayerRecord,
+    progress: &dyn Progress,
+    name: &str,
+    tx: std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+    aborted: &AtomicBool,
+) -> Result<Option<(Digest, u64, Digest)>, PullError> {
+    let stream_err = |source| PullError::Stream {
+        reference: name.to_string(),
+        digest: layer.digest.clone(),
+        source,
+    };
+    // The unpacker must hear of a failure too, or it would wait for more.
+    let fail = |tx: &std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>, e: std::io::Error| {
+        let _ = tx.send(Err(std::io::Error::new(e.kind(), e.to_string())));
+        stream_err(e)
+    };
+    // One byte more than the manifest says is enough to prove a blob too long, without
+    // reading whatever a hostile registry keeps sending.
+    let mut compressed = HashingReader::new(Counting {
+        inner: source.take(layer.size.saturating_add(1)),
+        layer,
+        progress,
+    });
+    let diff_id = {
+        let mut buffered = BufReader::with_capacity(STREAM_BUFFER, &mut compressed);
+        let head = match buffered.fill_buf() {
+            Ok(h) => h,
+            Err(e) => return Err(fail(&tx, e)),
+        };
+        let compression = Compression::sniff(head);
+        let decoder: Box<dyn Read + '_> = match compression {
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+            Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(buffered) {
+                Ok(d) => Box::new(d),
+                Err(e) => return Err(fail(&tx, e)),
+            },
+            Compression::None => Box::new(buffered),
+        };
+        let mut tar = HashingReader::new(decoder);
+        // Past the tar's end-of-archive marker the unpacker stops listening, but every
+        // byte still counts for the digests.
+        let mut listening = true;
+        loop {
+            if aborted.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let mut chunk = vec![0u8; PIPE_CHUNK];
+            let n = match tar.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(fail(&tx, e)),
+            };
+            chunk.truncate(n);
+            if listening && tx.send(Ok(chunk)).is_err() {
+                listening = false;
+            }
+        }
+        drop(tx);
+        tar.finish().map_err(stream_err)?.0
+    };
+    let (blob_digest, blob_size) = compressed.finish().map_err(stream_err)?;
+    Ok(Some((blob_digest, blob_size, diff_id)))
+}
+
+/// The unpacking side's view of the queue: a plain reader.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.chunk = c;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // Sender gone: the end of the stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// Counts bytes for progress as they are read.
 struct Counting<'a, R> {
     inner: R,
@@ -545,7 +646,7 @@ impl Read for NetStream<'_> {
                         return Err(e);
                     }
                     let wait = self.client.backoff(self.failures);
-                    tracing::warn!(blob = %self.digest, at = self.pos, error = %e, "download cut off, resuming in {wait:?}");
+                    tracing::info!(blob = %self.digest, at = self.pos, error = %e, "download cut off, resuming in {wait:?}");
                     std::thread::sleep(wait);
                 }
             }
@@ -736,40 +837,55 @@ fn stream_layer(
         reopens: 0,
     });
     let source = replay
-        .map(|r| Box::new(r) as Box<dyn Read>)
+        .map(|r| Box::new(r) as Box<dyn Read + Send>)
         .unwrap_or_else(|| Box::new(std::io::empty()))
         .chain(
-            net.map(|n| Box::new(n) as Box<dyn Read>)
+            net.map(|n| Box::new(n) as Box<dyn Read + Send>)
                 .unwrap_or_else(|| Box::new(std::io::empty())),
         );
-    // One byte more than the manifest says is enough to prove a blob too long, without
-    // reading whatever a hostile registry keeps sending.
-    let mut compressed = HashingReader::new(Counting {
-        inner: source.take(layer.size.saturating_add(1)),
-        layer,
-        progress,
+    // Two threads per layer, so one large layer still keeps two cores busy: this one
+    // unpacks (file system calls), a helper reads, hashes and decompresses, handing the
+    // tar stream over in chunks through a short queue.
+    let aborted = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(PIPE_DEPTH);
+    let (unpacked, produced) = std::thread::scope(|s| {
+        let producer = s.spawn(|| produce(source, layer, progress, name, tx, &aborted));
+        let unpacked = unpack::unpack(
+            ChannelReader {
+                rx,
+                chunk: Vec::new(),
+                at: 0,
+            },
+            &diff,
+        );
+        if unpacked.is_err() {
+            aborted.store(true, Ordering::Relaxed);
+        }
+        let produced = producer.join().unwrap_or_else(|_| {
+            Err(stream_err(std::io::Error::other(
+                "the decompressing thread panicked",
+            )))
+        });
+        (unpacked, produced)
     });
-    let (stats, diff_id) = {
-        let mut buffered = BufReader::with_capacity(STREAM_BUFFER, &mut compressed);
-        let head = buffered.fill_buf().map_err(stream_err)?;
-        let compression = Compression::sniff(head);
-        let decoder: Box<dyn Read + '_> = match compression {
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-            Compression::Zstd => {
-                Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(stream_err)?)
-            }
-            Compression::None => Box::new(buffered),
-        };
-        let mut tar = HashingReader::new(decoder);
-        let stats = unpack::unpack(&mut tar, &diff).map_err(|source| PullError::Unpack {
-            reference: name.to_string(),
-            digest: layer.digest.clone(),
-            source,
-        })?;
-        let (diff_id, _) = tar.finish().map_err(stream_err)?;
-        (stats, diff_id)
+    // The reading side's failure is the cause when both failed (the unpacker only saw
+    // its stream break); a hostile entry stops the reader, which then reports nothing.
+    let (stats, (blob_digest, blob_size, diff_id)) = match (unpacked, produced) {
+        (_, Err(e)) => return Err(e),
+        (Err(source), Ok(_)) => {
+            return Err(PullError::Unpack {
+                reference: name.to_string(),
+                digest: layer.digest.clone(),
+                source,
+            })
+        }
+        (Ok(stats), Ok(Some(digests))) => (stats, digests),
+        (Ok(_), Ok(None)) => {
+            return Err(stream_err(std::io::Error::other(
+                "the decompressing thread stopped early",
+            )))
+        }
     };
-    let (blob_digest, blob_size) = compressed.finish().map_err(stream_err)?;
     check_digest(
         name,
         &format!("layer {}", layer.digest),

@@ -13,7 +13,8 @@
 //! - Docker Hub may be reached through pull-through mirrors (`mirrors`), tried in order
 //!   for each request; when a mirror fails the next is tried, then Docker Hub itself. A
 //!   mirror that cannot be reached at all is skipped for the life of the client.
-//! - Idempotent requests are retried with capped exponential backoff on connection
+//! - Idempotent requests are retried (logged at info: only the final failure is an
+//!   error worth a warning) with capped exponential backoff on connection
 //!   errors, timeouts, 429 (honouring `Retry-After`) and 5xx.
 //!
 //! The client is blocking: layer downloads run on plain threads that decompress and unpack
@@ -351,7 +352,7 @@ impl Client {
                     let wait = retry_after(resp.headers())
                         .unwrap_or(backoff)
                         .min(self.opts.max_backoff * 3);
-                    tracing::warn!(registry, what, status = %s, attempt, "registry busy, retrying in {wait:?}");
+                    tracing::info!(registry, what, status = %s, attempt, "registry busy, retrying in {wait:?}");
                     std::thread::sleep(wait);
                 }
                 Err(e) => {
@@ -362,7 +363,7 @@ impl Client {
                             error: e,
                         });
                     }
-                    tracing::warn!(registry, what, attempt, error = %error_chain(&e), "request failed, retrying in {backoff:?}");
+                    tracing::info!(registry, what, attempt, error = %error_chain(&e), "request failed, retrying in {backoff:?}");
                     std::thread::sleep(backoff);
                 }
             }
@@ -553,7 +554,7 @@ impl Client {
                     source,
                 }) if attempt < self.attempts() => {
                     let wait = self.backoff(attempt);
-                    tracing::warn!(registry, what, error = %source, "download cut off, retrying in {wait:?}");
+                    tracing::info!(registry, what, error = %source, "download cut off, retrying in {wait:?}");
                     std::thread::sleep(wait);
                 }
                 r => return r,
