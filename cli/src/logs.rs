@@ -543,6 +543,22 @@ mod tests {
     }
 
     #[test]
+    fn journal_records_use_the_binary_safe_message_field() {
+        let (ours, journald) = UnixDatagram::pair().unwrap();
+        let mut j = Journal {
+            sock: ours,
+            fields: b"SYSLOG_IDENTIFIER=web\n".to_vec(),
+        };
+        j.send(Stream::Stderr, b"a=b\nnot a field").unwrap();
+        let mut buf = [0u8; 256];
+        let n = journald.recv(&mut buf).unwrap();
+        let mut want = b"SYSLOG_IDENTIFIER=web\nPRIORITY=3\nMESSAGE\n".to_vec();
+        want.extend_from_slice(&15u64.to_le_bytes());
+        want.extend_from_slice(b"a=b\nnot a field\n");
+        assert_eq!(&buf[..n], &want[..]);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("1h30m").unwrap(), 5400);
         assert_eq!(parse_duration("45s").unwrap(), 45);
