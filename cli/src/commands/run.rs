@@ -36,6 +36,14 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
         return detach::run(settings, args);
     }
     sweep_state(settings);
+    if args.restart != "no" {
+        tracing::warn!("--restart applies to detached containers (-d) only; under systemd, use Restart= in the unit");
+    }
+    if args.replace {
+        if let Some(name) = &args.name {
+            replace_detached(settings, name).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
+        }
+    }
     // Failures before the container exists are slate's own: docker's 125.
     let prepared = prepare(settings, &args).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
     let Prepared {
@@ -353,6 +361,23 @@ fn sweep_dead_runs(runs: &Path) {
             }
         }
     }
+}
+
+/// `run --replace --name NAME` in the foreground (a systemd unit's ExecStart): a detached
+/// container of that name is stopped and removed first.
+fn replace_detached(settings: &Settings, name: &str) -> anyhow::Result<()> {
+    if !settings.state_dir.is_dir() {
+        return Ok(());
+    }
+    let sd = crate::state::StateDir::open(&settings.state_dir)?;
+    let _lock = sd.lock()?;
+    crate::containers::sweep(&sd)?;
+    for old in sd.list()?.iter().filter(|r| r.name == name) {
+        crate::containers::stop(&sd, old, std::time::Duration::from_secs(10))
+            .with_context(|| format!("cannot stop the container {name} to replace it"))?;
+        crate::containers::remove(&sd, old, true)?;
+    }
+    Ok(())
 }
 
 /// Cleans up after dead detached runs, when the state dir exists (a foreground run does not
