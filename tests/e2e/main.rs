@@ -12,6 +12,7 @@
 //!   harness bug is not mistaken for a slate bug.
 //! - `pull`, `hostile`, `corrupt`, `platform`, `commands`: issue 2's "Must show".
 //! - `auth`, `resume`, `concurrent`, `flaky`, `prune`: issue 3's.
+//! - `run`, `run_security`, `run_limits`, `run_pull`: issue 5's (`slate run`).
 
 mod auth;
 mod commands;
@@ -26,3 +27,7 @@ mod platform;
 mod prune;
 mod pull;
 mod resume;
+mod run;
+mod run_limits;
+mod run_pull;
+mod run_security;

@@ -8,6 +8,7 @@
 pub mod fixture;
 pub mod flaky_proxy;
 pub mod registry;
+pub mod run_image;
 pub mod slate;
 pub mod slate_cmd;
 pub mod store;

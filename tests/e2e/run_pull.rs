@@ -1,0 +1,82 @@
+//! `slate run --pull missing|always|never`: a moved tag is deployed by `always` only, a
+//! registry that is gone falls back to the local copy with a warning, and `never` without
+//! the image fails with 125.
+
+use crate::harness::registry::Registry;
+use crate::harness::run_image::{self, RunEnv};
+use crate::harness::tar_writer::Entry;
+
+fn marked(which: &str) -> crate::harness::fixture::BuiltImage {
+    run_image::image(
+        run_image::default_config(),
+        vec![vec![Entry::file("which", format!("{which}\n"))]],
+    )
+}
+
+#[test]
+fn pull_always_runs_the_image_a_moved_tag_points_to() {
+    let reg = Registry::shared();
+    let reference = reg.push_image("run/moved", "v1", &marked("one"));
+    let env = RunEnv::empty("pull-moved", &reference);
+    // Missing: pulled on first use.
+    let out = env.run(&[], &["cat", "/which"]).success();
+    assert_eq!(out.stdout, "one\n", "{out:?}");
+
+    reg.push_image("run/moved", "v1", &marked("two"));
+    let out = env.run(&[], &["cat", "/which"]).success();
+    assert_eq!(
+        out.stdout, "one\n",
+        "--pull missing keeps the local image: {out:?}"
+    );
+    let out = env.run(&["--pull", "always"], &["cat", "/which"]).success();
+    assert_eq!(
+        out.stdout, "two\n",
+        "--pull always deploys the moved tag: {out:?}"
+    );
+    let out = env.run(&["--pull", "never"], &["cat", "/which"]).success();
+    assert_eq!(
+        out.stdout, "two\n",
+        "the new image is now the local one: {out:?}"
+    );
+}
+
+#[test]
+fn pull_always_runs_the_local_copy_when_the_registry_is_gone() {
+    let reg = Registry::private();
+    let reference = reg.push_image("run/gone", "v1", &marked("local"));
+    let env = RunEnv::empty("pull-gone", &reference);
+    env.slate.pull(&reference, None);
+    drop(reg); // killed and removed
+    let out = env.run(&["--pull", "always"], &["cat", "/which"]).success();
+    assert_eq!(out.stdout, "local\n", "{out:?}");
+    let warning = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("local copy"))
+        .unwrap_or_else(|| panic!("no warning about the local copy on stderr: {out:?}"));
+    assert!(
+        warning.contains("WARN") && warning.contains("run/gone"),
+        "a warning that says the local copy of what runs: {warning}"
+    );
+    // Without a local copy there is nothing to fall back to: 125.
+    let other = RunEnv::empty("pull-gone-empty", &reference);
+    let out = other.run(&["--pull", "always"], &["true"]).failure(125);
+    out.error_mentions(&["run/gone"]);
+}
+
+#[test]
+fn pull_never_without_the_image_fails_with_125() {
+    let reg = Registry::shared();
+    let reference = reg.push_image("run/never", "v1", &marked("x"));
+    let env = RunEnv::empty("pull-never", &reference);
+    let out = env.run(&["--pull", "never"], &["true"]).failure(125);
+    out.error_mentions(&["--pull never", "run/never"]);
+    out.assert_each_cause_once();
+    assert!(
+        !reg.log()
+            .lines()
+            .any(|l| l.contains("GET /v2/run/never/manifests")),
+        "--pull never asked the registry for the manifest"
+    );
+    assert!(env.slate.images().is_empty(), "nothing was pulled");
+}
