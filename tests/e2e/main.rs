@@ -12,12 +12,14 @@
 //!   harness bug is not mistaken for a slate bug.
 //! - `pull`, `hostile`, `corrupt`, `platform`, `commands`: issue 2's "Must show".
 //! - `auth`, `resume`, `concurrent`, `flaky`, `prune`: issue 3's.
+//! - `detached`: issue 6's (`run -d`, ps, logs, exec, stop, rm, restarts, crash clean-up).
 //! - `run`, `run_security`, `run_limits`, `run_pull`: issue 5's (`slate run`).
 
 mod auth;
 mod commands;
 mod concurrent;
 mod corrupt;
+mod detached;
 mod fixtures;
 mod flaky;
 mod harness;
