@@ -27,7 +27,7 @@ fn pull_survives_503s_dropped_connections_and_cut_blobs() {
             drop_first: 2,
             cut_blobs: 3,
             cut_after: 300_000,
-            bytes_per_sec: 0,
+            ..Faults::default()
         },
     );
     let slate = Slate::new("flaky");
@@ -117,5 +117,39 @@ fn docker_hub_mirrors_are_tried_in_order_past_a_dead_one() {
     assert!(
         empty.log().contains("/v2/library/mirrored/manifests/v1"),
         "the second mirror was not asked before the third"
+    );
+}
+
+#[test]
+fn too_many_requests_is_retried_after_the_time_the_registry_asks() {
+    let reg = Registry::private();
+    let fx = fixtures::small("flaky-429", "linux/amd64", Compression::Gzip);
+    reg.push_image("flaky/429", "v1", &fx.image);
+    let proxy = FlakyProxy::start(
+        reg.host(),
+        Faults {
+            fail_first: 2,
+            fail_status: 429,
+            retry_after: Some(2),
+            ..Faults::default()
+        },
+    );
+    let slate = Slate::new("flaky-429");
+    let reference = format!("{}/flaky/429:v1", proxy.host());
+    let out = slate.run(&["pull", &reference]).success();
+    assert_eq!(out.last_stdout_line(), fx.image.manifest_digest);
+    let log = proxy.log();
+    let limited: Vec<_> = log.iter().filter(|l| l.action == "429").collect();
+    assert_eq!(limited.len(), 2, "{log:?}");
+    // Retry-After is a floor the client must respect (a lower bound, never flaky).
+    let next = log
+        .iter()
+        .find(|l| l.action != "429" && l.at > limited[1].at)
+        .expect("a request after the 429s");
+    let floor = std::time::Duration::from_secs(2);
+    assert!(
+        limited[1].at.duration_since(limited[0].at) >= floor
+            && next.at.duration_since(limited[1].at) >= floor,
+        "a retry came before Retry-After: 2 had passed: {log:?}"
     );
 }

@@ -20,8 +20,12 @@ use std::time::{Duration, Instant};
 /// (a TLS hello, which slate sends first to a loopback registry, is closed and not counted).
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
-    /// Answer `503 Service Unavailable` to this many first requests.
+    /// Answer `503 Service Unavailable` (or `fail_status`) to this many first requests.
     pub fail_first: u64,
+    /// The status of those answers when not 0: 429, 500 (else 503).
+    pub fail_status: u16,
+    /// A `Retry-After` (seconds) to send with them.
+    pub retry_after: Option<u64>,
     /// Close this many first requests' connections without answering (after the 503s).
     pub drop_first: u64,
     /// Cut the body of this many first blob GETs after `cut_after` bytes.
@@ -37,8 +41,10 @@ pub struct Logged {
     pub method: String,
     pub path: String,
     pub range: Option<String>,
-    /// What the proxy did: `forwarded`, `503`, `dropped`, `cut`.
+    /// What the proxy did: `forwarded`, `503` (or the `fail_status`), `dropped`, `cut`.
     pub action: &'static str,
+    /// When the request arrived.
+    pub at: Instant,
 }
 
 struct Shared {
@@ -140,6 +146,7 @@ fn record(s: &Shared, method: &str, path: &str, range: &Option<String>, action: 
             path: path.to_string(),
             range: range.clone(),
             action,
+            at: Instant::now(),
         });
     }
 }
@@ -199,9 +206,19 @@ fn handle(s: &Shared, client: TcpStream) -> io::Result<()> {
     };
     let faults = s.faults.lock().map(|f| f.clone()).unwrap_or_default();
     if n < faults.fail_first {
-        record(s, &method, &path, &range, "503");
+        let (action, line) = match faults.fail_status {
+            429 => ("429", "429 Too Many Requests"),
+            500 => ("500", "500 Internal Server Error"),
+            _ => ("503", "503 Service Unavailable"),
+        };
+        record(s, &method, &path, &range, action);
+        let retry = faults
+            .retry_after
+            .map(|r| format!("Retry-After: {r}\r\n"))
+            .unwrap_or_default();
         client.write_all(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            format!("HTTP/1.1 {line}\r\n{retry}Content-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
         )?;
         return Ok(());
     }
