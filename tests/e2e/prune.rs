@@ -230,3 +230,38 @@ fn a_full_disk_fails_the_pull_cleanly() {
     slate.run(&["image", "prune"]).success();
     assert!(store::dir_names(&slate.root().join("layers")).is_empty());
 }
+
+#[test]
+fn layer_blobs_are_dropped_after_unpacking_unless_keep_blobs() {
+    let reg = Registry::shared();
+    let fx = fixtures::small("keep-blobs", "linux/amd64", Compression::Gzip);
+    let reference = reg.push_image("prune/keep-blobs", "v1", &fx.image);
+    let layer_blob = |slate: &Slate, d: &str| slate.root().join("blobs/sha256").join(digest_hex(d));
+
+    let default = Slate::new("no-keep-blobs");
+    default.pull(&reference, None);
+    for l in &fx.image.layers {
+        assert!(
+            !layer_blob(&default, &l.digest).exists(),
+            "layer blob {} kept without keep_blobs",
+            l.digest
+        );
+    }
+
+    let keep = Slate::new("keep-blobs");
+    write_config(&keep, "[pull]\nkeep_blobs = true\n");
+    keep.pull(&reference, None);
+    for l in &fx.image.layers {
+        let p = layer_blob(&keep, &l.digest);
+        let data = fs::read(&p).unwrap_or_else(|e| panic!("kept blob {}: {e}", p.display()));
+        assert_eq!(data, l.blob, "the kept blob is not the blob");
+    }
+    store::assert_consistent(&keep, &fx.image.chain_ids(), &[]);
+    keep.run(&["rmi", &reference]).success();
+    for l in &fx.image.layers {
+        assert!(
+            !layer_blob(&keep, &l.digest).exists(),
+            "rmi left the kept blob"
+        );
+    }
+}
