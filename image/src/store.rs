@@ -4,7 +4,9 @@
 //! blobs/sha256/<hex>      manifests and configs (small); layer blobs only when kept
 //! layers/<chain-hex>/     one committed layer: diff/ (an overlayfs lower dir) + layer.json
 //! images/<key>.json       one record per image name (reference -> manifest digest, layers)
-//! tmp/                    work in progress; never read as content
+//! tmp/                    work in progress; never read as content, except
+//!                         blob-<hex>.partial: a layer download cut off, resumed by the
+//!                         next pull (see `pull`), removed by `prune`
 //! locks/                  flock files
 //! empty/                  an empty directory (a filler lower dir for overlayfs)
 //! ```
@@ -14,6 +16,11 @@
 //! which the next store user removes. Layers are created under an exclusive per-layer
 //! lock, so concurrent pulls unpack each layer once. Pulls hold the store lock shared and
 //! removals hold it exclusive, so a layer is never removed while a pull is adopting it.
+//!
+//! Disk: a [`StorePolicy`] decides whether layer blobs are kept after unpacking and how
+//! large the store may grow; over budget, [`Store::evict`] removes the least recently used
+//! images (by [`ImageRecord::last_used`], which pulls and runs refresh with
+//! [`Store::touch`]) with the layers only they used.
 
 use std::collections::HashSet;
 use std::fs;
