@@ -8,7 +8,7 @@
 //!
 //! Flaky links: a connection that fails or stalls while a blob streams is reopened with an
 //! HTTP `Range` request from the byte reached, invisibly to the decompressor (see
-//! [`NetStream`]). A pull that dies altogether (kill -9, power cut) resumes on the next
+//! `NetStream`). A pull that dies altogether (kill -9, power cut) resumes on the next
 //! pull: the compressed bytes are teed, in order, into `tmp/blob-<hex>.partial` as they
 //! stream, and the next pull replays that file through the same pipeline, then asks the
 //! registry only for the rest. The tee is a sequential append that is deleted as soon as the
