@@ -21,7 +21,17 @@ use clap::Parser;
 pub const EXIT_SLATE_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version print to stdout and succeed; a flag that does not parse is
+            // slate's failure: docker's 125, not clap's 2, so scripts can tell it from the
+            // container's own status.
+            let code = if e.use_stderr() { EXIT_SLATE_FAILED } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     init_logging(cli.log_level.as_deref());
     match commands::dispatch(cli) {
         Ok(code) => ExitCode::from(code),

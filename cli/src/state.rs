@@ -210,7 +210,11 @@ impl StateDir {
     /// Opens (creating) the state dir. Mode 0700: records name PIDs and paths of root's
     /// containers, which are nobody else's business.
     pub fn open(root: &Path) -> anyhow::Result<StateDir> {
-        fs::create_dir_all(root)
+        use std::os::unix::fs::DirBuilderExt as _;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
             .with_context(|| format!("cannot create the state directory {}", root.display()))?;
         Ok(StateDir {
             root: root.to_path_buf(),

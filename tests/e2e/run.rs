@@ -320,7 +320,6 @@ fn stdin_reaches_the_app_with_i() {
 }
 
 #[test]
-#[ignore = "bug: without -i slate still hands its stdin to the app (RunArgs.interactive is never read)"]
 fn stdin_does_not_reach_the_app_without_i() {
     let env = RunEnv::new("no-stdin", run_image::default_config());
     let out = env.run_stdin(&[], &["cat"], "hi\n").success();

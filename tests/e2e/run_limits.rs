@@ -58,7 +58,6 @@ fn exit_125_when_slate_itself_fails() {
 }
 
 #[test]
-#[ignore = "bug: a flag value clap cannot parse (--cpus abc, --pids-limit x) or an unknown flag exits 2 (clap's default), not docker's 125"]
 fn exit_125_for_flags_that_do_not_parse() {
     let env = RunEnv::new("exit125-clap", run_image::default_config());
     for flags in [

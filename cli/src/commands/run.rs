@@ -52,6 +52,16 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
         _guard,
         ..
     } = prepared;
+    if !args.interactive && !args.tty {
+        // docker gives the app no stdin without -i. (With -t the terminal is still read for its
+        // size and raw mode; the runtime relays it.)
+        let null = std::fs::File::open("/dev/null")
+            .context("cannot open /dev/null")
+            .map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
+        nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0)
+            .context("cannot redirect stdin")
+            .map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
+    }
     let container = match Container::spawn(options) {
         Ok(c) => c,
         Err(e) => {
