@@ -21,6 +21,9 @@ use clap::Parser;
 pub const EXIT_SLATE_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
+    if let Some(code) = supervisor::fast_path() {
+        return ExitCode::from(code);
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -46,6 +46,31 @@ pub const READY_FD: i32 = 3;
 
 /// Entry point of `slate supervise <id>` (hidden).
 pub fn run(settings: &Settings, id: &str) -> anyhow::Result<u8> {
+    run_in(&settings.state_dir, id)
+}
+
+/// The exact command line `slate run -d` starts the supervisor with
+/// (`--root R --state-dir S supervise ID`), recognised before clap and the log subscriber are
+/// set up: the supervisor lives as long as its container, and every page of code it runs once
+/// (building clap's whole command tree, the env filter) would stay resident. `None` for any
+/// other command line.
+pub fn fast_path() -> Option<u8> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let [root, _, state, state_dir, sup, id] = args.as_slice() else {
+        return None;
+    };
+    if root != "--root" || state != "--state-dir" || sup != "supervise" {
+        return None;
+    }
+    let id = id.to_str()?;
+    // Its stderr is /dev/null: errors are reported through the ready pipe or the record.
+    Some(match run_in(Path::new(state_dir), id) {
+        Ok(code) => code,
+        Err(_) => crate::EXIT_SLATE_FAILED,
+    })
+}
+
+fn run_in(state_dir: &Path, id: &str) -> anyhow::Result<u8> {
     // SAFETY: fd 3 is the ready pipe `slate run -d` dup'ed there for us and nothing else in
     // this fresh process owns it; fcntl first checks it is open at all.
     let ready = if nix::fcntl::fcntl(READY_FD, nix::fcntl::FcntlArg::F_GETFD).is_ok() {
@@ -61,7 +86,7 @@ pub fn run(settings: &Settings, id: &str) -> anyhow::Result<u8> {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         );
     }
-    let sd = StateDir::open(&settings.state_dir)?;
+    let sd = StateDir::open(state_dir)?;
     let mut sup = match Supervisor::new(sd, id) {
         Ok(s) => s,
         Err(e) => {
