@@ -778,3 +778,38 @@ fn exec_t_gives_a_terminal_of_the_container() {
     assert!(text.contains("/dev/pts/0"), "{text}");
     assert!(text.contains("xterm"), "{text}");
 }
+
+#[test]
+fn bad_detached_options_fail_clearly_and_leave_nothing() {
+    let d = Detached::new("bad");
+    let img = d.image.clone();
+    let cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (vec!["--restart", "sometimes"], &["--restart", "sometimes"]),
+        (vec!["--log-max-size", "lots"], &["--log-max-size"]),
+        (vec!["--name", "no/slash"], &["no/slash"]),
+        (vec!["-t"], &["-t"]),
+    ];
+    for (flags, needles) in cases {
+        let mut args = vec!["run", "-d"];
+        args.extend(flags.iter().copied());
+        args.extend([img.as_str(), "true"]);
+        let out = d.slate(&args).failure(125);
+        out.error_mentions(needles);
+        out.assert_each_cause_once();
+    }
+    if !Path::new("/run/systemd/journal/socket").exists() {
+        let out = d
+            .slate(&["run", "-d", "--log-driver", "journald", &img, "true"])
+            .failure(125);
+        out.error_mentions(&["journald", "/run/systemd/journal/socket"]);
+    }
+    // An app that cannot start: the start's own error and exit code, and no record left.
+    let out = d.slate(&["run", "-d", &img, "no-such-app"]).failure(127);
+    out.error_mentions(&["no-such-app"]);
+    assert!(d.ps_json(true).is_empty(), "a failed start left a record");
+    let runs = d.slate.root().join("runs");
+    let left: Vec<_> = std::fs::read_dir(&runs)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "run dirs left: {left:?}");
+}
