@@ -31,7 +31,17 @@ const APPLETS: &[&str] = &[
 /// (1000:1000), and the mount points a container needs.
 fn image() -> &'static str {
     static REF: OnceLock<String> = OnceLock::new();
-    REF.get_or_init(|| {
+    REF.get_or_init(|| build_image("v1", None))
+}
+
+/// The same image with `StopSignal: SIGINT` in its config.
+fn image_stopping_with_sigint() -> &'static str {
+    static REF: OnceLock<String> = OnceLock::new();
+    REF.get_or_init(|| build_image("sigint", Some("SIGINT")))
+}
+
+fn build_image(tag: &str, stop_signal: Option<&str>) -> String {
+    {
         let mut e = Vec::new();
         for d in [
             "bin", "dev", "etc", "proc", "sys", "home", "home/app", "srv", "shared",
@@ -60,8 +70,11 @@ fn image() -> &'static str {
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
             "Cmd": ["/bin/sh"],
         });
-        Registry::shared().push_image("detached/busybox", "v1", &spec.build())
-    })
+        if let Some(sig) = stop_signal {
+            spec.runtime_config["StopSignal"] = json!(sig);
+        }
+        Registry::shared().push_image("detached/busybox", tag, &spec.build())
+    }
 }
 
 /// The cgroup directories of container `id` (v2, and each v1 hierarchy).
@@ -812,4 +825,52 @@ fn bad_detached_options_fail_clearly_and_leave_nothing() {
         .map(|r| r.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "run dirs left: {left:?}");
+}
+
+#[test]
+fn stop_sends_the_images_stop_signal() {
+    let d = Detached::new("stopsignal");
+    let img = image_stopping_with_sigint();
+    d.slate.pull(img, None);
+    let out = d
+        .slate(&[
+            "run",
+            "-d",
+            "--name",
+            "polite",
+            img,
+            "sh",
+            "-c",
+            "trap 'echo got-int; exit 0' INT; trap '' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .success();
+    d.learn_id(out.last_stdout_line().trim());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d
+        .slate(&["logs", "polite"])
+        .success()
+        .stdout
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline, "the app never got ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.inspect("polite")["stop_signal"], "SIGINT");
+    let t = Instant::now();
+    d.slate(&["stop", "-t", "20", "polite"]).success();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    let v = d.inspect("polite");
+    assert_eq!(
+        v["exit_code"], 0,
+        "the app exited on SIGINT by itself: {v:#}"
+    );
+    assert!(d
+        .slate(&["logs", "polite"])
+        .success()
+        .stdout
+        .contains("got-int"));
 }
