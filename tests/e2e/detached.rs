@@ -41,40 +41,37 @@ fn image_stopping_with_sigint() -> &'static str {
 }
 
 fn build_image(tag: &str, stop_signal: Option<&str>) -> String {
-    {
-        let mut e = Vec::new();
-        for d in [
-            "bin", "dev", "etc", "proc", "sys", "home", "home/app", "srv", "shared",
-        ] {
-            e.push(Entry::dir(d));
-        }
-        e.push(Entry::dir("tmp").mode(0o1777));
-        e.push(Entry::file("bin/busybox", busybox()).mode(0o755));
-        for a in APPLETS {
-            e.push(Entry::symlink(format!("bin/{a}"), "busybox"));
-        }
-        e.push(Entry::file(
-            "etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
-        ));
-        e.push(Entry::file("etc/group", "root:x:0:\napp:x:1000:\n"));
-        let platform = match std::env::consts::ARCH {
-            "x86_64" => "linux/amd64",
-            "aarch64" => "linux/arm64",
-            "arm" => "linux/arm/v7",
-            other => panic!("no image platform for {other}"),
-        };
-        let mut spec =
-            ImageSpec::new(vec![LayerSpec::new(Compression::Gzip, e)]).platform(platform);
-        spec.runtime_config = json!({
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["/bin/sh"],
-        });
-        if let Some(sig) = stop_signal {
-            spec.runtime_config["StopSignal"] = json!(sig);
-        }
-        Registry::shared().push_image("detached/busybox", tag, &spec.build())
+    let mut e = Vec::new();
+    for d in [
+        "bin", "dev", "etc", "proc", "sys", "home", "home/app", "srv", "shared",
+    ] {
+        e.push(Entry::dir(d));
     }
+    e.push(Entry::dir("tmp").mode(0o1777));
+    e.push(Entry::file("bin/busybox", busybox()).mode(0o755));
+    for a in APPLETS {
+        e.push(Entry::symlink(format!("bin/{a}"), "busybox"));
+    }
+    e.push(Entry::file(
+        "etc/passwd",
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    ));
+    e.push(Entry::file("etc/group", "root:x:0:\napp:x:1000:\n"));
+    let platform = match std::env::consts::ARCH {
+        "x86_64" => "linux/amd64",
+        "aarch64" => "linux/arm64",
+        "arm" => "linux/arm/v7",
+        other => panic!("no image platform for {other}"),
+    };
+    let mut spec = ImageSpec::new(vec![LayerSpec::new(Compression::Gzip, e)]).platform(platform);
+    spec.runtime_config = json!({
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": ["/bin/sh"],
+    });
+    if let Some(sig) = stop_signal {
+        spec.runtime_config["StopSignal"] = json!(sig);
+    }
+    Registry::shared().push_image("detached/busybox", tag, &spec.build())
 }
 
 /// The cgroup directories of container `id` (v2, and each v1 hierarchy).
