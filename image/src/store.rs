@@ -531,11 +531,27 @@ impl Store {
     }
 
     /// Bytes the store uses: layers, blobs and tmp (the budget of `max_store_size`).
+    /// Layers are counted by the size recorded when they were committed, so measuring
+    /// after every pull does not stat every file of the store (tens of thousands on a Pi).
     pub fn size(&self) -> u64 {
-        ["layers", "blobs", "images", "tmp"]
+        let mut total: u64 = ["blobs", "images", "tmp"]
             .iter()
             .map(|d| disk_usage(&self.root.join(d)))
-            .sum()
+            .sum();
+        let dir = self.root.join("layers");
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let meta = e.path().join("layer.json");
+                let recorded = fs::read(&meta)
+                    .ok()
+                    .and_then(|d| serde_json::from_slice::<LayerMeta>(&d).ok());
+                total += match recorded {
+                    Some(m) => m.size,
+                    None => disk_usage(&e.path()),
+                };
+            }
+        }
+        total
     }
 
     /// Usage by kind, for `slate system df`.
