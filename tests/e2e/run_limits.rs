@@ -274,3 +274,67 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
     let out = env.run(&[], &["probe", "forks", "50"]).success();
     assert!(out.stdout.contains("forks_ok=50 errno=0"), "{out:?}");
 }
+
+#[test]
+#[ignore = "bug: after a supervisor is SIGKILLed, the next run removes its run dir but leaves its cgroups in every hierarchy"]
+fn the_next_run_cleans_up_after_a_supervisor_killed_with_sigkill() {
+    let env = RunEnv::new("crash", run_image::default_config());
+    let mut s = env.spawn(
+        &[],
+        &[
+            "sh",
+            "-c",
+            &format!("{PRINT_ID}; echo ready; exec sleep 120"),
+        ],
+        Stdio::null(),
+    );
+    let id = s.wait_line(Duration::from_secs(60), |_| true);
+    env.learn_id(&id);
+    s.wait_line(Duration::from_secs(60), |l| l == "ready");
+    s.signal(libc::SIGKILL);
+    let (code, _, _) = s.finish(Duration::from_secs(30));
+    assert_eq!(code, None, "slate was killed");
+    let run_dir = env.slate.root().join("runs").join(&id);
+    assert!(
+        run_dir.exists(),
+        "a killed slate cannot clean up: {}",
+        run_dir.display()
+    );
+
+    // The next run finds what the dead one left and removes it: its directory, its
+    // processes and its cgroups.
+    env.run(&[], &["true"]).success();
+    assert!(!run_dir.exists(), "{} is left", run_dir.display());
+    let mut dirs = cgroup_dirs(&id);
+    for _ in 0..100 {
+        if dirs.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        dirs = cgroup_dirs(&id);
+    }
+    assert!(dirs.is_empty(), "the dead run's cgroups are left: {dirs:?}");
+}
+
+#[test]
+fn hostname_defaults_to_the_hosts_with_its_network_and_to_the_short_id_without() {
+    let env = RunEnv::new("hostname", run_image::default_config());
+    let out = env.run(&[], &["hostname"]).success();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("host name");
+    assert_eq!(out.stdout.trim(), host.trim(), "{out:?}");
+    let out = env
+        .run(
+            &["--network", "none"],
+            &[
+                "sh",
+                "-c",
+                &format!("{PRINT_ID}; hostname; cat /etc/hostname; grep -c . /etc/hosts"),
+            ],
+        )
+        .success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{out:?}");
+    env.learn_id(lines[0]);
+    assert_eq!(lines[1], &lines[0][..12], "the short id: {out:?}");
+    assert_eq!(lines[2], lines[1], "/etc/hostname agrees: {out:?}");
+}

@@ -300,7 +300,10 @@ impl RunEnv {
     /// Records a container id (from [`PRINT_ID`]) so its cgroups are checked and cleaned up.
     pub fn learn_id(&self, id: &str) {
         assert!(is_container_id(id), "not a container id: {id:?}");
-        self.ids.lock().expect("ids lock").push(id.to_string());
+        match self.ids.lock() {
+            Ok(mut v) => v.push(id.to_string()),
+            Err(poisoned) => poisoned.into_inner().push(id.to_string()),
+        }
     }
 
     /// After a run: no run directory, no mount below the test dir, no cgroup of a known id.
@@ -323,12 +326,21 @@ impl RunEnv {
             mounts.is_empty(),
             "mounts left below the test dir after the run: {mounts:?}\n{context:?}"
         );
-        for id in self.ids.lock().expect("ids lock").iter() {
+        // A copy, so a failed assertion does not poison the lock the Drop guard needs.
+        let ids: Vec<String> = self.known_ids();
+        for id in &ids {
             let dirs = cgroup_dirs(id);
             assert!(
                 dirs.is_empty(),
                 "cgroups of container {id} left after the run: {dirs:?}"
             );
+        }
+    }
+
+    fn known_ids(&self) -> Vec<String> {
+        match self.ids.lock() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -340,7 +352,7 @@ impl RunEnv {
 
 impl Drop for RunEnv {
     fn drop(&mut self) {
-        let mut ids: Vec<String> = self.ids.lock().map(|v| v.clone()).unwrap_or_default();
+        let mut ids = self.known_ids();
         if let Ok(rd) = std::fs::read_dir(self.slate.root().join("runs")) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
