@@ -276,7 +276,6 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
 }
 
 #[test]
-#[ignore = "bug: after a supervisor is SIGKILLed, the next run removes its run dir but leaves its cgroups in every hierarchy"]
 fn the_next_run_cleans_up_after_a_supervisor_killed_with_sigkill() {
     let env = RunEnv::new("crash", run_image::default_config());
     let mut s = env.spawn(
