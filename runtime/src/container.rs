@@ -547,6 +547,7 @@ fn stage_name(s: Stage) -> &'static str {
     match s {
         Stage::Sync => "wait for the runtime",
         Stage::CgroupNamespace => "create the cgroup namespace",
+        Stage::Loopback => "bring up the loopback interface",
         Stage::MountPropagation => "make the mount tree private",
         Stage::PivotRoot => "pivot_root into the rootfs",
         Stage::ReadonlyRoot => "make the rootfs read-only",
@@ -628,6 +629,12 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
         // Become the namespace's root (mapped by the parent) for the setup that follows.
         setresgid(0.into(), 0.into(), 0.into()).map_err(at(Stage::Gid, 0))?;
         setresuid(0.into(), 0.into(), 0.into()).map_err(at(Stage::Uid, 0))?;
+    }
+    if plan.ns.clone_flags.contains(CloneFlags::CLONE_NEWNET) {
+        // A new network namespace has only `lo`, and it starts down: bring it up as docker
+        // and runc do, so that 127.0.0.1 works even with `--network none`. A namespace joined
+        // by path is someone else's and is left as it is.
+        syscall::loopback_up().map_err(at(Stage::Loopback, 0))?;
     }
     // Device nodes and mount points get exactly the modes asked for.
     umask(Mode::empty());

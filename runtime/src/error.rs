@@ -155,6 +155,7 @@ pub(crate) enum Stage {
     Sync = 1,
     JoinNamespace,
     CgroupNamespace,
+    Loopback,
     MountPropagation,
     MountRootfs,
     OpenRootfs,
@@ -183,10 +184,11 @@ pub(crate) enum Stage {
 }
 
 impl Stage {
-    const ALL: [Stage; 28] = [
+    const ALL: [Stage; 29] = [
         Stage::Sync,
         Stage::JoinNamespace,
         Stage::CgroupNamespace,
+        Stage::Loopback,
         Stage::MountPropagation,
         Stage::MountRootfs,
         Stage::OpenRootfs,

@@ -149,6 +149,35 @@ pub(crate) fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> Result<(
     Errno::result(ret).map(drop)
 }
 
+/// Brings the loopback interface of the calling process's network namespace up, as
+/// `ip link set lo up` would: a new network namespace starts with `lo` down, and apps
+/// (docker's `--network none` included) expect 127.0.0.1 to work.
+pub(crate) fn loopback_up() -> Result<(), Errno> {
+    // SAFETY: socket(2) takes only integers; a negative return is checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = Errno::result(fd)?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is a plain C struct of integers, arrays and a union of such, for which
+    // all-zero is valid (an empty name and zeroed flags).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name from, and writes the flags into, the
+    // valid, writable ifreq passed; nothing else is touched.
+    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) };
+    Errno::result(ret)?;
+    // SAFETY: SIOCGIFFLAGS has just filled in the flags member of the union; reading it back
+    // reads initialised integer memory (and any bit pattern is a valid c_short).
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: SIOCSIFFLAGS only reads the name and flags of the ifreq passed.
+    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) };
+    Errno::result(ret).map(drop)
+}
+
 /// Sets the NIS domain name of the (private) UTS namespace.
 pub(crate) fn setdomainname(name: &CStr) -> Result<(), Errno> {
     // SAFETY: the kernel reads at most `len` bytes of the valid string passed.

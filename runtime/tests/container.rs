@@ -428,6 +428,20 @@ fn joins_namespaces_by_path() {
     a.assert_clean();
 }
 
+/// A new network namespace starts with `lo` down; the runtime brings it up, as docker and
+/// runc do (`--network none` must still give a working 127.0.0.1).
+#[test]
+fn new_network_namespace_has_lo_up() {
+    let mut b = Bundle::new("lo-up");
+    b.args(&["cat", "/sys/class/net/lo/flags"]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let flags = u32::from_str_radix(out.stdout.trim().trim_start_matches("0x"), 16)
+        .unwrap_or_else(|_| panic!("lo flags: {out:#?}"));
+    assert_eq!(flags & libc::IFF_UP as u32, 1, "IFF_UP on lo: {out:#?}");
+    b.assert_clean();
+}
+
 #[test]
 fn network_absent_means_the_host_network() {
     let mut b = Bundle::new("hostnet");

@@ -198,7 +198,6 @@ fn network_none_shows_only_lo() {
 }
 
 #[test]
-#[ignore = "bug: with --network none, lo is left DOWN (flags 0x8): docker brings it up"]
 fn network_none_brings_lo_up() {
     let env = RunEnv::new("lo-up", run_image::default_config());
     let out = env
