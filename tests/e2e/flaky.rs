@@ -153,3 +153,38 @@ fn too_many_requests_is_retried_after_the_time_the_registry_asks() {
         "a retry came before Retry-After: 2 had passed: {log:?}"
     );
 }
+
+#[test]
+fn a_download_that_stalls_is_given_up_after_stall_timeout_and_resumed() {
+    let work = TestDir::new("stall-build");
+    let (img, _) = big_image(&work, &[("stall.bin", 2)]);
+    let reg = Registry::private();
+    let name = "flaky/stall";
+    reg.push_image(name, "v1", &img);
+    let proxy = FlakyProxy::start(
+        reg.host(),
+        Faults {
+            cut_blobs: 2,
+            cut_after: 500_000,
+            stall: true,
+            ..Faults::default()
+        },
+    );
+    let slate = Slate::new("flaky-stall");
+    // Far below the proxy's hold: only the stall timeout can end the silent connection.
+    write_config(&slate, "[pull]\nstall_timeout = 2\n");
+    let reference = format!("{}/{name}:v1", proxy.host());
+    let out = slate.run(&["pull", &reference]).success();
+    assert_eq!(out.last_stdout_line(), img.manifest_digest);
+    store::assert_consistent(&slate, &img.chain_ids(), &[]);
+    let gets = proxy.blob_gets(name, &img.layers[0].digest);
+    assert!(
+        gets.iter().any(|g| g.action == "stalled"),
+        "the layer never stalled: {gets:?}"
+    );
+    assert!(
+        gets.iter()
+            .any(|g| g.range.as_deref().is_some_and(|r| r != "bytes=0-")),
+        "the stalled layer was not resumed with a range: {gets:?}"
+    );
+}

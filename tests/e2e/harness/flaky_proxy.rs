@@ -28,9 +28,12 @@ pub struct Faults {
     pub retry_after: Option<u64>,
     /// Close this many first requests' connections without answering (after the 503s).
     pub drop_first: u64,
-    /// Cut the body of this many first blob GETs after `cut_after` bytes.
+    /// Cut the body of this many first blob GETs after `cut_after` bytes (or, with
+    /// `stall`, stop sending there and hold the connection open, silent, for up to
+    /// [`STALL_HOLD`]).
     pub cut_blobs: u64,
     pub cut_after: u64,
+    pub stall: bool,
     /// Limit responses to about this many bytes per second (0: no limit).
     pub bytes_per_sec: u64,
 }
@@ -64,6 +67,9 @@ pub struct FlakyProxy {
 }
 
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stalled connection is held open at most (the client's stall timeout in a
+/// test is shorter).
+pub const STALL_HOLD: Duration = Duration::from_secs(20);
 
 impl FlakyProxy {
     /// Starts a proxy to `upstream` (`127.0.0.1:PORT`).
@@ -237,7 +243,11 @@ fn handle(s: &Shared, client: TcpStream) -> io::Result<()> {
         &method,
         &path,
         &range,
-        if cut.is_some() { "cut" } else { "forwarded" },
+        match cut {
+            Some(_) if faults.stall => "stalled",
+            Some(_) => "cut",
+            None => "forwarded",
+        },
     );
 
     let mut upstream = TcpStream::connect(&s.upstream)?;
@@ -272,6 +282,14 @@ fn handle(s: &Shared, client: TcpStream) -> io::Result<()> {
     loop {
         let want = match cut {
             Some(limit) if sent >= limit => {
+                if faults.stall {
+                    // Silence on a live connection: only the client's stall timeout ends it
+                    // (bounded here, and cut short when the proxy stops).
+                    let until = Instant::now() + STALL_HOLD;
+                    while Instant::now() < until && !s.stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
                 // Abrupt end mid-body: the client sees fewer bytes than Content-Length.
                 let _ = client.shutdown(Shutdown::Both);
                 return Ok(());
