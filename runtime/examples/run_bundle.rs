@@ -1,10 +1,12 @@
-//! `run_bundle [--init] [--overlay] [--preserve-fds N] [--id ID] BUNDLE`: runs an OCI bundle (BUNDLE/config.json
-//! and its root) under slate's runtime like `crun run`, supervised, and exits with its status.
+//! `run_bundle [--init] [--overlay] [--no-stdin] [--preserve-fds N] [--id ID] BUNDLE`: runs an
+//! OCI bundle (BUNDLE/config.json and its root) under slate's runtime like `crun run`,
+//! supervised, and exits with its status.
 //! The runtime's integration tests and the start-up benchmark drive it.
 //!
 //! `--overlay` mounts the bundle's root as the lower layer of an overlay with a fresh upper
 //! directory (BUNDLE/.upper, .work, .merged; removed afterwards), as `slate run` does with
-//! image layers.
+//! image layers. `--no-stdin` gives a terminal no input (`attach_stdin: false`, docker's `-t`
+//! without `-i`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +14,9 @@ use std::process::ExitCode;
 use slate_runtime::{bundle_rootfs, supervise, Container, ContainerOptions, Error, Rootfs};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: run_bundle [--init] [--overlay] [--preserve-fds N] [--id ID] BUNDLE");
+    eprintln!(
+        "usage: run_bundle [--init] [--overlay] [--no-stdin] [--preserve-fds N] [--id ID] BUNDLE"
+    );
     ExitCode::from(125)
 }
 
@@ -29,6 +33,7 @@ fn print_error(e: &Error) {
 fn main() -> ExitCode {
     let mut init = false;
     let mut overlay = false;
+    let mut attach_stdin = true;
     let mut preserve_fds = 0;
     let mut id = format!("run-bundle-{}", std::process::id());
     let mut bundle = None;
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
         match a.as_str() {
             "--init" => init = true,
             "--overlay" => overlay = true,
+            "--no-stdin" => attach_stdin = false,
             "--preserve-fds" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(n) => preserve_fds = n,
                 None => return usage(),
@@ -90,6 +96,7 @@ fn main() -> ExitCode {
     let mut opts = ContainerOptions::new(id, spec, rootfs);
     opts.init = init;
     opts.preserve_fds = preserve_fds;
+    opts.attach_stdin = attach_stdin;
     let result = Container::spawn(opts).and_then(supervise);
     if overlay {
         for d in &scratch {

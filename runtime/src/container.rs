@@ -60,6 +60,12 @@ pub struct ContainerOptions {
     /// A compiled seccomp filter (callers compile the default profile once and cache it).
     /// When `None`, the spec's `linux.seccomp` is compiled, if it has one.
     pub seccomp: Option<Arc<seccomp::Program>>,
+    /// With a terminal (`process.terminal`): whether [`crate::supervise`] relays the caller's
+    /// stdin into it (docker's `-it`) or gives the app a terminal with no input (`-t` alone:
+    /// the host terminal's input is left alone, so a ^C there signals the caller, which
+    /// forwards it). Default `true`. Without a terminal the container inherits the caller's
+    /// stdin as it is; a caller that attaches none redirects it before spawning.
+    pub attach_stdin: bool,
 }
 
 impl ContainerOptions {
@@ -71,6 +77,7 @@ impl ContainerOptions {
             init: false,
             preserve_fds: 0,
             seccomp: None,
+            attach_stdin: true,
         }
     }
 }
@@ -100,6 +107,8 @@ pub struct Container {
     id: String,
     pid: Pid,
     pub(crate) pty_master: Option<OwnedFd>,
+    /// See [`ContainerOptions::attach_stdin`].
+    pub(crate) attach_stdin: bool,
     status: Option<ExitStatus>,
     /// Removed once the container is reaped.
     cgroup: Option<Cgroup>,
@@ -318,6 +327,7 @@ impl Container {
             id: opts.id,
             pid,
             pty_master: None,
+            attach_stdin: opts.attach_stdin,
             status: None,
             cgroup: Some(cgroup),
         };

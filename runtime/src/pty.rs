@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
+use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, OutputFlags, SetArg, Termios};
 
 use crate::error::Error;
 use crate::syscall;
@@ -44,15 +44,17 @@ pub(crate) fn open_in_container(
     Ok(master)
 }
 
-/// The host terminal's window size, if stdin is a terminal.
+/// The host terminal's size: stdin's, or stdout's when no input is attached (a caller may
+/// have made stdin /dev/null while the output still goes to the terminal).
 pub(crate) fn host_winsize() -> Option<libc::winsize> {
-    syscall::get_winsize(std::io::stdin().as_fd()).ok()
+    syscall::get_winsize(std::io::stdin().as_fd())
+        .or_else(|_| syscall::get_winsize(std::io::stdout().as_fd()))
+        .ok()
 }
 
 /// Copies the host terminal's window size to the container's.
 pub(crate) fn copy_winsize(master: BorrowedFd<'_>) {
-    let host = std::io::stdin();
-    if let Ok(ws) = syscall::get_winsize(host.as_fd()) {
+    if let Some(ws) = host_winsize() {
         // The container may already have closed its end; nothing to resize then.
         let _ = syscall::set_winsize(master, &ws);
     }
@@ -85,6 +87,39 @@ impl Drop for RawMode {
     fn drop(&mut self) {
         if let Some(t) = &self.saved {
             let _ = tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, t);
+        }
+    }
+}
+
+/// A container terminal with no input attached: the host terminal keeps its input side (so
+/// a ^C typed there signals the supervisor, which forwards it), but its output processing is
+/// turned off, because the container's own terminal has already turned each `\n` into
+/// `\r\n`; restored on drop.
+pub(crate) struct OutputOnly {
+    saved: Option<Termios>,
+}
+
+impl OutputOnly {
+    pub fn enter() -> OutputOnly {
+        let stdout = std::io::stdout();
+        let saved = match tcgetattr(stdout.as_fd()) {
+            Ok(t) => t,
+            // Not a terminal: the bytes pass unchanged anyway.
+            Err(_) => return OutputOnly { saved: None },
+        };
+        let mut raw_out = saved.clone();
+        raw_out.output_flags.remove(OutputFlags::OPOST);
+        if tcsetattr(stdout.as_fd(), SetArg::TCSANOW, &raw_out).is_err() {
+            return OutputOnly { saved: None };
+        }
+        OutputOnly { saved: Some(saved) }
+    }
+}
+
+impl Drop for OutputOnly {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = tcsetattr(std::io::stdout().as_fd(), SetArg::TCSANOW, t);
         }
     }
 }

@@ -16,7 +16,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::container::{Container, ExitStatus};
 use crate::error::Error;
-use crate::pty::{copy_winsize, drain, pump, set_nonblocking, Flow, RawMode};
+use crate::pty::{copy_winsize, drain, pump, set_nonblocking, Flow, OutputOnly, RawMode};
 
 /// The signals the supervisor passes on to the container.
 pub const FORWARDED: [Signal; 7] = [
@@ -38,7 +38,8 @@ impl Drop for MaskGuard {
     }
 }
 
-/// Supervises `c` until it exits: forwards signals, relays its terminal, reaps it.
+/// Supervises `c` until it exits: forwards signals, relays its terminal (the caller's stdin
+/// into it only when [`crate::ContainerOptions::attach_stdin`] says so), reaps it.
 pub fn supervise(mut c: Container) -> Result<ExitStatus, Error> {
     let mut mask = SigSet::empty();
     for s in FORWARDED {
@@ -53,10 +54,14 @@ pub fn supervise(mut c: Container) -> Result<ExitStatus, Error> {
         .map_err(Error::sys("signalfd"))?;
 
     let master = c.pty_master.take();
-    let _raw = master.as_ref().map(|_| RawMode::enter());
+    // Only input that is attached is relayed: `-t` without `-i` gives the app a terminal that
+    // none of the caller's keystrokes (nor the NUL or EOF a pipe's end produces) reach.
+    let attach = master.is_some() && c.attach_stdin;
+    let _raw = attach.then(RawMode::enter);
+    let _output_only = (master.is_some() && !attach).then(OutputOnly::enter);
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
-    let mut stdin_open = master.is_some();
+    let mut stdin_open = attach;
     let mut master_open = master.is_some();
     if let Some(m) = &master {
         set_nonblocking(m.as_fd())?;

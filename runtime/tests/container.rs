@@ -355,6 +355,26 @@ fn terminal_gets_a_pty() {
     b.assert_clean();
 }
 
+/// docker's `-t` without `-i`: the app gets a terminal, but none of the caller's input.
+#[test]
+fn terminal_without_stdin_gets_no_input() {
+    let mut b = Bundle::new("tty-noin");
+    b.spec["process"]["terminal"] = json!(true);
+    b.args(&["sh", "-c", "read -t 2 x && echo got=$x || echo no-input"]);
+    let out = b
+        .start_with_input(&["--no-stdin"], b"typed\n")
+        .finish(Duration::from_secs(30));
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, "no-input\r\n", "{out:#?}");
+    // By default a terminal's input is relayed (`-it`).
+    let out = b
+        .start_with_input(&[], b"typed\n")
+        .finish(Duration::from_secs(30));
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stdout.contains("got=typed\r\n"), "{out:#?}");
+    b.assert_clean();
+}
+
 #[test]
 fn host_fds_do_not_leak() {
     use std::os::unix::process::CommandExt;

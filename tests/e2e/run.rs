@@ -386,7 +386,6 @@ fn t_gives_the_app_a_terminal() {
 }
 
 #[test]
-#[ignore = "bug: -t without -i still relays slate's stdin into the app's terminal (here the NUL script sends at stdin EOF, echoed ^@)"]
 fn t_output_is_only_what_the_app_wrote() {
     // docker -t without -i attaches no stdin: what the outer terminal sends (script writes a
     // NUL when its own stdin, /dev/null, ends) must not reach the app.

@@ -178,6 +178,27 @@ impl Bundle {
         Running { child: Some(child) }
     }
 
+    /// Like [`Bundle::start`], with `input` on run_bundle's stdin (a pipe, closed after it).
+    pub fn start_with_input(&self, extra: &[&str], input: &[u8]) -> Running {
+        self.write();
+        let mut child = Command::new(run_bundle())
+            .args(extra)
+            .arg("--id")
+            .arg(&self.id)
+            .arg(self.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let running = Running { child: Some(child) };
+        // A supervisor that does not read its stdin leaves this in the pipe, which holds it.
+        std::io::Write::write_all(&mut stdin, input).unwrap();
+        drop(stdin);
+        running
+    }
+
     /// Runs to completion (at most 60 s).
     pub fn run(&self, extra: &[&str]) -> Outcome {
         self.start(extra).finish(Duration::from_secs(60))
