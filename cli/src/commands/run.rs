@@ -48,13 +48,16 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     let prepared = prepare(settings, &args).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
     let Prepared {
         run_dir,
-        options,
+        mut options,
         _guard,
         ..
     } = prepared;
+    // docker attaches no input without -i, terminal or not: the supervisor then neither reads
+    // our stdin nor puts the host terminal in raw mode (^C there still signals us).
+    options.attach_stdin = args.interactive;
     if !args.interactive && !args.tty {
-        // docker gives the app no stdin without -i. (With -t the terminal is still read for its
-        // size and raw mode; the runtime relays it.)
+        // docker gives the app no stdin without -i. (With -t the app's stdin is its terminal,
+        // and attach_stdin above keeps ours out of it.)
         let null = std::fs::File::open("/dev/null")
             .context("cannot open /dev/null")
             .map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
