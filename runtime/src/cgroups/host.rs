@@ -62,17 +62,17 @@ impl Host {
                 root: root.to_path_buf(),
             }
         } else {
-            // libcgroups finds v1 mounts by the name of the mount directory, which copes with
-            // cpu and cpuacct mounted separately (this host) as well as co-mounted
-            // ("cpu,cpuacct"); using the same lookup as its v1 manager keeps the directories
-            // we create and remove identical to the ones it writes limits into.
-            let mut hierarchies: Vec<(String, PathBuf)> =
-                libcgroups::v1::util::list_supported_mount_points()?
-                    .into_iter()
-                    .map(|(c, p)| (c.to_string(), p))
-                    .collect();
-            hierarchies.sort();
-            Layout::V1 { hierarchies }
+            // One read of mountinfo for all controllers: libcgroups'
+            // `list_supported_mount_points` reads and parses it once per controller (twelve
+            // times), on the path of every container start.
+            let path = Path::new("/proc/self/mountinfo");
+            let mountinfo = std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            Layout::V1 {
+                hierarchies: v1_hierarchies(&mountinfo),
+            }
         };
         let self_path = Path::new("/proc/self/cgroup");
         let self_cgroup =
@@ -120,6 +120,89 @@ impl Host {
     pub fn base_path(&self) -> PathBuf {
         self.unit.clone().unwrap_or_default()
     }
+}
+
+/// The v1 controllers libcgroups knows, by the name its v1 manager gives them.
+const V1_CONTROLLERS: [&str; 12] = [
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "pids",
+    "perf_event",
+    "memory",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// Each v1 controller's hierarchy in `/proc/self/mountinfo` text, sorted by controller.
+///
+/// The same lookup as libcgroups' `get_subsystem_mount_point` (0.7), which its v1 manager uses
+/// to find where to write limits: the first `cgroup` mount whose directory name is the
+/// controller's, or one of the usual co-mounts ("cpu,cpuacct", "net_cls,net_prio"). That
+/// copes with cpu and cpuacct mounted separately as well as co-mounted, and keeps the
+/// directories we create and remove identical to the ones it writes limits into.
+pub(crate) fn v1_hierarchies(mountinfo: &str) -> Vec<(String, PathBuf)> {
+    let mounts: Vec<PathBuf> = mountinfo.lines().filter_map(cgroup1_mount_point).collect();
+    let mut out = Vec::new();
+    for c in V1_CONTROLLERS {
+        let names: &[&str] = match c {
+            "net_cls" => &["net_cls,net_prio", "net_prio,net_cls", "net_cls"],
+            "net_prio" => &["net_cls,net_prio", "net_prio,net_cls", "net_prio"],
+            "cpu" => &["cpu,cpuacct", "cpu"],
+            "cpuacct" => &["cpu,cpuacct", "cpuacct"],
+            _ => std::slice::from_ref(&c),
+        };
+        // Path::ends_with compares whole components, as libcgroups' lookup does.
+        if let Some(m) = mounts.iter().find(|m| names.iter().any(|n| m.ends_with(n))) {
+            out.push((c.to_owned(), m.clone()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The mount point of a mountinfo line if it is a cgroup v1 mount (`proc(5)`: the fifth
+/// field; the filesystem type follows the ` - ` separator).
+fn cgroup1_mount_point(line: &str) -> Option<PathBuf> {
+    let mut fields = line.split(' ');
+    let mount_point = fields.nth(4)?;
+    let mut rest = fields.skip_while(|f| *f != "-");
+    rest.next()?;
+    if rest.next()? != "cgroup" {
+        return None;
+    }
+    Some(PathBuf::from(unescape_octal(mount_point)))
+}
+
+/// Undoes mountinfo's escaping of space, tab, newline and backslash as `\NNN` (octal).
+fn unescape_octal(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                let v = (u32::from(d[0] - b'0') << 6)
+                    | (u32::from(d[1] - b'0') << 3)
+                    | u32::from(d[2] - b'0');
+                out.push(v as u8);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
 }
 
 /// The cgroup of the systemd service in `/proc/self/cgroup` text: the path up to and

@@ -432,3 +432,68 @@ fn v1_missing_memory_hierarchy_names_cmdline_and_creates_nothing() {
     assert!(msg.contains("cgroup_enable=memory"), "{msg}");
     assert!(!cpu.join("slate").exists());
 }
+
+/// A Raspberry Pi OS style hybrid host: cpu and cpuacct co-mounted, a lookalike tmpfs, and
+/// net_cls,net_prio co-mounted, a controller-less cgroup2 and systemd's named
+/// hierarchy (neither used), and a space escaped in a mount point.
+const MOUNTINFO_HYBRID: &str = "\
+22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw
+25 22 0:22 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw
+27 25 0:24 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,xattr,name=systemd
+30 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:14 - cgroup cgroup rw,cpu,cpuacct
+31 25 0:28 / /sys/fs/cgroup/net_cls,net_prio rw,nosuid,nodev,noexec,relatime shared:15 - cgroup cgroup rw,net_cls,net_prio
+32 25 0:29 / /sys/fs/cgroup/mem\\040ory rw,nosuid,nodev,noexec,relatime shared:16 - cgroup cgroup rw,memory
+33 25 0:30 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:17 - cgroup cgroup rw,pids
+34 25 0:31 / /sys/fs/cgroup/devices rw,nosuid,nodev,noexec,relatime shared:18 - cgroup cgroup rw,devices
+35 25 0:32 / /sys/fs/cgroup/cpuset rw,nosuid,nodev,noexec,relatime shared:19 - cgroup cgroup rw,cpuset
+36 22 0:33 / /mnt/pids rw,relatime shared:20 - tmpfs tmpfs rw
+";
+
+#[test]
+fn v1_hierarchies_from_one_mountinfo_read() {
+    let h = super::host::v1_hierarchies(MOUNTINFO_HYBRID);
+    let want: Vec<(String, PathBuf)> = [
+        ("cpu", "/sys/fs/cgroup/cpu,cpuacct"),
+        ("cpuacct", "/sys/fs/cgroup/cpu,cpuacct"),
+        ("cpuset", "/sys/fs/cgroup/cpuset"),
+        ("devices", "/sys/fs/cgroup/devices"),
+        ("net_cls", "/sys/fs/cgroup/net_cls,net_prio"),
+        ("net_prio", "/sys/fs/cgroup/net_cls,net_prio"),
+        ("pids", "/sys/fs/cgroup/pids"),
+    ]
+    .iter()
+    .map(|(c, p)| (c.to_string(), PathBuf::from(p)))
+    .collect();
+    // "mem ory" is not named like the controller: libcgroups would not find it either.
+    assert_eq!(h, want);
+    let spaced = MOUNTINFO_HYBRID.replace("mem\\040ory", "x\\040y/memory");
+    let h = super::host::v1_hierarchies(&spaced);
+    assert!(h.contains(&(
+        "memory".to_owned(),
+        PathBuf::from("/sys/fs/cgroup/x y/memory")
+    )));
+}
+
+/// On a real v1 or hybrid host, the single-read lookup finds exactly what libcgroups' own
+/// (one read per controller) lookup finds, so the directories slate creates are the ones
+/// libcgroups' v1 manager writes limits into.
+#[test]
+fn v1_hierarchies_match_libcgroups_on_this_host() {
+    let setup = libcgroups::common::get_cgroup_setup_with_root(Path::new("/sys/fs/cgroup"));
+    if !matches!(
+        setup,
+        Ok(libcgroups::common::CgroupSetup::Legacy | libcgroups::common::CgroupSetup::Hybrid)
+    ) {
+        eprintln!("skipped: not a cgroup v1 or hybrid host");
+        return;
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mut theirs: Vec<(String, PathBuf)> = libcgroups::v1::util::list_supported_mount_points()
+        .expect("libcgroups lookup")
+        .into_iter()
+        .map(|(c, p)| (c.to_string(), p))
+        .collect();
+    theirs.sort();
+    assert_eq!(super::host::v1_hierarchies(&mountinfo), theirs);
+}

@@ -28,9 +28,6 @@ pub(super) struct V1Cgroup {
     paths: Vec<PathBuf>,
     freezer: Option<PathBuf>,
     fs: FsOps,
-    /// Kept from `create` for `add_task`: building one reads mountinfo once per controller,
-    /// time a container start should not pay twice.
-    manager: Option<Manager>,
 }
 
 fn hierarchies(host: &Host) -> &[(String, PathBuf)] {
@@ -52,7 +49,6 @@ impl V1Cgroup {
             paths,
             freezer,
             fs: host.fs,
-            manager: None,
         }
     }
 
@@ -72,7 +68,7 @@ impl V1Cgroup {
             }
         }
         let rel = container_rel_path(&host.base_path(), id, cgroups_path)?;
-        let mut cg = V1Cgroup::at(host, rel);
+        let cg = V1Cgroup::at(host, rel);
 
         for p in &cg.paths {
             if p.exists() && !read_pids_recursive(p)?.is_empty() {
@@ -86,7 +82,6 @@ impl V1Cgroup {
             }
             cg.apply(hier, resources)
         });
-        let result = result.map(|manager| cg.manager = Some(manager));
         if let Err(e) = result {
             for dir in created.iter().rev() {
                 if let Err(cleanup) = remove_tree(&cg.fs, dir) {
@@ -150,7 +145,7 @@ impl V1Cgroup {
         &self,
         hier: &[(String, PathBuf)],
         resources: &LinuxResources,
-    ) -> Result<Manager, CgroupError> {
+    ) -> Result<(), CgroupError> {
         let path = self.paths.first().cloned().unwrap_or_default();
         if let Some(m) = resources.memory() {
             if m.swap().is_some_and(|s| s != 0) {
@@ -172,6 +167,9 @@ impl V1Cgroup {
             path: path.clone(),
             source,
         };
+        // Building libcgroups' manager still reads mountinfo and /proc/self/cgroup once per
+        // controller (its constructor is the only way to its per-controller writers, which
+        // know each kernel's quirks); it is built once per start, here, and not for add_task.
         let manager = Manager::new(&self.rel).map_err(to_err)?;
         let opts = ControllerOpt {
             resources,
@@ -183,25 +181,22 @@ impl V1Cgroup {
             oom_score_adj: None,
             freezer_state: None,
         };
-        manager.apply(&opts).map_err(to_err)?;
-        Ok(manager)
+        manager.apply(&opts).map_err(to_err)
     }
 
+    /// Writes `pid` into `cgroup.procs` of the container's directory in every hierarchy,
+    /// which is all libcgroups' v1 manager does for it (its cpuset step also fills an empty
+    /// `cpuset.cpus`/`mems`, which `create` has done already), without its mountinfo reads.
     pub fn add_task(&self, pid: Pid) -> Result<(), CgroupError> {
-        let to_err = |source| CgroupError::AddTaskV1 {
-            pid: pid.as_raw(),
-            path: self.rel.clone(),
-            source,
-        };
-        let built;
-        let manager = match &self.manager {
-            Some(m) => m,
-            None => {
-                built = Manager::new(&self.rel).map_err(to_err)?;
-                &built
-            }
-        };
-        manager.add_task(pid).map_err(to_err)
+        let value = pid.as_raw().to_string();
+        for p in &self.paths {
+            write_file(&p.join("cgroup.procs"), &value).map_err(|source| CgroupError::Move {
+                pid: pid.as_raw(),
+                path: p.clone(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
     pub fn pids(&self) -> Result<Vec<Pid>, CgroupError> {
