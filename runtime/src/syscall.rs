@@ -48,20 +48,32 @@ pub(crate) fn openat2_in_root(
     let mut how: libc::open_how = unsafe_zeroed_open_how();
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `path` is a valid NUL-terminated string and `how` a valid open_how whose size is
-    // passed alongside; the kernel only reads both during the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
+    // With RESOLVE_IN_ROOT the kernel answers EAGAIN when a rename or mount anywhere on the
+    // system raced with a `..` step of the lookup; the lookup is then simply to be retried
+    // (seen here when tests mount in parallel). A bounded number of tries keeps an attacker
+    // who churns mounts from stalling us forever.
+    let mut tries = 0;
+    let ret = loop {
+        // SAFETY: `path` is a valid NUL-terminated string and `how` a valid open_how whose
+        // size is passed alongside; the kernel only reads both during the call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if ret >= 0 {
+            break ret;
+        }
+        let err = Errno::last();
+        tries += 1;
+        if err != Errno::EAGAIN || tries >= 32 {
+            return Err(err);
+        }
     };
-    if ret < 0 {
-        return Err(Errno::last());
-    }
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
 }
