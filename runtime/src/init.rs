@@ -3,10 +3,12 @@
 //! the app was killed by signal N).
 //!
 //! It runs in the cloned container process itself after all setup, so it is already confined
-//! like the app (namespaces, mounts, capabilities, seccomp). CVE-2019-5736: slate's own binary
-//! never runs inside the container, in this mode as in the others; init is a fork of the freshly
-//! cloned, single-threaded child, not a re-exec of `/proc/self/exe`, so there is no host binary
-//! for the container to overwrite through `/proc/self/exe`.
+//! like the app (namespaces, mounts, capabilities, seccomp). CVE-2019-5736: init is a fork of
+//! the freshly cloned child, not a re-exec, but it never execs either, so its `/proc/1/exe` is
+//! slate's host binary. Init therefore makes itself non-dumpable before the app exists: the
+//! kernel then refuses the container's processes `/proc/1/exe` (and ptrace, `/proc/1/mem`)
+//! unless they hold CAP_SYS_PTRACE, which docker's default set does not grant. The app gets
+//! the normal dumpable state back when it execs.
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
@@ -20,6 +22,8 @@ use crate::syscall::exit_now;
 /// All signals stay blocked in init and are taken synchronously with `sigwaitinfo`, so none is
 /// lost between a fork and a wait; the app gets an empty mask back before it execs.
 pub(crate) fn fork_app(close_in_init: impl FnOnce()) -> Result<(), Errno> {
+    // Before the fork, so no process of the container ever sees a dumpable init.
+    nix::sys::prctl::set_dumpable(false)?;
     let all = SigSet::all();
     let mut old = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old))?;

@@ -231,3 +231,22 @@ fn ulimit_sets_the_limits() {
     env.run(&["--ulimit", "nofile=lots"], &["true"])
         .failure(125);
 }
+
+/// CVE-2019-5736: with `--init`, PID 1 is a fork of slate that never execs, so its
+/// `/proc/1/exe` is slate's host binary. The container must not be able to open it (a
+/// root process that could would overwrite the host's slate).
+#[test]
+fn init_does_not_expose_the_slate_binary_to_the_container() {
+    let env = RunEnv::new("init-exe", run_image::default_config());
+    let out = env
+        .run(
+            &["--init"],
+            &[
+                "sh",
+                "-c",
+                "if cat /proc/1/exe >/dev/null 2>&1; then echo exe=open; else echo exe=denied; fi",
+            ],
+        )
+        .success();
+    assert!(out.stdout.contains("exe=denied"), "{out:?}");
+}
