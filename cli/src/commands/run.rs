@@ -115,6 +115,11 @@ pub(crate) fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Pre
     let reference: Reference = args.image().parse()?;
     let store = super::open_store(settings)?;
     let record = ensure_image(settings, &store, &reference, args)?;
+    // A run is a use: max_store_size evicts the least recently used images first. Failing
+    // to note it must not stop the run.
+    if let Err(e) = store.touch(&record) {
+        tracing::warn!(image = %record.display_name(), error = %e, "cannot record the image's use");
+    }
     let config_bytes = store
         .get_blob(&record.config_digest)
         .with_context(|| format!("cannot read the config of {}", record.display_name()))?;
