@@ -1,11 +1,11 @@
 //! One module per verb. Each takes its parsed arguments and the settings and returns the
 //! process exit status; errors carry context and are printed once, by `main`.
 
-mod image;
-mod login;
 pub(crate) mod exec;
+mod image;
 pub(crate) mod inspect;
 pub(crate) mod kill;
+mod login;
 pub(crate) mod logs;
 mod prune;
 pub(crate) mod ps;
