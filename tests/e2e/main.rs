@@ -28,6 +28,7 @@ mod hostile;
 mod platform;
 mod prune;
 mod pull;
+mod redirect;
 mod resume;
 mod run;
 mod run_limits;
