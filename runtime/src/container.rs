@@ -787,32 +787,7 @@ fn close_fds(preserve: u32, sock: i32) -> Result<(), Errno> {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
         );
     }
-    let sock = sock as u32;
-    let ranges: [(u32, u32); 2] = if sock >= first_free {
-        [(first_free, sock.saturating_sub(1)), (sock + 1, u32::MAX)]
-    } else {
-        [(first_free, u32::MAX), (1, 0)]
-    };
-    for (lo, hi) in ranges {
-        if lo > hi {
-            continue;
-        }
-        match syscall::close_range(lo, hi) {
-            Ok(()) => {}
-            Err(Errno::ENOSYS) => {
-                // Kernels before 5.9: close one by one up to the descriptor limit.
-                let max =
-                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                        .map(|(soft, _)| soft.min(1 << 20) as u32)
-                        .unwrap_or(1024);
-                for fd in lo..=hi.min(max) {
-                    let _ = nix::unistd::close(fd as i32);
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    syscall::close_fds_from(first_free, sock)
 }
 
 /// The rootfs path of a bundle's `root.path`, relative to the bundle directory.

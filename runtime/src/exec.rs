@@ -479,7 +479,8 @@ fn app_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
         plan.exec.umask.unwrap_or(0o022) as libc::mode_t
     ));
     // CVE-2024-21626: nothing of the host past stdio (the sync socket is close-on-exec).
-    close_fds_except(sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
+    // CVE-2024-21626: nothing of the host past stdio.
+    syscall::close_fds_from(3, sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
     if plan.exec.no_new_privs {
         install_seccomp(plan)?;
     }
@@ -498,35 +499,6 @@ fn install_seccomp(plan: &Plan) -> Result<(), ChildFailure> {
         };
         at(Stage::Seccomp, 0)(errno)
     })
-}
-
-fn close_fds_except(keep: RawFd) -> Result<(), Errno> {
-    let keep = keep as u32;
-    let ranges: [(u32, u32); 2] = if keep >= 3 {
-        [(3, keep.saturating_sub(1)), (keep + 1, u32::MAX)]
-    } else {
-        [(3, u32::MAX), (1, 0)]
-    };
-    for (lo, hi) in ranges {
-        if lo > hi {
-            continue;
-        }
-        match syscall::close_range(lo, hi) {
-            Ok(()) => {}
-            Err(Errno::ENOSYS) => {
-                // Kernels before 5.9: one by one up to the descriptor limit.
-                let max =
-                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                        .map(|(soft, _)| soft.min(1 << 20) as u32)
-                        .unwrap_or(1024);
-                for fd in lo..=hi.min(max) {
-                    let _ = nix::unistd::close(fd as i32);
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Caller: relays the terminal (if any) and signals until the app exits; reaps it.

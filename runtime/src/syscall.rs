@@ -84,6 +84,39 @@ fn unsafe_zeroed_open_how() -> libc::open_how {
     unsafe { std::mem::zeroed() }
 }
 
+/// CVE-2024-21626: closes every descriptor from `first` up, except `keep` (the sync socket,
+/// which is close-on-exec so the parent sees EOF at exec). Used right before exec by the
+/// container's process and by `exec`'s, so nothing of the host stays reachable through
+/// /proc/self/fd. No allocation: it runs in the cloned child.
+pub(crate) fn close_fds_from(first: u32, keep: RawFd) -> Result<(), Errno> {
+    let keep = keep as u32;
+    let ranges: [(u32, u32); 2] = if keep >= first {
+        [(first, keep.saturating_sub(1)), (keep + 1, u32::MAX)]
+    } else {
+        [(first, u32::MAX), (1, 0)]
+    };
+    for (lo, hi) in ranges {
+        if lo > hi {
+            continue;
+        }
+        match close_range(lo, hi) {
+            Ok(()) => {}
+            Err(Errno::ENOSYS) => {
+                // Kernels before 5.9: close one by one up to the descriptor limit.
+                let max =
+                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                        .map(|(soft, _)| soft.min(1 << 20) as u32)
+                        .unwrap_or(1024);
+                for fd in lo..=hi.min(max) {
+                    let _ = nix::unistd::close(fd as i32);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Closes every descriptor in `first..=last`; `ENOSYS` on kernels before 5.9.
 pub(crate) fn close_range(first: u32, last: u32) -> Result<(), Errno> {
     // SAFETY: closing descriptors has no memory-safety effect on this process: the child owns
