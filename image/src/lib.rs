@@ -2,6 +2,7 @@
 //! the content store and safe layer unpacking. It never prints and never depends on
 //! `slate-runtime`.
 
+pub mod archive;
 pub mod auth;
 pub mod digest;
 pub mod manifest;

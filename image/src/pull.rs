@@ -30,6 +30,7 @@ use crate::reference::Reference;
 use crate::registry::{Client, RegistryError};
 use crate::store::{ImageRecord, LayerMeta, LayerRecord, Removed, Store, StoreError};
 use crate::unpack::{self, UnpackError};
+use oci_spec::image::ImageManifest;
 
 /// Image configs are small; anything larger is hostile.
 const MAX_CONFIG_SIZE: u64 = 8 << 20;
@@ -185,9 +186,51 @@ pub fn resolve(
     let config_digest = manifest::descriptor_digest(&name, image.config())?;
     let config = client.small_blob(reference, &config_digest, MAX_CONFIG_SIZE)?;
     check_digest(&name, "config", &config_digest, &Digest::of(&config))?;
-    let parsed = parse_config(&name, &config)?;
+    let parts = image_parts(&name, &image, &config, opts, index.is_some())?;
+    let record = ImageRecord {
+        name: reference.name(),
+        tag: reference.tag().map(str::to_string),
+        digest: manifest_digest,
+        index_digest: index.as_ref().map(|i| i.digest.clone()),
+        platform: parts.platform,
+        config_digest,
+        layers: parts.layers,
+        created: parts.created,
+        pulled_at: now(),
+        unpacked_size: 0,
+        last_used: crate::store::now_ms(),
+    };
+    Ok(Resolved {
+        record,
+        manifest: manifest_bytes.bytes,
+        index: index.map(|i| i.bytes),
+        config,
+    })
+}
+
+/// What an image record takes from a verified manifest and config.
+pub(crate) struct ImageParts {
+    pub platform: Platform,
+    pub layers: Vec<LayerRecord>,
+    pub created: Option<String>,
+}
+
+/// Reads the platform, layers and creation time of an image from its manifest and its
+/// (already verified) config; `from_index` says the manifest was chosen from an index by
+/// platform, so the config's platform needs no second check.
+pub(crate) fn image_parts(
+    name: &str,
+    image: &ImageManifest,
+    config: &[u8],
+    opts: &PullOptions,
+    from_index: bool,
+) -> Result<ImageParts, PullError> {
+    let name = name.to_string();
+    let host = Platform::host();
+    let wanted = opts.platform.clone().unwrap_or_else(|| host.clone());
+    let parsed = parse_config(&name, config)?;
     let platform = Platform::new(&parsed.os, &parsed.architecture, parsed.variant.as_deref());
-    if index.is_none() && !wanted.accepts(&platform) {
+    if !from_index && !wanted.accepts(&platform) {
         if opts.platform.is_some() {
             return Err(PullError::WrongPlatform {
                 reference: name,
@@ -224,24 +267,10 @@ pub fn resolve(
             media_type,
         });
     }
-    let record = ImageRecord {
-        name: reference.name(),
-        tag: reference.tag().map(str::to_string),
-        digest: manifest_digest,
-        index_digest: index.as_ref().map(|i| i.digest.clone()),
+    Ok(ImageParts {
         platform,
-        config_digest,
         layers,
         created: parsed.created,
-        pulled_at: now(),
-        unpacked_size: 0,
-        last_used: crate::store::now_ms(),
-    };
-    Ok(Resolved {
-        record,
-        manifest: manifest_bytes.bytes,
-        index: index.map(|i| i.bytes),
-        config,
     })
 }
 
@@ -335,10 +364,25 @@ pub fn fetch(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Pulled, PullError> {
+    let name = reference.to_string();
+    fetch_with(store, resolved, opts, progress, &|layer: &LayerRecord| {
+        fetch_layer(store, client, reference, &name, layer, progress)
+    })
+}
+
+/// Records a resolved image, calling `fetch_one` (in parallel, `opts.parallel` at a
+/// time) for each layer the store lacks; `fetch_one` takes the layer lock and commits
+/// through [`import_layer`]. Registry pulls and OCI layout imports both come here.
+pub(crate) fn fetch_with(
+    store: &Store,
+    resolved: Resolved,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+    fetch_one: &(dyn Fn(&LayerRecord) -> Result<(), PullError> + Sync),
+) -> Result<Pulled, PullError> {
     let _shared = store.lock_shared()?;
     store.clean_debris()?;
     let mut record = resolved.record;
-    let name = reference.to_string();
     // The same layer may appear twice in one image; fetch it once.
     let mut missing: Vec<LayerRecord> = Vec::new();
     for l in &record.layers {
@@ -361,7 +405,7 @@ pub fn fetch(
                 let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
                 let Some(layer) = next else { return };
                 progress.layer_started(&layer);
-                match fetch_layer(store, client, reference, &name, &layer, progress) {
+                match fetch_one(&layer) {
                     Ok(()) => progress.layer_done(&layer),
                     Err(e) => {
                         failed.store(true, Ordering::Relaxed);
@@ -771,15 +815,6 @@ fn stream_layer(
         digest: layer.digest.clone(),
         source,
     };
-    let stream_err = |source| PullError::Stream {
-        reference: name.to_string(),
-        digest: layer.digest.clone(),
-        source,
-    };
-    let work = store.temp_dir("layer")?;
-    let diff = work.path().join("diff");
-    std::fs::create_dir(&diff).map_err(work_err)?;
-
     let mut have = std::fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
     if have > layer.size {
         have = 0;
@@ -843,6 +878,33 @@ fn stream_layer(
             net.map(|n| Box::new(n) as Box<dyn Read + Send>)
                 .unwrap_or_else(|| Box::new(std::io::empty())),
         );
+    import_layer(store, name, layer, progress, source)
+}
+
+/// The layer pipeline shared by registry pulls and OCI layout imports: blob bytes from
+/// `source` -> sha256 (blob digest) and size -> decompress -> sha256 (diff id) -> unpack
+/// into a work directory; the layer is committed only when both digests and the size match.
+/// The caller holds the layer lock.
+pub(crate) fn import_layer(
+    store: &Store,
+    name: &str,
+    layer: &LayerRecord,
+    progress: &dyn Progress,
+    source: impl Read + Send,
+) -> Result<(), PullError> {
+    let work_err = |source| PullError::Work {
+        reference: name.to_string(),
+        digest: layer.digest.clone(),
+        source,
+    };
+    let stream_err = |source| PullError::Stream {
+        reference: name.to_string(),
+        digest: layer.digest.clone(),
+        source,
+    };
+    let work = store.temp_dir("layer")?;
+    let diff = work.path().join("diff");
+    std::fs::create_dir(&diff).map_err(work_err)?;
     // Two threads per layer, so one large layer still keeps two cores busy: this one
     // unpacks (file system calls), a helper reads, hashes and decompresses, handing the
     // tar stream over in chunks through a short queue.
