@@ -15,6 +15,7 @@
 //! - `detached`: issue 6's (`run -d`, ps, logs, exec, stop, rm, restarts, crash clean-up).
 //! - `run`, `run_security`, `run_limits`, `run_pull`: issue 5's (`slate run`).
 
+mod archive;
 mod auth;
 mod commands;
 mod concurrent;

@@ -9,7 +9,7 @@ mod login;
 pub(crate) mod logs;
 mod prune;
 pub(crate) mod ps;
-mod pull;
+pub(crate) mod pull;
 pub(crate) mod rm;
 pub(crate) mod run;
 pub(crate) mod stop;

@@ -112,9 +112,14 @@ impl Drop for RunDirGuard {
 }
 
 pub(crate) fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Prepared> {
-    let reference: Reference = args.image().parse()?;
     let store = super::open_store(settings)?;
-    let record = ensure_image(settings, &store, &reference, args)?;
+    let record = match local_image(settings, &store, args) {
+        Some(imported) => imported?,
+        None => {
+            let reference: Reference = args.image().parse()?;
+            ensure_image(settings, &store, &reference, args)?
+        }
+    };
     // A run is a use: max_store_size evicts the least recently used images first. Failing
     // to note it must not stop the run.
     if let Err(e) = store.touch(&record) {
@@ -242,6 +247,29 @@ fn default_seccomp(store: &Store, spec: &oci_spec::runtime::Spec) -> anyhow::Res
 }
 
 /// Finds the image locally or pulls it, per `--pull`.
+/// An `oci:` / `oci-archive:` image, imported whatever `--pull` says: the files are
+/// local, and layers already in the store are not unpacked again.
+fn local_image(
+    settings: &Settings,
+    store: &Store,
+    args: &RunArgs,
+) -> Option<anyhow::Result<ImageRecord>> {
+    let platform = match args
+        .platform
+        .as_deref()
+        .map(str::parse::<Platform>)
+        .transpose()
+    {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let opts = PullOptions {
+        platform,
+        parallel: settings.parallel(),
+    };
+    super::pull::import_local(store, args.image(), &opts, false).map(|r| r.map(|p| p.record))
+}
+
 fn ensure_image(
     settings: &Settings,
     store: &Store,
