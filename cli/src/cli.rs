@@ -45,6 +45,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Download an image from a registry
     Pull(PullArgs),
+    /// Load an image from an OCI archive (file or stdin), verified as a pull is
+    Load(crate::commands::load::LoadArgs),
     /// List images
     Images(ImagesArgs),
     /// Remove one or more images

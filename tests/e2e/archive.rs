@@ -237,3 +237,49 @@ fn hostile_and_corrupt_archives_are_refused() {
     canary.assert_untouched();
     store::assert_marker_absent(slate.dir().path(), &marker);
 }
+
+#[test]
+fn load_reads_an_oci_archive_from_a_file_or_stdin() {
+    let img = ImageSpec::new(vec![LayerSpec::new(
+        Compression::Gzip,
+        vec![Entry::file("loaded", "by slate load\n")],
+    )])
+    .platform(host_platform())
+    .build();
+    let slate = Slate::new("archive-load");
+    let tar = slate.dir().path().join("img.tar");
+    write_archive(
+        &tar,
+        &layout_files(&[(&img, Some("registry.example/load/me:v3"))]),
+    );
+    let out = slate
+        .run(&["load", "-i", &tar.display().to_string()])
+        .success();
+    assert_eq!(out.stdout, "Loaded image: registry.example/load/me:v3\n");
+    assert!(slate
+        .inspect("registry.example/load/me:v3")
+        .to_string()
+        .contains(&img.manifest_digest));
+
+    // The same archive on stdin, into another store.
+    let other = Slate::new("archive-load-stdin");
+    let out = std::process::Command::new(crate::harness::slate::SLATE_BIN)
+        .arg("--root")
+        .arg(other.root())
+        .arg("--config")
+        .arg(other.dir().path().join("config.toml"))
+        .arg("load")
+        .stdin(fs::File::open(&tar).expect("opening the archive"))
+        .output()
+        .expect("running slate load");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Loaded image: registry.example/load/me:v3\n"
+    );
+    store::assert_consistent(&other, &img.chain_ids(), &[]);
+}

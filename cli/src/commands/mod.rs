@@ -5,6 +5,7 @@ pub(crate) mod exec;
 mod image;
 pub(crate) mod inspect;
 pub(crate) mod kill;
+pub(crate) mod load;
 mod login;
 pub(crate) mod logs;
 mod prune;
@@ -63,6 +64,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Logout(a) => login::logout(&settings, a),
         Command::Image(ImageCommand::Prune(a)) => prune::run(&settings, a),
         Command::System(SystemCommand::Df(a)) => system::df(&settings, a),
+        Command::Load(a) => load::run(&settings, a),
         Command::Ps(a) => ps::run(&settings, a),
         Command::Logs(a) => logs::run(&settings, a),
         Command::Stop(a) => stop::run(&settings, a),
