@@ -36,7 +36,7 @@ mod sys;
 #[cfg(test)]
 mod tests;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -45,10 +45,15 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{self, FchmodatFlags, FileStat, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{self, FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{self, Gid, Uid, UnlinkatFlags};
 use tar::EntryType;
+
+use crate::tarsplit::{Recorder, Recording};
+
+/// Large-file `stat`: see [`fstatat_nofollow`].
+type FileStat = libc::stat64;
 
 /// Bytes of tar metadata (headers, GNU long names, PAX records, sparse maps) allowed between two
 /// entries. The tar crate reads long names and PAX records into memory whole; without a bound a
@@ -133,13 +138,27 @@ fn type_name(kind: u8) -> String {
 /// Unpacks one layer tar stream into `dest`, an existing empty directory that will become an
 /// overlayfs lower dir. See the module documentation for what is guaranteed.
 pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, UnpackError> {
+    unpack_recorded(reader, dest, None)
+}
+
+/// [`unpack`], logging with `recorder` what it takes to re-create the tar later (see
+/// [`crate::tarsplit`]). With a recorder the stream is read to its end (up to the log's
+/// limit), past the end-of-archive marker.
+pub(crate) fn unpack_recorded<R: Read>(
+    reader: R,
+    dest: &Path,
+    recorder: Option<&RefCell<Recorder>>,
+) -> Result<UnpackStats, UnpackError> {
     let root = sys::open_dest(dest).map_err(|e| UnpackError::Dest {
         path: dest.to_path_buf(),
         source: e.into(),
     })?;
     let budget = Cell::new(HEADER_BUDGET);
     let mut archive = tar::Archive::new(Budgeted {
-        inner: reader,
+        inner: Recording {
+            inner: reader,
+            recorder,
+        },
         budget: &budget,
     });
     let mut entries = archive.entries().map_err(UnpackError::Tar)?;
@@ -165,13 +184,74 @@ pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, UnpackErro
             Some(Ok(entry)) => entry,
             Some(Err(e)) => return Err(UnpackError::Tar(e)),
         };
+        if let Some(r) = recorder {
+            record_entry(&mut r.borrow_mut(), &entry, &mut u.scratch)?;
+        }
         u.entry(&mut entry)?;
         // Whatever the entry's data was (a directory with a size, a global PAX header), consume
         // it here so that the budget above only ever covers metadata.
         drain(&mut entry, &mut u.buf)?;
     }
     u.restore_dir_times()?;
+    if let Some(r) = recorder {
+        let rest = archive.into_inner().inner.inner;
+        r.borrow_mut().finish(rest).map_err(UnpackError::Tar)?;
+    }
     Ok(u.stats)
+}
+
+/// Opens a layer directory for [`open_file_in_layer`].
+pub(crate) fn open_layer_dir(dir: &Path) -> io::Result<OwnedFd> {
+    sys::open_dest(dir).map_err(io::Error::from)
+}
+
+/// Opens the regular file `path` (layer-relative, as normalised) below the layer directory
+/// `root` for reading, following no symlink on the way: the layer's own links may point
+/// anywhere on the host.
+pub(crate) fn open_file_in_layer(root: &OwnedFd, path: &[u8]) -> io::Result<File> {
+    let (parent, name) = split_last(path);
+    let dir = if parent.is_empty() {
+        None
+    } else {
+        Some(walk(root.as_fd(), parent, false).map_err(|e| match e {
+            WalkError::Sys(e) => io::Error::from(e),
+            WalkError::Missing => io::ErrorKind::NotFound.into(),
+            WalkError::Symlink | WalkError::NotDir => {
+                io::Error::other("a parent directory was replaced")
+            }
+        })?)
+    };
+    let fd = sys::openat(
+        dir.as_ref().map_or(root.as_fd(), |d| d.as_fd()),
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )?;
+    let file = File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Tells the recorder where the entry's data is and whether it becomes a regular file of
+/// the layer (whose bytes are then read back from the layer, not logged).
+fn record_entry<R: Read>(
+    recorder: &mut Recorder,
+    entry: &tar::Entry<'_, R>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), UnpackError> {
+    let kind = entry.header().entry_type();
+    let is_file = matches!(kind, EntryType::Regular | EntryType::Continuous)
+        && normalize(&entry.path_bytes(), scratch).is_ok()
+        && !split_last(scratch).1.starts_with(b".wh.");
+    recorder
+        .entry_data(
+            entry.raw_file_position(),
+            entry.size(),
+            is_file.then_some(scratch.as_slice()),
+        )
+        .map_err(UnpackError::Tar)
 }
 
 /// A reader that fails once `budget` bytes were read; see [`HEADER_BUDGET`].
@@ -321,8 +401,25 @@ fn mkdir_implied(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
     )
 }
 
+/// `lstat` of `name` in `dir`, through `fstatat64`: on 32-bit glibc (armv7) nix's `fstatat`
+/// has a 32-bit `st_size` and `st_ino` and fails with `EOVERFLOW` on a file over 2 GiB or a
+/// filesystem with 64-bit inode numbers.
 fn fstatat_nofollow(dir: BorrowedFd<'_>, name: &[u8]) -> Result<FileStat, Errno> {
-    stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+    let name = std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?;
+    let mut st = std::mem::MaybeUninit::<FileStat>::uninit();
+    // SAFETY: `name` is NUL-terminated and `st` a valid, writable stat64 buffer that is read
+    // only when the call succeeded (and so filled it).
+    let ret = unsafe {
+        libc::fstatat64(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    Errno::result(ret)?;
+    // SAFETY: fstatat64 succeeded, so `st` is initialised.
+    Ok(unsafe { st.assume_init() })
 }
 
 fn file_type(st: &FileStat) -> SFlag {

@@ -601,8 +601,7 @@ pub fn read_container_file(pid: Pid, path: &Path, max: u64) -> Result<Option<Vec
         Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
         Err(e) => return Err(Error::sys("resolving a path in the container")(e)),
     };
-    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(Error::sys("fstat"))?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+    if crate::syscall::file_type(fd.as_fd()).map_err(Error::sys("fstat"))? != libc::S_IFREG {
         return Ok(None);
     }
     // Reopen the O_PATH descriptor for reading through its /proc/self/fd link: same file.

@@ -25,12 +25,12 @@ use std::path::{Component, Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{fstat, makedev, mkdirat, mknodat, Mode, SFlag};
+use nix::sys::stat::{makedev, mkdirat, mknodat, Mode, SFlag};
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 use oci_spec::runtime::{LinuxDeviceType, Mount, Spec};
 
 use crate::error::{ChildFailure, Error, Stage};
-use crate::syscall::openat2_in_root;
+use crate::syscall::{file_type, openat2_in_root};
 
 /// Docker's default masked paths: made unreadable (a `/dev/null` bind over files, an empty
 /// read-only tmpfs over directories).
@@ -664,9 +664,7 @@ impl MountPlan {
                 Err(Errno::ENOENT) => continue,
                 Err(e) => return Err(at(e)),
             };
-            let is_dir = fstat(target.as_raw_fd())
-                .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
-                .map_err(at)?;
+            let is_dir = file_type(target.as_fd()).map_err(at)? == libc::S_IFDIR;
             let path = fd_path(&target);
             if is_dir {
                 mount(
@@ -877,8 +875,7 @@ fn walk_in_root(root: BorrowedFd<'_>, path: &CStr) -> Result<OwnedFd, Errno> {
         )?;
         // SAFETY: openat returned a new descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let st = fstat(fd.as_raw_fd())?;
-        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFLNK {
+        if file_type(fd.as_fd())? != libc::S_IFLNK {
             stack.push(fd);
             continue;
         }

@@ -34,6 +34,22 @@ pub(crate) fn clone_process(flags: libc::c_int) -> Result<Cloned, Errno> {
     }
 }
 
+/// The file type bits (`st_mode & S_IFMT`) of `fd`, which may be an `O_PATH` descriptor.
+///
+/// Through `fstat64`, not nix's `fstat`: on 32-bit glibc (armv7) plain `fstat` has a 32-bit
+/// `st_size` and `st_ino` and fails with `EOVERFLOW` on a large file (`/proc/kcore` on a 64-bit
+/// kernel, the first masked path) or on a filesystem with 64-bit inode numbers. On 64-bit
+/// targets both are the same call.
+pub(crate) fn file_type(fd: BorrowedFd<'_>) -> Result<libc::mode_t, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat64>::uninit();
+    // SAFETY: `st` is a valid, writable stat64 buffer; the kernel fills it on success, which
+    // is the only case in which it is read.
+    let ret = unsafe { libc::fstat64(fd.as_raw_fd(), st.as_mut_ptr()) };
+    Errno::result(ret)?;
+    // SAFETY: fstat64 succeeded, so `st` is initialised.
+    Ok(unsafe { st.assume_init() }.st_mode & libc::S_IFMT)
+}
+
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 
