@@ -12,4 +12,5 @@ pub mod reference;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
+pub mod tarsplit;
 pub mod unpack;

@@ -29,6 +29,7 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::{Client, RegistryError};
 use crate::store::{ImageRecord, LayerMeta, LayerRecord, Removed, Store, StoreError};
+use crate::tarsplit;
 use crate::unpack::{self, UnpackError};
 use oci_spec::image::ImageManifest;
 
@@ -908,17 +909,22 @@ pub(crate) fn import_layer(
     // Two threads per layer, so one large layer still keeps two cores busy: this one
     // unpacks (file system calls), a helper reads, hashes and decompresses, handing the
     // tar stream over in chunks through a short queue.
+    // What `slate save` needs to re-create this exact tar later (see tarsplit.rs).
+    let recorder = std::cell::RefCell::new(
+        tarsplit::Recorder::create(&work.path().join(tarsplit::FILE_NAME)).map_err(work_err)?,
+    );
     let aborted = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(PIPE_DEPTH);
     let (unpacked, produced) = std::thread::scope(|s| {
         let producer = s.spawn(|| produce(source, layer, progress, name, tx, &aborted));
-        let unpacked = unpack::unpack(
+        let unpacked = unpack::unpack_recorded(
             ChannelReader {
                 rx,
                 chunk: Vec::new(),
                 at: 0,
             },
             &diff,
+            Some(&recorder),
         );
         if unpacked.is_err() {
             aborted.store(true, Ordering::Relaxed);
