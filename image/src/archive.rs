@@ -29,13 +29,17 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageIndex};
 
 use crate::digest::Digest;
-use crate::manifest::{self, Manifest, ManifestError, MAX_MANIFEST_SIZE};
+use crate::manifest::{self, Compression, Manifest, ManifestError, MAX_MANIFEST_SIZE};
 use crate::pull::{self, Progress, PullError, PullOptions, Pulled, Resolved};
 use crate::reference::Reference;
 use crate::store::{ImageRecord, LayerRecord, Store, StoreError};
 
-/// The annotation that names a manifest in an OCI layout's index.
+/// The annotation that names a manifest in an OCI layout's index (a tag, or a full name).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The full image name that Docker 25+ and containerd write beside a tag-only [`REF_NAME`].
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// `manifest.json` of a `docker save` archive is small; so are its entries' names.
+const MAX_DOCKER_MANIFEST_SIZE: u64 = 4 << 20;
 /// Image configs are small; anything larger is hostile (as in a pull).
 const MAX_CONFIG_SIZE: u64 = 8 << 20;
 /// `index.json` is small too.
@@ -119,6 +123,20 @@ pub fn import_archive(
     import_dir(store, work.path(), &base_name(label), tag, opts, progress)
 }
 
+/// Imports every image of an OCI layout archive or `docker save` archive read from
+/// `input` (`slate load`).
+pub fn load_archive(
+    store: &Store,
+    input: impl Read,
+    label: &Path,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Pulled>, ArchiveError> {
+    let work = store.temp_dir("archive")?;
+    extract_layout(input, &label.display().to_string(), work.path())?;
+    import_all(store, work.path(), &base_name(label), opts, progress)
+}
+
 /// Unpacks the layout entries of a tar into `dest` (an empty directory), refusing anything
 /// that is not part of an OCI layout.
 fn extract_layout(input: impl Read, label: &str, dest: &Path) -> Result<(), ArchiveError> {
@@ -132,8 +150,12 @@ fn extract_layout(input: impl Read, label: &str, dest: &Path) -> Result<(), Arch
         path: PathBuf::from(label),
         source,
     };
-    std::fs::create_dir(dest.join("blobs")).map_err(io_err("cannot create", dest))?;
-    std::fs::create_dir(dest.join("blobs/sha256")).map_err(io_err("cannot create", dest))?;
+    for d in ["blobs", "blobs/sha256", "docker"] {
+        std::fs::create_dir(dest.join(d)).map_err(io_err("cannot create", dest))?;
+    }
+    let mut aliases = std::collections::HashMap::new();
+    // The first name that belongs to a `docker save` archive only: stray in an OCI one.
+    let mut stray: Option<String> = None;
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;
@@ -144,28 +166,62 @@ fn extract_layout(input: impl Read, label: &str, dest: &Path) -> Result<(), Arch
         }
         let name = name.trim_end_matches('/');
         let kind = entry.header().entry_type();
-        if kind.is_dir() {
-            if ["", ".", "blobs", "blobs/sha256"].contains(&name) {
-                continue;
-            }
-            return Err(hostile(&raw, "not a directory of an OCI layout"));
-        }
-        if name == "manifest.json" || name == "repositories" {
-            // docker save's own index beside the OCI one: not needed, not extracted.
+        if kind.is_dir() && ["", ".", "blobs", "blobs/sha256"].contains(&name) {
             continue;
         }
-        let allowed = name == "oci-layout"
+        let oci = name == "oci-layout"
             || name == "index.json"
             || name
                 .strip_prefix("blobs/sha256/")
                 .is_some_and(|h| format!("sha256:{h}").parse::<Digest>().is_ok());
-        if !allowed {
-            return Err(hostile(&raw, "not a file of an OCI layout"));
+        // Anything else may be part of a `docker save` archive (`manifest.json`,
+        // `<id>/layer.tar`, `<hex>.json`): kept under docker/, read only if there is no
+        // OCI index. Its names are one or two plain components, nothing else.
+        if !oci && !docker_name(name) {
+            return Err(hostile(
+                &raw,
+                "not a file of an OCI layout or a docker save archive",
+            ));
+        }
+        if !oci && name != "manifest.json" && name != "repositories" && stray.is_none() {
+            stray = Some(raw.clone());
+        }
+        if kind.is_dir() {
+            if name.contains('/') {
+                return Err(hostile(&raw, "not a directory of a docker save archive"));
+            }
+            mkdir_once(&dest.join("docker").join(name))?;
+            continue;
+        }
+        if kind.is_symlink() && !oci {
+            // Older `docker save` links a layer it already wrote (`b/layer.tar ->
+            // ../a/layer.tar`). Kept as a name-to-name alias; nothing is linked on disk.
+            let target = entry
+                .link_name_bytes()
+                .map(|t| String::from_utf8_lossy(&t).into_owned())
+                .unwrap_or_default();
+            let resolved = resolve_alias(name, &target)
+                .ok_or_else(|| hostile(&raw, "link points outside the archive's own files"))?;
+            if aliases.insert(name.to_string(), resolved).is_some() {
+                return Err(hostile(&raw, "given twice"));
+            }
+            continue;
         }
         if !kind.is_file() {
-            return Err(hostile(&raw, "only regular files belong in an OCI layout"));
+            return Err(hostile(
+                &raw,
+                "only regular files belong in an image archive",
+            ));
         }
-        let path = dest.join(name);
+        let path = if oci {
+            dest.join(name)
+        } else {
+            // Archives need not list a directory before the files in it.
+            if let Some((dir, _)) = name.split_once('/') {
+                mkdir_once(&dest.join("docker").join(dir))?;
+            }
+            dest.join("docker").join(name)
+        };
         let mut out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -179,7 +235,249 @@ fn extract_layout(input: impl Read, label: &str, dest: &Path) -> Result<(), Arch
             })?;
         std::io::copy(&mut entry, &mut out).map_err(io_err("cannot write", &path))?;
     }
+    if dest.join("index.json").exists() {
+        // Docker 25+ writes manifest.json and repositories beside an OCI layout; anything
+        // else there is not part of what is imported and refuses the archive.
+        if let Some(s) = stray {
+            return Err(hostile(&s, "not a file of an OCI layout"));
+        }
+    } else if dest.join("docker/manifest.json").exists() {
+        docker_to_layout(dest, label, &aliases)?;
+    }
     Ok(())
+}
+
+fn mkdir_once(path: &Path) -> Result<(), ArchiveError> {
+    match std::fs::create_dir(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(io_err("cannot create", path)(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A name that may appear in a `docker save` archive: one or two components of letters,
+/// digits, `.`, `_`, `-`, not starting with `.`.
+fn docker_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.len() <= 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 128
+                && !p.starts_with('.')
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
+}
+
+/// Resolves a link target of a `docker save` archive (relative to the link's directory)
+/// to another name of the archive, lexically; `None` if it leaves the archive.
+fn resolve_alias(link: &str, target: &str) -> Option<String> {
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    let resolved = parts.join("/");
+    docker_name(&resolved).then_some(resolved)
+}
+
+/// Turns the `docker save` archive extracted under `dest/docker/` into an OCI layout in
+/// `dest` (what `import_dir` reads): every file `manifest.json` names is hashed and moved
+/// to `blobs/sha256/<hex>`, and a manifest per image and an `index.json` naming each of its
+/// `RepoTags` are written. The layers are then verified against the config's diff ids
+/// like any other layer; a config named `<hex>.json` must have that digest.
+fn docker_to_layout(
+    dest: &Path,
+    label: &str,
+    aliases: &std::collections::HashMap<String, String>,
+) -> Result<(), ArchiveError> {
+    use oci_spec::image::{DescriptorBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType};
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        config: String,
+        #[serde(default)]
+        repo_tags: Option<Vec<String>>,
+        layers: Vec<String>,
+    }
+    let bad = |reason: String| ArchiveError::Layout {
+        layout: label.to_string(),
+        reason,
+    };
+    let hostile = |entry: &str, reason| ArchiveError::Hostile {
+        archive: label.to_string(),
+        entry: entry.to_string(),
+        reason,
+    };
+    let docker = dest.join("docker");
+    let list_path = docker.join("manifest.json");
+    let mut list = Vec::new();
+    std::fs::File::open(&list_path)
+        .and_then(|f| f.take(MAX_DOCKER_MANIFEST_SIZE).read_to_end(&mut list))
+        .map_err(io_err("cannot read", &list_path))?;
+    let entries: Vec<Entry> =
+        serde_json::from_slice(&list).map_err(|e| bad(format!("manifest.json: {e}")))?;
+    let blobs = dest.join("blobs/sha256");
+    // name in the archive -> (digest, size, first bytes)
+    let mut moved: std::collections::HashMap<String, (Digest, u64, [u8; 4])> =
+        std::collections::HashMap::new();
+    let mut blob_of = |name: &str| -> Result<(Digest, u64, [u8; 4]), ArchiveError> {
+        let mut resolved = name.to_string();
+        for _ in 0..8 {
+            match aliases.get(&resolved) {
+                Some(t) => resolved = t.clone(),
+                None => break,
+            }
+        }
+        if !docker_name(&resolved) {
+            return Err(hostile(
+                name,
+                "manifest.json names a path outside the archive",
+            ));
+        }
+        if let Some(m) = moved.get(&resolved) {
+            return Ok(m.clone());
+        }
+        let path = docker.join(&resolved);
+        let f = std::fs::File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                hostile(name, "manifest.json names a file the archive does not hold")
+            } else {
+                io_err("cannot open", &path)(e)
+            }
+        })?;
+        let mut head = [0u8; 4];
+        let mut hashing = crate::digest::HashingReader::new(BufReader::new(f));
+        // The first bytes tell the compression; short blobs just have fewer of them.
+        let mut got = 0;
+        while got < head.len() {
+            match hashing.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err("cannot read", &path)(e)),
+            }
+        }
+        let (digest, size) = hashing.finish().map_err(io_err("cannot read", &path))?;
+        let to = blobs.join(digest.hex());
+        if !to.exists() {
+            std::fs::rename(&path, &to).map_err(io_err("cannot move", &path))?;
+        }
+        let m = (digest, size, head);
+        moved.insert(resolved, m.clone());
+        Ok(m)
+    };
+    let invalid = |e: oci_spec::OciSpecError| bad(e.to_string());
+    let mut descriptors = Vec::new();
+    for e in &entries {
+        let (config_digest, config_size, _) = blob_of(&e.config)?;
+        // Docker names the config by its digest: a config that is not what its name says
+        // was changed after `docker save`.
+        if let Some(hex) = e
+            .config
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.strip_suffix(".json"))
+        {
+            if hex.len() == 64 && hex != config_digest.hex() {
+                return Err(hostile(
+                    &e.config,
+                    "config does not match the digest it is named by",
+                ));
+            }
+        }
+        let mut layers = Vec::new();
+        for l in &e.layers {
+            let (digest, size, head) = blob_of(l)?;
+            let media_type = match Compression::sniff(&head) {
+                Compression::Gzip => MediaType::ImageLayerGzip,
+                Compression::Zstd => MediaType::ImageLayerZstd,
+                Compression::None => MediaType::ImageLayer,
+            };
+            layers.push(
+                DescriptorBuilder::default()
+                    .media_type(media_type)
+                    .digest(oci_digest(&digest))
+                    .size(size)
+                    .build()
+                    .map_err(invalid)?,
+            );
+        }
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(
+                DescriptorBuilder::default()
+                    .media_type(MediaType::ImageConfig)
+                    .digest(oci_digest(&config_digest))
+                    .size(config_size)
+                    .build()
+                    .map_err(invalid)?,
+            )
+            .layers(layers)
+            .build()
+            .map_err(invalid)?;
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| bad(e.to_string()))?;
+        let digest = Digest::of(&bytes);
+        let path = blobs.join(digest.hex());
+        std::fs::write(&path, &bytes).map_err(io_err("cannot write", &path))?;
+        let names: Vec<Option<String>> = match e.repo_tags.as_deref() {
+            Some(tags) if !tags.is_empty() => tags.iter().cloned().map(Some).collect(),
+            _ => vec![None],
+        };
+        for n in names {
+            let mut b = DescriptorBuilder::default()
+                .media_type(MediaType::ImageManifest)
+                .digest(oci_digest(&digest))
+                .size(bytes.len() as u64);
+            if let Some(n) = n {
+                let r: Reference = n
+                    .parse()
+                    .map_err(|_| bad(format!("manifest.json: {n:?} is not an image name")))?;
+                let full = match r.tag() {
+                    Some(t) => format!("{}:{t}", r.name()),
+                    None => r.name(),
+                };
+                b = b.annotations(std::collections::HashMap::from([(
+                    CONTAINERD_NAME.to_string(),
+                    full,
+                )]));
+            }
+            descriptors.push(b.build().map_err(invalid)?);
+        }
+    }
+    if descriptors.is_empty() {
+        return Err(bad("manifest.json lists no image".to_string()));
+    }
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .manifests(descriptors)
+        .build()
+        .map_err(invalid)?;
+    let index_path = dest.join("index.json");
+    std::fs::write(
+        &index_path,
+        serde_json::to_vec(&index).map_err(|e| bad(e.to_string()))?,
+    )
+    .map_err(io_err("cannot write", &index_path))?;
+    let layout_path = dest.join("oci-layout");
+    std::fs::write(&layout_path, br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(io_err("cannot write", &layout_path))?;
+    Ok(())
+}
+
+pub(crate) fn oci_digest(d: &Digest) -> oci_spec::image::Digest {
+    // A Digest is always a valid sha256 digest, which oci-spec accepts.
+    oci_spec::image::Digest::try_from(d.to_string())
+        .unwrap_or_else(|_| unreachable!("sha256 digests are valid OCI digests"))
 }
 
 /// `localhost/<name>` from a path's base name.
@@ -240,11 +538,40 @@ fn read_blob(
     Ok(data)
 }
 
-fn ref_name(d: &Descriptor) -> Option<&str> {
+fn annotation<'a>(d: &'a Descriptor, key: &str) -> Option<&'a str> {
     d.annotations()
         .as_ref()
-        .and_then(|a| a.get(REF_NAME))
+        .and_then(|a| a.get(key))
         .map(String::as_str)
+}
+
+fn ref_name(d: &Descriptor) -> Option<&str> {
+    annotation(d, REF_NAME)
+}
+
+/// The full image name a descriptor carries: Docker's and containerd's own annotation, else
+/// a ref.name that is a full reference.
+fn descriptor_name(d: &Descriptor) -> Option<Reference> {
+    annotation(d, CONTAINERD_NAME)
+        .and_then(|n| n.parse().ok())
+        .or_else(|| ref_name(d).and_then(full_reference))
+}
+
+/// The tag a descriptor carries (from its full name, else its tag-only ref.name).
+fn descriptor_tag(d: &Descriptor) -> Option<String> {
+    match descriptor_name(d) {
+        Some(r) => r.tag().map(str::to_string),
+        None => ref_name(d).map(str::to_string),
+    }
+}
+
+/// What tells the images of a layout apart: their name, or for unnamed ones nothing (the
+/// platforms of one image).
+fn image_key(d: &Descriptor) -> String {
+    match descriptor_name(d) {
+        Some(r) => format!("{}:{}", r.name(), r.tag().unwrap_or("")),
+        None => ref_name(d).unwrap_or_default().to_string(),
+    }
 }
 
 /// A ref.name annotation that is a full reference (has a `/` or `:`), parsed.
@@ -269,6 +596,71 @@ fn import_dir(
         layout: name.clone(),
         reason,
     };
+    let index = read_index(dir, &name)?;
+
+    // The user's :TAG picks by annotation; a layout without annotations takes it as its tag.
+    let mut candidates: Vec<Descriptor> = index.manifests().clone();
+    if let Some(t) = tag {
+        let named: Vec<Descriptor> = candidates
+            .iter()
+            .filter(|d| descriptor_tag(d).as_deref() == Some(t))
+            .cloned()
+            .collect();
+        if !named.is_empty() || candidates.iter().any(|d| descriptor_tag(d).is_some()) {
+            candidates = named;
+        }
+    }
+    let mut keys: Vec<String> = candidates.iter().map(image_key).collect();
+    keys.sort();
+    keys.dedup();
+    if keys.len() > 1 {
+        return Err(bad(format!(
+            "it holds {} images ({}): name one with :TAG, or load them all with `slate load`",
+            keys.len(),
+            keys.join(", ")
+        )));
+    }
+    import_candidates(store, dir, &name, candidates, tag, opts, progress)
+}
+
+/// Reads `index.json` of the layout in `dir` and imports every image it names (`slate
+/// load`), each as [`import_layout`] would with its own tag.
+fn import_all(
+    store: &Store,
+    dir: &Path,
+    base: &str,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Pulled>, ArchiveError> {
+    let name = format!("localhost/{base}");
+    let index = read_index(dir, &name)?;
+    let mut groups: Vec<(String, Vec<Descriptor>)> = Vec::new();
+    for d in index.manifests() {
+        let key = image_key(d);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(d.clone()),
+            None => groups.push((key, vec![d.clone()])),
+        }
+    }
+    if groups.is_empty() {
+        return Err(ArchiveError::Layout {
+            layout: name,
+            reason: "index.json lists no manifest".to_string(),
+        });
+    }
+    groups
+        .into_iter()
+        .map(|(_, candidates)| {
+            import_candidates(store, dir, &name, candidates, None, opts, progress)
+        })
+        .collect()
+}
+
+fn read_index(dir: &Path, name: &str) -> Result<ImageIndex, ArchiveError> {
+    let bad = |reason: String| ArchiveError::Layout {
+        layout: name.to_string(),
+        reason,
+    };
     let layout_file = dir.join("oci-layout");
     let layout = std::fs::read(&layout_file).map_err(io_err("cannot read", &layout_file))?;
     let version: serde_json::Value =
@@ -281,26 +673,25 @@ fn import_dir(
     std::fs::File::open(&index_file)
         .and_then(|f| f.take(MAX_INDEX_SIZE).read_to_end(&mut index_bytes))
         .map_err(io_err("cannot read", &index_file))?;
-    let index: ImageIndex =
-        serde_json::from_slice(&index_bytes).map_err(|e| bad(format!("index.json: {e}")))?;
-    let blobs = dir.join("blobs/sha256");
+    serde_json::from_slice(&index_bytes).map_err(|e| bad(format!("index.json: {e}")))
+}
 
-    // The user's :TAG picks by annotation; a layout without annotations takes it as its tag.
-    let mut candidates: Vec<Descriptor> = index.manifests().clone();
-    if let Some(t) = tag {
-        let named: Vec<Descriptor> = candidates
-            .iter()
-            .filter(|d| {
-                ref_name(d).is_some_and(|r| {
-                    r == t || full_reference(r).is_some_and(|f| f.tag() == Some(t))
-                })
-            })
-            .cloned()
-            .collect();
-        if !named.is_empty() || candidates.iter().any(|d| ref_name(d).is_some()) {
-            candidates = named;
-        }
-    }
+/// Imports one image: `candidates` are its manifests (one per platform, or one index).
+fn import_candidates(
+    store: &Store,
+    dir: &Path,
+    name: &str,
+    mut candidates: Vec<Descriptor>,
+    tag: Option<&str>,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Pulled, ArchiveError> {
+    let name = name.to_string();
+    let bad = |reason: String| ArchiveError::Layout {
+        layout: name.clone(),
+        reason,
+    };
+    let blobs = dir.join("blobs/sha256");
     let wanted = opts
         .platform
         .clone()
@@ -314,21 +705,19 @@ fn import_dir(
         }
         1 => candidates.remove(0),
         _ => {
-            let mut narrowed = index.clone();
-            narrowed.set_manifests(candidates);
+            let narrowed = oci_spec::image::ImageIndexBuilder::default()
+                .schema_version(2u32)
+                .manifests(candidates)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
             manifest::select(&name, &narrowed, &wanted)?.clone()
         }
     };
-    let annotation = ref_name(&chosen).map(str::to_string);
-    let (record_name, record_tag) = match annotation.as_deref().and_then(full_reference) {
-        Some(r) => (r.name(), tag.or(r.tag()).unwrap_or("latest").to_string()),
-        None => (
-            name.clone(),
-            tag.or(annotation.as_deref())
-                .unwrap_or("latest")
-                .to_string(),
-        ),
-    };
+    let record_name = descriptor_name(&chosen).map_or_else(|| name.clone(), |r| r.name());
+    let record_tag = tag
+        .map(str::to_string)
+        .or_else(|| descriptor_tag(&chosen))
+        .unwrap_or_else(|| "latest".to_string());
     let display = format!("{record_name}:{record_tag}");
 
     // The chosen descriptor may be a manifest or a (multi-platform) index.

@@ -11,6 +11,7 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;
+pub mod save;
 pub mod store;
 pub mod tarsplit;
 pub mod unpack;
