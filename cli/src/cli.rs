@@ -45,8 +45,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Download an image from a registry
     Pull(PullArgs),
-    /// Load an image from an OCI archive (file or stdin), verified as a pull is
+    /// Load images from an OCI or `docker save` archive (file or stdin), verified as a pull is
     Load(crate::commands::load::LoadArgs),
+    /// Save images to an archive (OCI layout, or docker-loadable), for `slate load` elsewhere
+    Save(crate::commands::save::SaveArgs),
     /// List images
     Images(ImagesArgs),
     /// Remove one or more images

@@ -1,5 +1,6 @@
-//! `slate load`: import an image archive (an OCI image-layout tar) from a file or stdin,
-//! verified as a registry pull is (see `slate_image::archive`).
+//! `slate load`: import every image of an archive (an OCI image-layout tar, or a `docker
+//! save` tarball) from a file or stdin, verified as a registry pull is (see
+//! `slate_image::archive`).
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ pub struct LoadArgs {
     /// Archive to read instead of stdin
     #[arg(short, long, value_name = "FILE")]
     pub input: Option<PathBuf>,
-    /// Print nothing but the loaded image's name
+    /// Print nothing but the loaded images' names
     #[arg(short, long)]
     pub quiet: bool,
     /// Platform to load when the archive holds several, instead of this host's
@@ -37,31 +38,29 @@ pub fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<u8> {
         parallel: settings.parallel(),
     };
     let progress = crate::progress::for_stderr(args.quiet);
-    let pulled = match &args.input {
+    let loaded = match &args.input {
         Some(path) => {
             let f = std::fs::File::open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            archive::import_archive(
-                &store,
-                BufReader::new(f),
-                path,
-                None,
-                &opts,
-                progress.as_ref(),
-            )
-            .with_context(|| format!("cannot load {}", path.display()))?
+            archive::load_archive(&store, BufReader::new(f), path, &opts, progress.as_ref())
+                .with_context(|| format!("cannot load {}", path.display()))?
         }
-        None => archive::import_archive(
+        None => archive::load_archive(
             &store,
             BufReader::new(std::io::stdin().lock()),
             Path::new("stdin"),
-            None,
             &opts,
             progress.as_ref(),
         )
         .context("cannot load the archive on stdin")?,
     };
     drop(progress);
-    println!("Loaded image: {}", pulled.record.display_name());
+    for pulled in &loaded {
+        if args.quiet {
+            println!("{}", pulled.record.display_name());
+        } else {
+            println!("Loaded image: {}", pulled.record.display_name());
+        }
+    }
     Ok(0)
 }

@@ -13,6 +13,7 @@ pub(crate) mod ps;
 pub(crate) mod pull;
 pub(crate) mod rm;
 pub(crate) mod run;
+pub(crate) mod save;
 pub(crate) mod stop;
 mod system;
 pub(crate) mod wait;
@@ -65,6 +66,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Image(ImageCommand::Prune(a)) => prune::run(&settings, a),
         Command::System(SystemCommand::Df(a)) => system::df(&settings, a),
         Command::Load(a) => load::run(&settings, a),
+        Command::Save(a) => save::run(&settings, a),
         Command::Ps(a) => ps::run(&settings, a),
         Command::Logs(a) => logs::run(&settings, a),
         Command::Stop(a) => stop::run(&settings, a),
