@@ -17,7 +17,7 @@ use crate::harness::tar_writer::{write_tar, Entry};
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// The files of an OCI layout holding `images`, each annotated with its ref name if given.
-fn layout_files(images: &[(&BuiltImage, Option<&str>)]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn layout_files(images: &[(&BuiltImage, Option<&str>)]) -> Vec<(String, Vec<u8>)> {
     let mut files = vec![(
         "oci-layout".to_string(),
         br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
@@ -65,7 +65,7 @@ fn write_layout(dir: &Path, files: &[(String, Vec<u8>)]) {
     }
 }
 
-fn write_archive(path: &Path, files: &[(String, Vec<u8>)]) {
+pub(crate) fn write_archive(path: &Path, files: &[(String, Vec<u8>)]) {
     let mut entries = vec![Entry::dir("blobs"), Entry::dir("blobs/sha256")];
     for (name, data) in files {
         entries.push(Entry::file(name, data));

@@ -35,3 +35,4 @@ mod run;
 mod run_limits;
 mod run_pull;
 mod run_security;
+mod save_load;
