@@ -133,7 +133,7 @@ cross_build_deps() {
     "libstd-rust-web-dev:arm64=$CROSS_RUST_VERSION" "libstd-rust-web-dev:armhf=$CROSS_RUST_VERSION"
 }
 
-cross_user_deps() { cross_apt_install qemu-user-static; }
+cross_user_deps() { cross_apt_install qemu-user-static strace; }
 
 # Exports what cargo needs for every target: Debian's rustc/cargo, linkers, C compilers,
 # rustflags (sysroot, static glibc) and the qemu-user runners for `cargo test`.

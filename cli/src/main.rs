@@ -21,6 +21,7 @@ use clap::Parser;
 pub const EXIT_SLATE_FAILED: u8 = 125;
 
 fn main() -> ExitCode {
+    static_nss::pin_host_lookups();
     if let Some(code) = supervisor::fast_path() {
         return ExitCode::from(code);
     }
@@ -46,6 +47,34 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code_for(&e))
         }
     }
+}
+
+/// Host name lookups of the static ARM builds (cross/build: glibc `+crt-static`).
+///
+/// glibc resolves names through the sources `/etc/nsswitch.conf` lists. `files` and `dns`
+/// are built into glibc, but any other source is a shared module that a static program
+/// would `dlopen` from the board's own glibc, of another version: Raspberry Pi OS lists
+/// `mdns4_minimal`, and glibc documents that mixing versions this way may fail or crash.
+/// So the static build pins host lookups to `files dns` (what docker's pure-Go resolver
+/// does too) before anything resolves. A dynamic build keeps the system's configuration.
+mod static_nss {
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_feature = "crt-static"))]
+    pub fn pin_host_lookups() {
+        extern "C" {
+            // glibc's public override of one nsswitch.conf line (GLIBC_2.0).
+            fn __nss_configure_lookup(
+                db: *const std::ffi::c_char,
+                line: *const std::ffi::c_char,
+            ) -> std::ffi::c_int;
+        }
+        // SAFETY: both arguments are NUL-terminated static strings; called first thing
+        // in main, before any thread exists or any lookup ran.
+        let rc = unsafe { __nss_configure_lookup(c"hosts".as_ptr(), c"files dns".as_ptr()) };
+        debug_assert_eq!(rc, 0);
+    }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_feature = "crt-static")))]
+    pub fn pin_host_lookups() {}
 }
 
 fn exit_code_for(e: &anyhow::Error) -> u8 {
