@@ -44,11 +44,27 @@ for arch in aarch64 armv7; do
   [ "$(echo "$out" | sed -n 1p)" = 67108864 ] && ok "$arch: memory.max 67108864 in the container" || fail "$arch: memory.max not 67108864"
   [ "$(echo "$out" | sed -n 2p)" = 32 ] && ok "$arch: pids.max 32 in the container" || fail "$arch: pids.max not 32"
 
-  # Nothing left behind: no mount under the store, no new cgroup.
+  # Every run starts from a fresh rootfs: what one run wrote, the next does not see.
+  "$slate" --root "$root" run --rm "oci-archive:/images/busybox-$arch.tar" \
+    sh -c 'echo dirty > /hello.txt; echo x > /marker' >/dev/null 2>&1
+  out=$("$slate" --root "$root" run --rm "oci-archive:/images/busybox-$arch.tar" \
+        sh -c 'cat /hello.txt; ls /marker 2>&1' 2>&1)
+  case "$out" in
+    "hello from slate's $arch test image"*"No such file"*) ok "$arch: second run sees a fresh rootfs" ;;
+    *) fail "$arch: rootfs not fresh: $out" ;;
+  esac
+
+  # Nothing left behind: no mount under the store, no container cgroup (the shared, empty
+  # `slate` parent stays, as docker's does: it is where the next run's cgroup goes), no run
+  # directory, no process.
   left=$(grep " $root" /proc/self/mountinfo || true)
   [ -z "$left" ] && ok "$arch: no mounts left under $root" || fail "$arch: mounts left: $left"
-  new=$(cgroups | grep -vxF "$before" || true)
-  [ -z "$new" ] && ok "$arch: no cgroup left" || fail "$arch: cgroups left: $new"
+  new=$(cgroups | grep -vxF "$before" | grep -vx /sys/fs/cgroup/slate || true)
+  [ -z "$new" ] && ok "$arch: no container cgroup left" || fail "$arch: cgroups left: $new"
+  runs=$(ls -A "$root/runs" 2>/dev/null || true)
+  [ -z "$runs" ] && ok "$arch: no run directory left" || fail "$arch: runs left: $runs"
+  procs=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^slate' || true)
+  [ "$procs" = 0 ] && ok "$arch: no slate process left" || fail "$arch: $procs slate processes left"
 done
 
 echo "== $fails failure(s)"
