@@ -243,6 +243,12 @@ fn extract_layout(input: impl Read, label: &str, dest: &Path) -> Result<(), Arch
         }
     } else if dest.join("docker/manifest.json").exists() {
         docker_to_layout(dest, label, &aliases)?;
+    } else {
+        return Err(ArchiveError::Layout {
+            layout: label.to_string(),
+            reason: "it has neither index.json (OCI image layout) nor manifest.json (docker save)"
+                .to_string(),
+        });
     }
     Ok(())
 }
