@@ -153,6 +153,17 @@ fn extract_layout(input: impl Read, label: &str, dest: &Path) -> Result<(), Arch
     for d in ["blobs", "blobs/sha256", "docker"] {
         std::fs::create_dir(dest.join(d)).map_err(io_err("cannot create", dest))?;
     }
+    // Archives may come compressed (`docker save | gzip`, `.tar.zst` on a stick), as docker
+    // load accepts them: the first bytes tell.
+    let mut input = BufReader::new(input);
+    let head = std::io::BufRead::fill_buf(&mut input).map_err(read_err)?;
+    let input: Box<dyn Read> = match Compression::sniff(head) {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(read_err)?)
+        }
+        Compression::None => Box::new(input),
+    };
     let mut aliases = std::collections::HashMap::new();
     // The first name that belongs to a `docker save` archive only: stray in an OCI one.
     let mut stray: Option<String> = None;
@@ -492,7 +503,10 @@ fn base_name(path: &Path) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    let base = base.strip_suffix(".tar").unwrap_or(&base);
+    let base = [".tar", ".tar.gz", ".tgz", ".tar.zst"]
+        .iter()
+        .find_map(|ext| base.strip_suffix(ext))
+        .unwrap_or(&base);
     let clean: String = base
         .chars()
         .map(|c| {

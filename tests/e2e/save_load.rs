@@ -587,3 +587,41 @@ fn podman_reads_what_slate_saves_and_the_reverse() {
         assert_eq!(diff_ids, img.diff_ids());
     }
 }
+
+#[test]
+fn compressed_archives_load_from_stdin() {
+    let img = rich_image();
+    let a = store_with("save-compressed", &img, "");
+    let name = "registry.example/app/rich:v1";
+    let archive = save(&a, &[name]);
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, &archive).expect("gzip");
+        e.finish().expect("gzip")
+    };
+    let zst = zstd::stream::encode_all(&archive[..], 3).expect("zstd");
+    for (what, data) in [("gzip", gz), ("zstd", zst)] {
+        let b = Slate::new(&format!("load-{what}"));
+        let mut child = std::process::Command::new(crate::harness::slate::SLATE_BIN)
+            .arg("--root")
+            .arg(b.root())
+            .arg("--config")
+            .arg(b.dir().path().join("config.toml"))
+            .arg("load")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running slate load");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data));
+        let out = child.wait_with_output().expect("slate load");
+        writer.join().expect("writer").expect("writing stdin");
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(identity(&b, name).0, img.config_digest, "{what}");
+    }
+}
