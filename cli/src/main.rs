@@ -89,16 +89,27 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
 const QUIET_DEPS: &str = "hyper=warn,reqwest=warn,rustls=warn,h2=warn,libcgroups=error";
 
 fn init_logging(level: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::new(format!("{l},{QUIET_DEPS}")),
-        None => EnvFilter::try_from_env("SLATE_LOG")
-            .unwrap_or_else(|_| EnvFilter::new(format!("warn,{QUIET_DEPS}"))),
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    // `target=level` directives, comma-separated, with a bare level as the default: what
+    // `--log-level` and `SLATE_LOG` need. (tracing's EnvFilter would also take span and
+    // field filters, at the price of a regex engine: a tenth of the ARM binaries.)
+    let quiet = |l: &str| format!("{l},{QUIET_DEPS}");
+    let directives = match level {
+        Some(l) => quiet(l),
+        None => std::env::var("SLATE_LOG").unwrap_or_else(|_| quiet("warn")),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
+    let filter: Targets = directives.parse().unwrap_or_else(|e| {
+        eprintln!("slate: ignoring log directives {directives:?}: {e}");
+        quiet("warn").parse().unwrap_or_default()
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .without_time(),
+        )
+        .with(filter)
         .init();
 }
