@@ -124,7 +124,7 @@ impl Supervisor {
         rec.supervisor_start = state::proc_start_time(me);
         let dir = sd.dir(id);
         let spec_path = dir.join("spec.json");
-        let spec = Spec::load(&spec_path)
+        let spec = crate::spec::stored::load(&spec_path)
             .with_context(|| format!("cannot read {}", spec_path.display()))?;
         let seccomp = if rec.seccomp_file {
             let p = dir.join("seccomp.bpf");

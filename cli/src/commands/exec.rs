@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
 use slate_runtime::exec::{exec, read_container_file, ExecOptions};
 use slate_runtime::seccomp::Program;
 
@@ -75,8 +74,8 @@ fn prepare(settings: &Settings, args: &ExecArgs) -> anyhow::Result<(ExecOptions,
         _ => bail!("container {} is not running", rec.name),
     };
     let spec_path = sd.dir(&rec.id).join("spec.json");
-    let spec =
-        Spec::load(&spec_path).with_context(|| format!("cannot read {}", spec_path.display()))?;
+    let spec = crate::spec::stored::load(&spec_path)
+        .with_context(|| format!("cannot read {}", spec_path.display()))?;
     let mut process = spec
         .process()
         .clone()

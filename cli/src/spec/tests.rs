@@ -1195,6 +1195,42 @@ fn spec_serializes_and_round_trips() {
     let back: Spec = serde_json::from_str(&text).unwrap();
     assert_eq!(back, s);
     assert_eq!(s.hostname().as_deref(), Some("pi"));
+    // What the supervisor and exec read back (without oci-spec's Deserialize for Spec),
+    // for a spec with everything slate writes: seccomp, caps, rlimits, mounts, resources.
+    let s = r
+        .build(&[
+            "-m",
+            "64m",
+            "--pids-limit",
+            "9",
+            "-u",
+            "1:2",
+            "--cap-add",
+            "NET_ADMIN",
+            "-t",
+            "-e",
+            "A=b",
+            "-w",
+            "/srv",
+            "--read-only",
+            "--tmpfs",
+            "/run",
+            "-v",
+            "/tmp:/t:ro",
+            "--ulimit",
+            "nofile=10:20",
+            "--oom-score-adj",
+            "100",
+            "nginx",
+            "sh",
+            "-c",
+            "x",
+        ])
+        .spec;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spec.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+    assert_eq!(super::stored::load(&path).unwrap(), s);
 }
 
 // ---- hostile flag values: errors, never panics
