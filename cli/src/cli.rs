@@ -99,7 +99,7 @@ pub struct DfArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Remove all images, not only unused layers (none are in use by a container yet)
+    /// Remove all images not used by a running container, not only unused layers
     #[arg(short, long)]
     pub all: bool,
     /// Do not prompt (slate never does; accepted for docker compatibility)

@@ -105,6 +105,9 @@ fn report(ready: Option<OwnedFd>, line: &str) {
 }
 
 struct Supervisor {
+    /// The container's hold on its layers, taken over from `slate run -d` (which waits for
+    /// this process to be ready before it lets go of its own).
+    _pin: slate_image::store::LayerPin,
     sd: StateDir,
     rec: Record,
     spec: Spec,
@@ -136,6 +139,8 @@ impl Supervisor {
         } else {
             None
         };
+        let pin = slate_image::store::Store::hold_pin(&rec.run_dir)
+            .context("cannot hold the container's layers")?;
         let sink = Sink::open(&rec)?;
         // The run dir's owner is the supervisor now (the foreground sweep checks it).
         let owner = rec.run_dir.join("owner");
@@ -157,6 +162,7 @@ impl Supervisor {
             .open("/dev/null")
             .context("cannot open /dev/null")?;
         Ok(Supervisor {
+            _pin: pin,
             sd,
             rec,
             spec,

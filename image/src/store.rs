@@ -9,6 +9,8 @@
 //!                         next pull (see `pull`), removed by `prune`
 //! locks/                  flock files
 //! empty/                  an empty directory (a filler lower dir for overlayfs)
+//! runs/<id>/layers        a container's layer pin (see [`Store::pin_layers`]); the rest of
+//!                         runs/<id>/ is the container's own (upper dir, work dir, rootfs)
 //! ```
 //!
 //! Guarantees: nothing under `layers/`, `images/` or `blobs/` is ever partial. Content is
@@ -21,6 +23,13 @@
 //! large the store may grow; over budget, [`Store::evict`] removes the least recently used
 //! images (by [`ImageRecord::last_used`], which pulls and runs refresh with
 //! [`Store::touch`]) with the layers only they used.
+//!
+//! Layers in use: a container's rootfs is an overlay of layer directories, which must not
+//! be removed under it. Each run pins its layers with a file listing their chain ids, on
+//! which its process (the foreground `slate run`, or a detached container's supervisor)
+//! holds a shared `flock` for as long as the container may use them. Removals (under the
+//! exclusive store lock) keep every layer named by a pin that is still locked; a pin whose
+//! holder died is unlocked, so a crash never keeps layers forever.
 
 use std::collections::HashSet;
 use std::fs;
@@ -176,6 +185,38 @@ pub struct Removed {
     pub bytes: u64,
 }
 
+/// Name of a run's pin file inside its run directory.
+const PIN_FILE: &str = "layers";
+
+/// A held pin on a container's layers (see the module docs); released when dropped or when
+/// the process dies.
+#[derive(Debug)]
+pub struct LayerPin {
+    lock: Flock<fs::File>,
+}
+
+impl LayerPin {
+    fn lock(path: &Path) -> Result<LayerPin, StoreError> {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err("cannot open", path))?;
+        let lock = Flock::lock(f, FlockArg::LockShared).map_err(|(_, e)| StoreError::Io {
+            action: "cannot lock",
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        Ok(LayerPin { lock })
+    }
+
+    fn file(&self) -> &fs::File {
+        &self.lock
+    }
+}
+
 /// The store at a root directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -267,6 +308,71 @@ impl Store {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Pins the layers of `record` for a container whose run directory is `run_dir`
+    /// (`<root>/runs/<id>`): until the returned pin (and every [`Store::hold_pin`] of the
+    /// same run) is dropped, no removal deletes them. Fails if a layer is already gone (an
+    /// `rmi` won the race): the caller then has nothing to mount.
+    pub fn pin_layers(&self, run_dir: &Path, record: &ImageRecord) -> Result<LayerPin, StoreError> {
+        // Shared store lock: a removal in progress finishes first, and one that starts
+        // after this returns sees the pin.
+        let _shared = self.lock_shared()?;
+        let path = run_dir.join(PIN_FILE);
+        let mut text = String::new();
+        for l in &record.layers {
+            if !self.has_layer(&l.chain_id) {
+                return Err(StoreError::NoSuchImage(format!(
+                    "{} (layer {} was removed meanwhile; pull it again)",
+                    record.display_name(),
+                    l.chain_id
+                )));
+            }
+            text.push_str(l.chain_id.hex());
+            text.push('\n');
+        }
+        let pin = LayerPin::lock(&path)?;
+        let mut f = pin.file();
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(io_err("cannot write", &path))?;
+        Ok(pin)
+    }
+
+    /// Takes a further hold on the pin of `run_dir` (a detached container's supervisor
+    /// takes over from the `slate run` that started it).
+    pub fn hold_pin(run_dir: &Path) -> Result<LayerPin, StoreError> {
+        LayerPin::lock(&run_dir.join(PIN_FILE))
+    }
+
+    /// Chain ids (hex) of the layers that live containers have pinned. Pins no one holds
+    /// any more (their container is gone) do not count. The caller holds the store lock
+    /// exclusively, so no new pin appears meanwhile.
+    fn pinned_chains(&self) -> Result<HashSet<String>, StoreError> {
+        let mut chains = HashSet::new();
+        let runs = self.root.join("runs");
+        let entries = match fs::read_dir(&runs) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(chains),
+            Err(e) => return Err(io_err("cannot list", &runs)(e)),
+        };
+        for e in entries.flatten() {
+            let path = e.path().join(PIN_FILE);
+            let f = match fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("cannot open", &path)(e)),
+            };
+            match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                // Nobody holds it: the container is gone, its layers are free.
+                Ok(_) => continue,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {}
+                Err((_, e)) => return Err(io_err("cannot lock", &path)(e.into())),
+            }
+            let text = fs::read_to_string(&path).map_err(io_err("cannot read", &path))?;
+            chains.extend(text.lines().map(str::to_string));
+        }
+        Ok(chains)
     }
 
     /// Exclusive lock on one layer while it is being created.
@@ -493,9 +599,13 @@ impl Store {
         let _lock = self.lock_exclusive()?;
         let mut removed = Removed::default();
         if all {
-            // TODO(issue 6): keep the images of running containers (`runs/<id>/` with a
-            // live `owner` pid) once a run records which image it uses.
+            // Images whose layers a live container has pinned stay, as docker keeps the
+            // images of its containers.
+            let pinned = self.pinned_chains()?;
             for r in self.images()? {
+                if r.layers.iter().any(|l| pinned.contains(l.chain_id.hex())) {
+                    continue;
+                }
                 let path = self.image_path(&r.key());
                 match fs::remove_file(&path) {
                     Ok(()) => removed.images.push(r.display_name()),
@@ -596,10 +706,13 @@ impl Store {
         let Some(_lock) = self.try_lock_exclusive()? else {
             return Ok(None);
         };
+        // Images in use by a live container free nothing: not candidates.
+        let pinned = self.pinned_chains()?;
         let mut candidates: Vec<ImageRecord> = self
             .images()?
             .into_iter()
             .filter(|r| r.key() != keep.key())
+            .filter(|r| !r.layers.iter().any(|l| pinned.contains(l.chain_id.hex())))
             .collect();
         // Oldest use first; records from before `last_used` by their pull time.
         candidates.sort_by_key(|r| (r.last_used, r.pulled_at));
@@ -627,7 +740,7 @@ impl Store {
     /// The caller holds the store lock exclusively.
     fn remove_unreferenced(&self) -> Result<u64, StoreError> {
         let images = self.images()?;
-        let mut chains = HashSet::new();
+        let mut chains = self.pinned_chains()?;
         let mut blobs = HashSet::new();
         for r in &images {
             blobs.insert(r.digest.hex().to_string());
@@ -825,6 +938,51 @@ mod tests {
                 )
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn pinned_layers_survive_prune_and_eviction_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap().with_policy(StorePolicy {
+            max_size: Some(1),
+            ..StorePolicy::default()
+        });
+        let used = record("r.example/used", "1", &["base", "used"]);
+        let idle = record("r.example/idle", "1", &["idle"]);
+        let fresh = record("r.example/fresh", "1", &["fresh"]);
+        for r in [&used, &idle, &fresh] {
+            add_layers(&store, r);
+            store.save_image(r).unwrap();
+        }
+        let run = dir.path().join("runs/c1");
+        fs::create_dir_all(&run).unwrap();
+        let pin = store.pin_layers(&run, &used).unwrap();
+        // A second hold (the supervisor's) outlives the first (slate run -d's).
+        let held = Store::hold_pin(&run).unwrap();
+        drop(pin);
+
+        // Over budget: only the idle image can go; the one in use frees nothing.
+        let removed = store.evict(&fresh).unwrap().unwrap();
+        assert_eq!(removed.images, vec!["r.example/idle:1".to_string()]);
+        store.prune(true).unwrap();
+        assert_eq!(store.images().unwrap(), vec![used.clone()]);
+        // Even with its record gone, its layers stay while pinned.
+        store.remove_image(&used).unwrap();
+        for l in &used.layers {
+            assert!(
+                store.has_layer(&l.chain_id),
+                "{} removed while pinned",
+                l.chain_id
+            );
+        }
+        // Released (the container is gone, or its holder died): removable.
+        drop(held);
+        store.prune(false).unwrap();
+        for l in &used.layers {
+            assert!(!store.has_layer(&l.chain_id));
+        }
+        // Pinning what is already gone fails instead of mounting nothing.
+        assert!(store.pin_layers(&run, &used).is_err());
     }
 
     #[test]

@@ -871,3 +871,89 @@ fn stop_sends_the_images_stop_signal() {
         .stdout
         .contains("got-int"));
 }
+
+/// Layer directories of the store (chain id hex).
+fn layer_dirs(d: &Detached) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d.slate.root().join("layers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn layers_in_use_survive_rmi_and_prune() {
+    let d = Detached::new("pinned");
+    let layers = layer_dirs(&d);
+    assert!(!layers.is_empty());
+    d.run_d(&["--name", "busy"], &["sleep", "1000"]);
+
+    // prune -a keeps the image of a running container, as docker does.
+    let out = d.slate(&["image", "prune", "-a"]).success();
+    assert!(
+        !d.slate.images().is_empty(),
+        "prune -a removed an image in use: {out:?}"
+    );
+    assert_eq!(layer_dirs(&d), layers);
+
+    // rmi is explicit: the name goes, the layers stay while the container runs on them.
+    d.slate(&["rmi", &d.image]).success();
+    assert!(d.slate.images().is_empty());
+    assert_eq!(
+        layer_dirs(&d),
+        layers,
+        "rmi removed layers under a running container"
+    );
+    d.slate(&["image", "prune"]).success();
+    assert_eq!(
+        layer_dirs(&d),
+        layers,
+        "prune removed layers under a running container"
+    );
+    let out = d.slate(&["exec", "busy", "cat", "/etc/group"]).success();
+    assert!(out.stdout.contains("app:x:1000:"), "{out:?}");
+
+    // Gone with the container; a dead holder (SIGKILLed supervisor) pins nothing either.
+    d.slate(&["rm", "-f", "busy"]).success();
+    d.slate(&["image", "prune"]).success();
+    assert!(layer_dirs(&d).is_empty(), "{:?}", layer_dirs(&d));
+
+    // A foreground run pins too, for as long as it runs.
+    d.slate.pull(&d.image, None);
+    // --init: the app is not PID 1, so the SIGTERM slate forwards ends it.
+    let mut fg = Follower::start(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--init",
+            &d.image,
+            "sh",
+            "-c",
+            "echo up; exec sleep 1000",
+        ],
+    );
+    fg.wait_line(Duration::from_secs(20), "up");
+    d.slate(&["rmi", &d.image]).success();
+    d.slate(&["image", "prune"]).success();
+    assert_eq!(
+        layer_dirs(&d),
+        layers,
+        "layers of a foreground run were removed"
+    );
+    // SAFETY: kill(2) on the PID of the slate process this test started.
+    assert_eq!(
+        unsafe { libc::kill(fg.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let status = fg.child.wait().expect("waiting for slate run");
+    assert!(
+        status.code().is_some(),
+        "slate run did not exit by itself: {status:?}"
+    );
+    d.slate(&["image", "prune"]).success();
+    assert!(layer_dirs(&d).is_empty(), "{:?}", layer_dirs(&d));
+}

@@ -46,10 +46,12 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     }
     // Failures before the container exists are slate's own: docker's 125.
     let prepared = prepare(settings, &args).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
+    // `_guard` and `_pin` live until the container is gone, at the end of this function.
     let Prepared {
         run_dir,
         mut options,
         _guard,
+        _pin,
         ..
     } = prepared;
     // docker attaches no input without -i, terminal or not: the supervisor then neither reads
@@ -85,6 +87,8 @@ pub(crate) struct Prepared {
     pub run_dir: PathBuf,
     pub options: ContainerOptions,
     pub _guard: RunDirGuard,
+    /// Keeps `rmi`, `prune` and eviction off the layers while the container may use them.
+    pub _pin: slate_image::store::LayerPin,
     /// The manifest digest of the image run.
     pub digest: String,
     /// The image's StopSignal (or SIGTERM).
@@ -146,6 +150,9 @@ pub(crate) fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Pre
         std::fs::create_dir(run_dir.join(d))
             .with_context(|| format!("cannot create {}", run_dir.join(d).display()))?;
     }
+    let pin = store
+        .pin_layers(&run_dir, &record)
+        .with_context(|| format!("cannot pin the layers of {}", record.display_name()))?;
 
     let read_image_file = |p: &str| rootfs::read_file(&lower, p);
     let host_env = |k: &str| std::env::var(k).ok();
@@ -175,6 +182,7 @@ pub(crate) fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Pre
         run_dir,
         options,
         _guard: guard,
+        _pin: pin,
         digest: record.digest.to_string(),
         stop_signal: out.stop_signal,
     })

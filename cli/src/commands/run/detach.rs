@@ -86,6 +86,7 @@ fn detach(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
         run_dir,
         options,
         _guard,
+        _pin,
         digest,
         stop_signal,
     } = prepare(settings, args)?;
