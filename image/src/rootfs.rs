@@ -30,14 +30,15 @@ pub enum RootfsError {
     Store(#[from] StoreError),
 }
 
-/// The image's layer directories, top-most first, each checked to be committed.
+/// The image's layer directories, top-most first, each checked to be committed, as the
+/// store's short links (`<root>/l/<12 hex>`, all in one directory: see [`Store::layer_link`]).
 pub fn lower_dirs(store: &Store, record: &ImageRecord) -> Result<Vec<PathBuf>, RootfsError> {
     let mut out = Vec::with_capacity(record.layers.len());
     for l in record.layers.iter().rev() {
         if !store.has_layer(&l.chain_id) {
             return Err(RootfsError::MissingLayer(l.digest.to_string()));
         }
-        out.push(store.layer_diff(&l.chain_id));
+        out.push(store.layer_link(&l.chain_id)?);
     }
     Ok(out)
 }

@@ -2,7 +2,11 @@
 //!
 //! ```text
 //! blobs/sha256/<hex>      manifests and configs (small); layer blobs only when kept
-//! layers/<chain-hex>/     one committed layer: diff/ (an overlayfs lower dir) + layer.json
+//! layers/<chain-hex>/     one committed layer: diff/ (an overlayfs lower dir) + layer.json,
+//!                         tar-split.zst (what `slate save` needs to re-create its tar)
+//! l/<12 hex>              short links to layers/<chain-hex>/diff: overlayfs takes all
+//!                         lower dirs in one page of mount options, so short names (from
+//!                         this directory) let a run stack hundreds of layers, not ~40
 //! images/<key>.json       one record per image name (reference -> manifest digest, layers)
 //! tmp/                    work in progress; never read as content, except
 //!                         blob-<hex>.partial: a layer download cut off, resumed by the
@@ -229,7 +233,18 @@ pub struct Store {
 const PARTIAL_PREFIX: &str = "blob-";
 const PARTIAL_SUFFIX: &str = ".partial";
 
-const DIRS: [&str; 6] = ["blobs/sha256", "layers", "images", "tmp", "locks", "empty"];
+const DIRS: [&str; 7] = [
+    "blobs/sha256",
+    "layers",
+    "l",
+    "images",
+    "tmp",
+    "locks",
+    "empty",
+];
+/// Hex digits of a chain id that name its short link in `l/` (a longer name is used in
+/// the unlikely case two chain ids share them).
+const SHORT_LINK: usize = 12;
 
 impl Store {
     /// Opens (creating) the store at `root`.
@@ -390,6 +405,32 @@ impl Store {
     /// The directory overlayfs uses as this layer's lower dir.
     pub fn layer_diff(&self, chain_id: &Digest) -> PathBuf {
         self.layer_path(chain_id).join("diff")
+    }
+
+    /// A short path to the layer's `diff/` directory (`<root>/l/<12 hex>`, a symlink made
+    /// on first use) for overlayfs lower dirs; see the module docs.
+    pub fn layer_link(&self, chain_id: &Digest) -> Result<PathBuf, StoreError> {
+        let target = Path::new("../layers").join(chain_id.hex()).join("diff");
+        let hex = chain_id.hex();
+        for name in [&hex[..SHORT_LINK], hex] {
+            let link = self.root.join("l").join(name);
+            match std::os::unix::fs::symlink(&target, &link) {
+                Ok(()) => return Ok(link),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    // Made by an earlier run (or a concurrent one); another chain id with
+                    // the same prefix takes the full name instead.
+                    if fs::read_link(&link).is_ok_and(|t| t == target) {
+                        return Ok(link);
+                    }
+                }
+                Err(e) => return Err(io_err("cannot create", &link)(e)),
+            }
+        }
+        Err(StoreError::Io {
+            action: "cannot create a short link for layer",
+            path: self.layer_diff(chain_id),
+            source: io::ErrorKind::AlreadyExists.into(),
+        })
     }
 
     /// A layer is present only once committed whole (its directory exists only then).
@@ -773,6 +814,16 @@ impl Store {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(io_err("cannot remove", &p)(e)),
                 }
+            }
+        }
+        // Short links whose layer is gone.
+        let links = self.root.join("l");
+        for e in fs::read_dir(&links)
+            .map_err(io_err("cannot list", &links))?
+            .flatten()
+        {
+            if !e.path().exists() {
+                let _ = fs::remove_file(e.path());
             }
         }
         Ok(freed)

@@ -48,6 +48,9 @@ pub enum Error {
         "overlay directory {0} contains ',', ':' or '\\', which overlayfs options cannot carry"
     )]
     OverlayPath(PathBuf),
+    /// The overlay mount options do not fit in the page the kernel copies them into.
+    #[error("the image has too many layers for one overlay mount ({layers} layers, {bytes} bytes of mount options; the kernel takes 4095)")]
+    TooManyLayers { layers: usize, bytes: usize },
     /// The source of a bind mount is not there.
     #[error("bind mount source {path}")]
     BindSource {

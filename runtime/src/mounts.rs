@@ -129,8 +129,16 @@ pub(crate) struct MountPlan {
 #[derive(Debug)]
 pub(crate) enum RootSource {
     Bind,
-    Overlay { data: CString },
+    /// `base`: the directory all lower dirs are in, when they share one; the child changes
+    /// into it and `data` names the lowers relative to it.
+    Overlay {
+        data: CString,
+        base: Option<CString>,
+    },
 }
+
+/// The kernel copies mount options into one page: longer ones fail the mount.
+const MAX_MOUNT_DATA: usize = 4095;
 
 fn cstring(what: &'static str, bytes: &[u8]) -> Result<CString, Error> {
     CString::new(bytes).map_err(|_| Error::Nul { what })
@@ -319,20 +327,42 @@ impl MountPlan {
                 for p in lower.iter().chain([upper, work, target]) {
                     check_overlay_path(p)?;
                 }
-                let lowers = lower
-                    .iter()
-                    .map(|p| p.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join(":");
+                // The option string is limited to a page; with the lowers named relative to
+                // the one directory they share (the store's short links), an image of a
+                // few hundred layers fits where absolute paths would stop at ~40.
+                let parent = lower[0].parent().filter(|p| !p.as_os_str().is_empty());
+                let shared = parent.filter(|p| lower.iter().all(|l| l.parent() == Some(*p)));
+                let lowers = match shared {
+                    Some(_) => lower
+                        .iter()
+                        .filter_map(|p| p.file_name())
+                        .map(|n| n.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                    None => lower
+                        .iter()
+                        .map(|p| p.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                };
                 let data = format!(
                     "lowerdir={lowers},upperdir={},workdir={}",
                     upper.display(),
                     work.display()
                 );
+                if data.len() > MAX_MOUNT_DATA {
+                    return Err(Error::TooManyLayers {
+                        layers: lower.len(),
+                        bytes: data.len(),
+                    });
+                }
                 (
                     target.clone(),
                     RootSource::Overlay {
                         data: cstring("overlay option", data.as_bytes())?,
+                        base: shared
+                            .map(|p| cstring("overlay lower directory", p.as_os_str().as_bytes()))
+                            .transpose()?,
                     },
                 )
             }
@@ -554,13 +584,18 @@ impl MountPlan {
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None::<&str>,
             ),
-            RootSource::Overlay { data } => mount(
-                Some("overlay"),
-                self.root.as_c_str(),
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(data.as_c_str()),
-            ),
+            RootSource::Overlay { data, base } => {
+                if let Some(b) = base {
+                    nix::unistd::chdir(b.as_c_str()).map_err(fail(Stage::MountRootfs, 0))?;
+                }
+                mount(
+                    Some("overlay"),
+                    self.root.as_c_str(),
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(data.as_c_str()),
+                )
+            }
         }
         .map_err(fail(Stage::MountRootfs, 0))?;
         let root = open_dir(None, &self.root).map_err(fail(Stage::OpenRootfs, 0))?;
@@ -1003,6 +1038,73 @@ mod tests {
         assert_eq!(relative(Path::new("/../../etc/x")), PathBuf::from("etc/x"));
         assert_eq!(relative(Path::new("/a/b/../c")), PathBuf::from("a/c"));
         assert_eq!(relative(Path::new("/")), PathBuf::from(""));
+    }
+
+    #[test]
+    fn overlay_lowers_in_one_directory_are_named_relative_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = dir.path().join("l");
+        let mut lower = Vec::new();
+        for i in 0..250 {
+            let p = l.join(format!("{i:012x}"));
+            std::fs::create_dir_all(&p).unwrap();
+            lower.push(p);
+        }
+        let (upper, work, target) = (
+            dir.path().join("u"),
+            dir.path().join("w"),
+            dir.path().join("t"),
+        );
+        for d in [&upper, &work, &target] {
+            std::fs::create_dir(d).unwrap();
+        }
+        let plan = |lower: Vec<PathBuf>| {
+            MountPlan::new(
+                &Spec::default(),
+                &Rootfs::Overlay {
+                    lower,
+                    upper: upper.clone(),
+                    work: work.clone(),
+                    target: target.clone(),
+                },
+                true,
+            )
+        };
+        // 250 layers: far past what absolute paths would fit in a page.
+        let p = plan(lower.clone()).unwrap();
+        match &p.root_source {
+            RootSource::Overlay { data, base } => {
+                let data = data.to_str().unwrap();
+                assert!(
+                    data.starts_with("lowerdir=000000000000:000000000001:"),
+                    "{data}"
+                );
+                assert_eq!(
+                    base.as_deref(),
+                    Some(CString::new(l.as_os_str().as_bytes()).unwrap().as_c_str())
+                );
+            }
+            RootSource::Bind => panic!("not an overlay"),
+        }
+        // Too many for any naming: a clear error, not a failed mount in the child.
+        let mut many = lower.clone();
+        for i in 250..400 {
+            let p = l.join(format!("{i:012x}"));
+            std::fs::create_dir_all(&p).unwrap();
+            many.push(p);
+        }
+        assert!(matches!(
+            plan(many),
+            Err(Error::TooManyLayers { layers: 400, .. })
+        ));
+        // Lowers in different directories stay absolute.
+        let other = dir.path().join("elsewhere");
+        std::fs::create_dir(&other).unwrap();
+        let p = plan(vec![lower[0].clone(), other]).unwrap();
+        assert!(matches!(
+            &p.root_source,
+            RootSource::Overlay { base: None, .. }
+        ));
     }
 
     #[test]

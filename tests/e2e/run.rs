@@ -436,3 +436,21 @@ fn image_with_several_layers_and_a_whiteout_runs_on_the_merged_tree() {
     let out = env.run(&[], &["sh", "-c", "ls /srv"]).success();
     assert_eq!(out.stdout, "layer2.txt\nlayer3.txt\n", "{out:?}");
 }
+
+#[test]
+fn an_image_of_many_layers_runs() {
+    // Absolute lower dir paths would fill the kernel's one page of overlay options at about
+    // 40 layers; the store's short links, named relative to their directory, go far past
+    // docker's own limit of 125.
+    let extra: Vec<Vec<Entry>> = (0..150)
+        .map(|i| vec![Entry::file(format!("layer{i}"), format!("{i}\n"))])
+        .collect();
+    let img = run_image::image(run_image::default_config(), extra);
+    assert!(img.layers.len() > 150);
+    let env = RunEnv::with_image("many-layers", &img);
+    let out = env
+        .run(&[], &["cat", "/layer0", "/layer77", "/layer149"])
+        .success();
+    assert_eq!(out.stdout, "0\n77\n149\n");
+    env.assert_clean(&"many layers");
+}
