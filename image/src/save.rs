@@ -278,7 +278,11 @@ pub fn save(
             image: "index".to_string(),
             reason: e.to_string(),
         })?;
-    let index = to_json_sorted(&index);
+    // Through serde_json's Value, whose maps are sorted: the annotations are a HashMap, and
+    // the archive must not depend on its iteration order.
+    let index = serde_json::to_value(&index)
+        .and_then(|v| serde_json::to_vec(&v))
+        .map_err(|e| w(e.into()))?;
     append_bytes(&mut tar, "index.json", &index).map_err(w)?;
 
     if format == Format::Docker {
@@ -305,14 +309,6 @@ pub fn save(
             original_blobs: p.original_blobs,
         })
         .collect())
-}
-
-/// JSON with object keys in sorted order (serde_json's `Value` map is a BTreeMap), so the
-/// archive does not depend on hash map iteration order.
-fn to_json_sorted<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_value(v)
-        .and_then(|v| serde_json::to_vec(&v))
-        .unwrap_or_default()
 }
 
 fn write_layer<W: Write>(
