@@ -30,7 +30,9 @@
 //! fails the read, so a layer changed on disk can never be exported as the original.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fs::File;
+use std::hash::Hasher;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -65,6 +67,9 @@ pub(crate) struct Recorder {
     inline_pending: u64,
     /// Why the log was given up, if it was.
     abandoned: Option<&'static str>,
+    /// Hashes of the paths logged as files: a path written twice in one layer (legal in
+    /// tar) would read back its last content for both, so such a layer is not saveable.
+    files: HashSet<u64>,
 }
 
 impl Recorder {
@@ -82,6 +87,7 @@ impl Recorder {
             inline: 0,
             inline_pending: 0,
             abandoned: None,
+            files: HashSet::new(),
         })
     }
 
@@ -149,6 +155,12 @@ impl Recorder {
                 return Ok(());
             }
         };
+        let mut h = std::hash::DefaultHasher::new();
+        h.write(path);
+        if !self.files.insert(h.finish()) {
+            self.abandon("a path is written twice in the layer");
+            return Ok(());
+        }
         self.flush_raw()?;
         if let Some(out) = self.out.as_mut() {
             out.write_all(b"F")?;
@@ -195,6 +207,7 @@ impl Recorder {
             tracing::debug!(log = %self.path.display(), why, "tar-split log abandoned: this layer cannot be saved");
             self.abandoned = Some(why);
             self.raw = Vec::new();
+            self.files = HashSet::new();
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -568,6 +581,36 @@ mod tests {
         std::fs::rename(&etc, dir.path().join("etc-real")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("etc-real"), &etc).unwrap();
         assert!(reread(dir.path(), &Digest::of(&data)).is_err());
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_special_file_is_not_opened() {
+        let data = sample_tar(0);
+        let dir = tempfile::tempdir().unwrap();
+        assert!(record(&data, dir.path()));
+        let victim = dir.path().join("diff/etc/hostname");
+        std::fs::remove_file(&victim).unwrap();
+        nix::unistd::mkfifo(&victim, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let err = reread(dir.path(), &Digest::of(&data)).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn a_path_written_twice_makes_the_layer_unsaveable() {
+        let mut b = tar::Builder::new(Vec::new());
+        for data in [&b"first\n"[..], &b"second\n"[..]] {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, "dup", data).unwrap();
+        }
+        let data = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!record(&data, dir.path()));
+        assert_eq!(
+            std::fs::read(dir.path().join("diff/dup")).unwrap(),
+            b"second\n"
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -221,15 +222,24 @@ pub(crate) fn open_file_in_layer(root: &OwnedFd, path: &[u8]) -> io::Result<File
             }
         })?)
     };
+    let dir = dir.as_ref().map_or(root.as_fd(), |d| d.as_fd());
+    // Type first, without opening: a layer may have replaced the file by a device node,
+    // and opening some devices does something (a watchdog, a tape rewind, a modem line).
+    let st = fstatat_nofollow(dir, name)?;
+    if file_type(&st) != SFlag::S_IFREG {
+        return Err(io::Error::other("not a regular file"));
+    }
     let fd = sys::openat(
-        dir.as_ref().map_or(root.as_fd(), |d| d.as_fd()),
+        dir,
         name,
         OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
         Mode::empty(),
     )?;
     let file = File::from(fd);
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
+    let md = file.metadata()?;
+    // Layers do not change once committed; this only makes the check and the open agree.
+    if !md.is_file() || md.ino() != st.st_ino || md.dev() != st.st_dev {
+        return Err(io::Error::other("the file changed while it was opened"));
     }
     Ok(file)
 }
@@ -245,19 +255,26 @@ fn record_entry<R: Read>(
     let is_file = matches!(kind, EntryType::Regular | EntryType::Continuous)
         && normalize(&entry.path_bytes(), scratch).is_ok()
         && !split_last(scratch).1.starts_with(b".wh.");
+    // A GNU sparse entry stores fewer bytes than its logical size; the header says how many.
+    let stored = if kind == EntryType::GNUSparse {
+        entry.header().entry_size().map_err(UnpackError::Tar)?
+    } else {
+        entry.size()
+    };
     recorder
         .entry_data(
             entry.raw_file_position(),
-            entry.size(),
+            stored,
             is_file.then_some(scratch.as_slice()),
         )
         .map_err(UnpackError::Tar)
 }
 
-/// A reader that fails once `budget` bytes were read; see [`HEADER_BUDGET`].
-struct Budgeted<'a, R> {
-    inner: R,
-    budget: &'a Cell<u64>,
+/// A reader that fails once `budget` bytes were read; see [`HEADER_BUDGET`]. Also bounds
+/// the tar metadata of image archives (`archive.rs`).
+pub(crate) struct Budgeted<'a, R> {
+    pub(crate) inner: R,
+    pub(crate) budget: &'a Cell<u64>,
 }
 
 impl<R: Read> Read for Budgeted<'_, R> {
