@@ -33,11 +33,14 @@ use crate::manifest::{self, Compression, Manifest, ManifestError, MAX_MANIFEST_S
 use crate::pull::{self, Progress, PullError, PullOptions, Pulled, Resolved};
 use crate::reference::Reference;
 use crate::store::{ImageRecord, LayerRecord, Store, StoreError};
+use crate::unpack::{Budgeted, HEADER_BUDGET};
 
 /// The annotation that names a manifest in an OCI layout's index (a tag, or a full name).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The full image name that Docker 25+ and containerd write beside a tag-only [`REF_NAME`].
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// Space an archive import leaves free on the store's filesystem.
+const DISK_RESERVE: u64 = 64 << 20;
 /// `manifest.json` of a `docker save` archive is small; so are its entries' names.
 const MAX_DOCKER_MANIFEST_SIZE: u64 = 4 << 20;
 /// Image configs are small; anything larger is hostile (as in a pull).
@@ -155,9 +158,20 @@ fn extract_layout(input: impl Read, label: &str, dest: &Path) -> Result<(), Arch
     }
     // Archives may come compressed (`docker save | gzip`, `.tar.zst` on a stick), as docker
     // load accepts them: the first bytes tell.
-    let mut input = BufReader::new(input);
-    let head = std::io::BufRead::fill_buf(&mut input).map_err(read_err)?;
-    let input: Box<dyn Read> = match Compression::sniff(head) {
+    // The first 4 bytes, however the input delivers them (a pipe may give fewer at once).
+    let mut input = input;
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_err(e)),
+        }
+    }
+    let input = BufReader::new(std::io::Cursor::new(head[..got].to_vec()).chain(input));
+    let input: Box<dyn Read> = match Compression::sniff(&head[..got]) {
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
         Compression::Zstd => {
             Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(read_err)?)
@@ -167,8 +181,20 @@ fn extract_layout(input: impl Read, label: &str, dest: &Path) -> Result<(), Arch
     let mut aliases = std::collections::HashMap::new();
     // The first name that belongs to a `docker save` archive only: stray in an OCI one.
     let mut stray: Option<String> = None;
-    let mut archive = tar::Archive::new(input);
-    for entry in archive.entries().map_err(read_err)? {
+    // As for layers: the tar crate reads long names and PAX records whole into memory, so
+    // the metadata between two entries is bounded (a compressed archive could otherwise
+    // inflate one long-name record to gigabytes).
+    let budget = std::cell::Cell::new(HEADER_BUDGET);
+    let mut archive = tar::Archive::new(Budgeted {
+        inner: input,
+        budget: &budget,
+    });
+    let mut entries = archive.entries().map_err(read_err)?;
+    loop {
+        budget.set(HEADER_BUDGET);
+        let next = entries.next();
+        budget.set(u64::MAX);
+        let Some(entry) = next else { break };
         let mut entry = entry.map_err(read_err)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let mut name = raw.as_str();
@@ -244,6 +270,23 @@ fn extract_layout(input: impl Read, label: &str, dest: &Path) -> Result<(), Arch
                     io_err("cannot create", &path)(e)
                 }
             })?;
+        // The archive says how large each file is before it is written: refuse one that
+        // would fill the store's filesystem (a small compressed archive can inflate to
+        // anything) rather than leave the board without space.
+        // (The casts are not no-ops on 32-bit targets, where both fields are 32-bit.)
+        #[allow(clippy::unnecessary_cast)]
+        let free = nix::sys::statvfs::statvfs(dest)
+            .map(|v| (v.blocks_available() as u64).saturating_mul(v.fragment_size() as u64))
+            .unwrap_or(u64::MAX);
+        if entry.size() > free.saturating_sub(DISK_RESERVE) {
+            return Err(ArchiveError::Layout {
+                layout: label.to_string(),
+                reason: format!(
+                    "entry {raw:?} is {} bytes and the store's filesystem has {free} bytes free",
+                    entry.size()
+                ),
+            });
+        }
         std::io::copy(&mut entry, &mut out).map_err(io_err("cannot write", &path))?;
     }
     if dest.join("index.json").exists() {
@@ -590,7 +633,13 @@ fn descriptor_tag(d: &Descriptor) -> Option<String> {
 fn image_key(d: &Descriptor) -> String {
     match descriptor_name(d) {
         Some(r) => format!("{}:{}", r.name(), r.tag().unwrap_or("")),
-        None => ref_name(d).unwrap_or_default().to_string(),
+        None => match ref_name(d) {
+            Some(n) => n.to_string(),
+            // Unnamed and not one platform of several (`docker save ID1 ID2`): an image
+            // of its own.
+            None if d.platform().is_none() => d.digest().to_string(),
+            None => String::new(),
+        },
     }
 }
 
@@ -668,10 +717,28 @@ fn import_all(
             reason: "index.json lists no manifest".to_string(),
         });
     }
+    let several = groups.len() > 1;
     groups
         .into_iter()
         .map(|(_, candidates)| {
-            import_candidates(store, dir, &name, candidates, None, opts, progress)
+            // Several images and this one unnamed: tagged by its digest, so that it does
+            // not take the name (localhost/<file>:latest) of another.
+            let own_tag = match candidates.first() {
+                Some(d) if several && descriptor_tag(d).is_none() => {
+                    let hex = d.digest().digest();
+                    Some(hex.get(..12).unwrap_or(hex).to_string())
+                }
+                _ => None,
+            };
+            import_candidates(
+                store,
+                dir,
+                &name,
+                candidates,
+                own_tag.as_deref(),
+                opts,
+                progress,
+            )
         })
         .collect()
 }

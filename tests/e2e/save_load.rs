@@ -356,6 +356,73 @@ fn docker_save_archives_load() {
     let out = load(&slate, &write_tar(&entries));
     assert_eq!(out, "Loaded image: docker.io/library/twice:1\n");
     assert_eq!(identity(&slate, "twice:1").0, twice.config_digest);
+
+    // `docker save ID1 ID2`: two images without names (RepoTags null). Each loads on its
+    // own, tagged by its manifest digest, neither taking the other's place.
+    let mut entries = Vec::new();
+    let mut list = Vec::new();
+    for (n, im) in [&img, &twice].into_iter().enumerate() {
+        let config = format!("{}.json", digest_hex(&im.config_digest));
+        entries.push(Entry::file(&config, &im.config));
+        let mut layers = Vec::new();
+        for (i, l) in im.layers.iter().enumerate() {
+            let p = format!("i{n}l{i}/layer.tar");
+            entries.push(Entry::file(&p, &l.tar));
+            layers.push(p);
+        }
+        list.push(json!({ "Config": config, "RepoTags": null, "Layers": layers }));
+    }
+    entries.push(Entry::file(
+        "manifest.json",
+        serde_json::to_vec(&list).expect("JSON"),
+    ));
+    let other = Slate::new("load-docker-untagged");
+    let out = load(&other, &write_tar(&entries));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let configs: Vec<String> = other
+        .images()
+        .iter()
+        .map(|i| {
+            let name = format!(
+                "{}:{}",
+                i["name"].as_str().unwrap_or("?"),
+                i["tag"].as_str().unwrap_or("?")
+            );
+            assert!(name.starts_with("localhost/load:"), "{name}");
+            identity(&other, &name).0
+        })
+        .collect();
+    assert!(
+        configs.contains(&img.config_digest) && configs.contains(&twice.config_digest),
+        "{configs:?}"
+    );
+}
+
+#[test]
+fn a_compressed_metadata_bomb_is_refused_without_exhausting_memory() {
+    // 64 MiB of GNU long name, a few hundred KiB gzipped: the tar crate would read it whole
+    // into memory; the archive reader bounds metadata between entries as the layer unpacker
+    // does.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    {
+        let mut b = tar::Builder::new(&mut gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(64 << 20);
+        h.set_path("././@LongLink").expect("path");
+        h.set_cksum();
+        b.append(&h, std::io::Read::take(std::io::repeat(b'a'), 64 << 20))
+            .expect("long name");
+        let mut f = tar::Header::new_gnu();
+        f.set_size(1);
+        f.set_path("oci-layout").expect("path");
+        f.set_cksum();
+        b.append(&f, &b"x"[..]).expect("entry");
+        b.finish().expect("tar");
+    }
+    let data = gz.finish().expect("gzip");
+    let slate = Slate::new("load-bomb");
+    refused(&slate, &data, &["exceeds"]);
 }
 
 #[test]
