@@ -139,7 +139,8 @@ impl Supervisor {
         } else {
             None
         };
-        let pin = slate_image::store::Store::hold_pin(&rec.run_dir)
+        let pin = slate_image::store::Store::open(&rec.store_root)
+            .and_then(|s| s.hold_pin(&rec.run_dir))
             .context("cannot hold the container's layers")?;
         let sink = Sink::open(&rec)?;
         // The run dir's owner is the supervisor now (the foreground sweep checks it).

@@ -249,6 +249,9 @@ const SHORT_LINK: usize = 12;
 impl Store {
     /// Opens (creating) the store at `root`.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        // Absolute, so that paths handed to other processes and mounts (overlay lower
+        // dirs, run dirs) mean the same wherever they are resolved from.
+        let root = &std::path::absolute(root).map_err(io_err("cannot resolve", root))?;
         for d in DIRS {
             let p = root.join(d);
             fs::DirBuilder::new()
@@ -355,9 +358,21 @@ impl Store {
     }
 
     /// Takes a further hold on the pin of `run_dir` (a detached container's supervisor
-    /// takes over from the `slate run` that started it).
-    pub fn hold_pin(run_dir: &Path) -> Result<LayerPin, StoreError> {
-        LayerPin::lock(&run_dir.join(PIN_FILE))
+    /// takes over from the `slate run` that started it). Fails if a pinned layer is gone
+    /// (the first holder died before this hold, and a removal came in between).
+    pub fn hold_pin(&self, run_dir: &Path) -> Result<LayerPin, StoreError> {
+        let _shared = self.lock_shared()?;
+        let path = run_dir.join(PIN_FILE);
+        let pin = LayerPin::lock(&path)?;
+        let text = fs::read_to_string(&path).map_err(io_err("cannot read", &path))?;
+        for hex in text.lines() {
+            if !self.root.join("layers").join(hex).is_dir() {
+                return Err(StoreError::NoSuchImage(format!(
+                    "layer {hex} of this container (it was removed meanwhile)"
+                )));
+            }
+        }
+        Ok(pin)
     }
 
     /// Chain ids (hex) of the layers that live containers have pinned. Pins no one holds
@@ -1009,7 +1024,7 @@ mod tests {
         fs::create_dir_all(&run).unwrap();
         let pin = store.pin_layers(&run, &used).unwrap();
         // A second hold (the supervisor's) outlives the first (slate run -d's).
-        let held = Store::hold_pin(&run).unwrap();
+        let held = store.hold_pin(&run).unwrap();
         drop(pin);
 
         // Over budget: only the idle image can go; the one in use frees nothing.

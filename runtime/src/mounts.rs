@@ -345,10 +345,15 @@ impl MountPlan {
                         .collect::<Vec<_>>()
                         .join(":"),
                 };
+                // The child changes directory before mounting: every other path in the
+                // options must not depend on the working directory.
+                let abs = |p: &Path| {
+                    std::path::absolute(p).map_err(|_| Error::RootfsMissing(p.to_path_buf()))
+                };
                 let data = format!(
                     "lowerdir={lowers},upperdir={},workdir={}",
-                    upper.display(),
-                    work.display()
+                    abs(upper)?.display(),
+                    abs(work)?.display()
                 );
                 if data.len() > MAX_MOUNT_DATA {
                     return Err(Error::TooManyLayers {

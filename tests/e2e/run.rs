@@ -454,3 +454,42 @@ fn an_image_of_many_layers_runs() {
     assert_eq!(out.stdout, "0\n77\n149\n");
     env.assert_clean(&"many layers");
 }
+
+#[test]
+fn a_relative_root_works() {
+    // `--root ./store`: the store makes its root absolute, so overlay options and run
+    // directories do not depend on where the child happens to be when it mounts.
+    let img = run_image::image(
+        run_image::default_config(),
+        vec![vec![Entry::file("marker", "relative\n")]],
+    );
+    let holder = crate::harness::slate::Slate::new("run-relative-root");
+    let tar = holder.dir().path().join("img.tar");
+    crate::archive::write_archive(&tar, &crate::archive::layout_files(&[(&img, Some("v1"))]));
+    let out = std::process::Command::new(crate::harness::slate::SLATE_BIN)
+        .current_dir(holder.dir().path())
+        .args([
+            "--root",
+            "store",
+            "--config",
+            "config.toml",
+            "--state-dir",
+            "state",
+        ])
+        .args([
+            "run",
+            "--rm",
+            &format!("oci-archive:{}", tar.display()),
+            "cat",
+            "/marker",
+        ])
+        .output()
+        .expect("running slate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "relative\n");
+    assert!(mounts_below(holder.dir().path()).is_empty());
+}

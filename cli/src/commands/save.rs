@@ -79,9 +79,15 @@ fn save_to_file(
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
+    let mut created = false;
     let result = (|| {
-        let f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+        // create_new: never follows a symlink planted at the temp name, never truncates.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        created = true;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
         let saved = save::save(store, records, format, &mut out)
             .with_context(|| format!("cannot save to {}", path.display()))?;
@@ -94,7 +100,7 @@ fn save_to_file(
         std::fs::rename(&tmp, path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(saved)
     })();
-    if result.is_err() {
+    if result.is_err() && created {
         let _ = std::fs::remove_file(&tmp);
     }
     result
