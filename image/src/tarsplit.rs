@@ -76,7 +76,10 @@ impl Recorder {
     /// Starts a log at `path` (a new file).
     pub(crate) fn create(path: &Path) -> io::Result<Recorder> {
         let file = File::create(path)?;
-        let mut out = zstd::stream::write::Encoder::new(BufWriter::new(file), 3)?;
+        // Level 1 and a 128 KiB window: the log is mostly tar headers, which compress well
+        // anyway, and a pull runs one encoder per layer at once, so its memory counts.
+        let mut out = zstd::stream::write::Encoder::new(BufWriter::new(file), 1)?;
+        out.window_log(17)?;
         out.write_all(MAGIC)?;
         Ok(Recorder {
             out: Some(out),
