@@ -158,18 +158,9 @@ fn extract_layout(input: impl Read, label: &str, dest: &Path) -> Result<(), Arch
     }
     // Archives may come compressed (`docker save | gzip`, `.tar.zst` on a stick), as docker
     // load accepts them: the first bytes tell.
-    // The first 4 bytes, however the input delivers them (a pipe may give fewer at once).
     let mut input = input;
     let mut head = [0u8; 4];
-    let mut got = 0;
-    while got < head.len() {
-        match input.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_err(e)),
-        }
-    }
+    let got = read_head(&mut input, &mut head).map_err(read_err)?;
     let input = BufReader::new(std::io::Cursor::new(head[..got].to_vec()).chain(input));
     let input: Box<dyn Read> = match Compression::sniff(&head[..got]) {
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
@@ -307,6 +298,21 @@ fn extract_layout(input: impl Read, label: &str, dest: &Path) -> Result<(), Arch
     Ok(())
 }
 
+/// Fills `head` from `r` as far as the stream goes (a pipe may deliver fewer bytes at once);
+/// returns how many it got.
+fn read_head(r: &mut impl Read, head: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 fn mkdir_once(path: &Path) -> Result<(), ArchiveError> {
     match std::fs::create_dir(path) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
@@ -416,16 +422,8 @@ fn docker_to_layout(
         })?;
         let mut head = [0u8; 4];
         let mut hashing = crate::digest::HashingReader::new(BufReader::new(f));
-        // The first bytes tell the compression; short blobs just have fewer of them.
-        let mut got = 0;
-        while got < head.len() {
-            match hashing.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err("cannot read", &path)(e)),
-            }
-        }
+        // The first bytes tell the compression.
+        read_head(&mut hashing, &mut head).map_err(io_err("cannot read", &path))?;
         let (digest, size) = hashing.finish().map_err(io_err("cannot read", &path))?;
         let to = blobs.join(digest.hex());
         if !to.exists() {
