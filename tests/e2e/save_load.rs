@@ -692,3 +692,29 @@ fn compressed_archives_load_from_stdin() {
         assert_eq!(identity(&b, name).0, img.config_digest, "{what}");
     }
 }
+
+#[test]
+fn a_terminal_is_never_an_archive() {
+    // As docker: no archive bytes onto a terminal, no waiting for an archive typed at one.
+    let slate = Slate::new("save-tty");
+    for cmd in ["load", "save busybox:1"] {
+        let line = format!(
+            "{} --root {} --config {} {cmd}",
+            crate::harness::slate::SLATE_BIN,
+            slate.root().display(),
+            slate.dir().path().join("config.toml").display()
+        );
+        // script(1) gives the command a terminal as stdin and stdout.
+        let out = std::process::Command::new("timeout")
+            .args(["20", "script", "-qec", &line, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running script(1) (util-linux)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {text}");
+        assert!(
+            text.contains("terminal") || text.contains("pipe it in"),
+            "{cmd}: {text}"
+        );
+    }
+}

@@ -45,6 +45,9 @@ pub fn run(settings: &Settings, args: LoadArgs) -> anyhow::Result<u8> {
             archive::load_archive(&store, BufReader::new(f), path, &opts, progress.as_ref())
                 .with_context(|| format!("cannot load {}", path.display()))?
         }
+        None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+            anyhow::bail!("no archive to load: give one with -i FILE, or pipe it in (slate save IMAGE | slate load)")
+        }
         None => archive::load_archive(
             &store,
             BufReader::new(std::io::stdin().lock()),

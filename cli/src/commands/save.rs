@@ -32,6 +32,9 @@ pub struct SaveArgs {
 }
 
 pub fn run(settings: &Settings, args: SaveArgs) -> anyhow::Result<u8> {
+    if args.output.is_none() && std::io::stdout().is_terminal() {
+        bail!("refusing to write an image archive to a terminal: use -o FILE or redirect stdout");
+    }
     let store = super::open_store(settings)?;
     let mut records = Vec::new();
     for name in &args.images {
@@ -48,9 +51,6 @@ pub fn run(settings: &Settings, args: SaveArgs) -> anyhow::Result<u8> {
         Some(path) => save_to_file(&store, &records, format, path)?,
         None => {
             let stdout = std::io::stdout();
-            if stdout.is_terminal() {
-                bail!("refusing to write an image archive to a terminal: use -o FILE or redirect stdout");
-            }
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
             let saved = save::save(&store, &records, format, &mut out).context("cannot save")?;
             out.flush().context("cannot write to stdout")?;
