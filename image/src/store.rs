@@ -350,9 +350,10 @@ impl Store {
             text.push('\n');
         }
         let pin = LayerPin::lock(&path)?;
-        let mut f = pin.file();
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_data())
+        // No fsync (an SD card write on every start): the pin only means something while
+        // its holder lives, and a crash ends both.
+        pin.file()
+            .write_all(text.as_bytes())
             .map_err(io_err("cannot write", &path))?;
         Ok(pin)
     }
@@ -366,7 +367,10 @@ impl Store {
         let pin = LayerPin::lock(&path)?;
         let text = fs::read_to_string(&path).map_err(io_err("cannot read", &path))?;
         for hex in text.lines() {
-            if !self.root.join("layers").join(hex).is_dir() {
+            let present = format!("sha256:{hex}")
+                .parse::<Digest>()
+                .is_ok_and(|chain| self.has_layer(&chain));
+            if !present {
                 return Err(StoreError::NoSuchImage(format!(
                     "layer {hex} of this container (it was removed meanwhile)"
                 )));
@@ -646,7 +650,8 @@ impl Store {
             Err(e) => return Err(io_err("cannot remove", &path)(e)),
         }
         sync_dir(&self.root.join("images"))?;
-        self.remove_unreferenced()
+        let pinned = self.pinned_chains()?;
+        self.remove_unreferenced(&pinned)
     }
 
     /// `slate image prune`: removes layers and blobs no image uses, partial downloads, and
@@ -654,10 +659,10 @@ impl Store {
     pub fn prune(&self, all: bool) -> Result<Removed, StoreError> {
         let _lock = self.lock_exclusive()?;
         let mut removed = Removed::default();
+        let pinned = self.pinned_chains()?;
         if all {
             // Images whose layers a live container has pinned stay, as docker keeps the
             // images of its containers.
-            let pinned = self.pinned_chains()?;
             for r in self.images()? {
                 if r.layers.iter().any(|l| pinned.contains(l.chain_id.hex())) {
                     continue;
@@ -672,7 +677,7 @@ impl Store {
             sync_dir(&self.root.join("images"))?;
         }
         let before = self.layer_count()?;
-        removed.bytes = self.remove_unreferenced()?;
+        removed.bytes = self.remove_unreferenced(&pinned)?;
         removed.layers = before.saturating_sub(self.layer_count()?);
         // No pull runs while the store lock is held exclusively, so no partial download is
         // in use: they are debris now.
@@ -785,18 +790,19 @@ impl Store {
             }
             sync_dir(&self.root.join("images"))?;
             let before = self.layer_count()?;
-            removed.bytes += self.remove_unreferenced()?;
+            removed.bytes += self.remove_unreferenced(&pinned)?;
             removed.layers += before.saturating_sub(self.layer_count()?);
             removed.images.push(r.display_name());
         }
         Ok(Some(removed))
     }
 
-    /// Deletes layers and blobs that no image record refers to; returns bytes freed.
-    /// The caller holds the store lock exclusively.
-    fn remove_unreferenced(&self) -> Result<u64, StoreError> {
+    /// Deletes layers and blobs that no image record refers to and no live container has
+    /// pinned (`pinned`, from [`Store::pinned_chains`], read once per removal); returns bytes
+    /// freed. The caller holds the store lock exclusively, so `pinned` cannot grow meanwhile.
+    fn remove_unreferenced(&self, pinned: &HashSet<String>) -> Result<u64, StoreError> {
         let images = self.images()?;
-        let mut chains = self.pinned_chains()?;
+        let mut chains = pinned.clone();
         let mut blobs = HashSet::new();
         for r in &images {
             blobs.insert(r.digest.hex().to_string());
