@@ -433,11 +433,15 @@ impl Store {
         let hex = chain_id.hex();
         for name in [&hex[..SHORT_LINK], hex] {
             let link = self.root.join("l").join(name);
+            // Usually made by an earlier run already: one readlink on the start path.
+            if fs::read_link(&link).is_ok_and(|t| t == target) {
+                return Ok(link);
+            }
             match std::os::unix::fs::symlink(&target, &link) {
                 Ok(()) => return Ok(link),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // Made by an earlier run (or a concurrent one); another chain id with
-                    // the same prefix takes the full name instead.
+                    // Made by a concurrent run meanwhile; another chain id with the same
+                    // prefix takes the full name instead.
                     if fs::read_link(&link).is_ok_and(|t| t == target) {
                         return Ok(link);
                     }
