@@ -78,6 +78,12 @@ fn run_in(state_dir: &Path, id: &str) -> anyhow::Result<u8> {
     } else {
         None
     };
+    // `run -d` starts us from its own sealed binary, so this only checks; were it not sealed,
+    // the re-exec keeps the ready pipe (not yet close-on-exec).
+    if let Err(e) = slate_runtime::seal::ensure(state_dir) {
+        report(ready, &format!("err 125 {e:#}"));
+        return Err(e.into());
+    }
     // Nothing may leak into the container: the runtime closes fds above 2 before exec, but
     // keep the ready pipe close-on-exec anyway.
     if let Some(r) = &ready {

@@ -13,10 +13,14 @@
 //! # }
 //! ```
 //!
-//! CVE-2019-5736: slate's own binary never runs inside a container: the container process is
-//! a clone of the caller that execs the app directly (the optional init is that same clone, not
-//! a re-exec), so there is no runtime binary reachable through the container's
-//! `/proc/self/exe` to overwrite.
+//! CVE-2019-5736: every process that enters a container is a clone or fork of the caller
+//! until it execs the app (the optional init never does), so its `/proc/<pid>/exe` is the
+//! caller's binary, and an image can even have the kernel execute that binary for it
+//! (`/bin/evil -> /proc/self/exe`, `#!/proc/self/exe`). The caller must therefore run from a
+//! copy the container cannot write: [`seal::ensure`] re-executes it from a read-only overlay
+//! or a sealed memfd, and the `slate` command does so before `run`, `exec` and its
+//! supervisor. The runtime adds two checks: the container's process is non-dumpable until it
+//! execs, and a program path that goes through a `/proc` magic link is refused.
 
 pub mod caps;
 pub mod cgroups;
@@ -28,6 +32,7 @@ pub mod mounts;
 mod namespaces;
 pub mod process;
 mod pty;
+pub mod seal;
 pub mod seccomp;
 pub mod supervise;
 mod syscall;

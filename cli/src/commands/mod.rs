@@ -53,6 +53,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     if let Some(d) = cli.state_dir {
         settings.state_dir = d;
     }
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Exec(_) | Command::Supervise(_)
+    ) {
+        seal_binary(&settings)?;
+    }
     match cli.command {
         Command::Run(a) => run::run(&settings, *a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull::run(&settings, a),
@@ -77,6 +83,18 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Wait(a) => wait::run(&settings, a),
         Command::Supervise(a) => crate::supervisor::run(&settings, &a.id),
     }
+}
+
+/// CVE-2019-5736: commands that put a process into a container run from a sealed copy of
+/// slate's binary, so that nothing the container reaches through `/proc/*/exe` can be
+/// written (see `slate_runtime::seal`). Re-executes slate, before any thread exists, unless
+/// it already runs from one.
+pub fn seal_binary(settings: &Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.state_dir)
+        .with_context(|| format!("cannot create {}", settings.state_dir.display()))?;
+    let how = slate_runtime::seal::ensure(&settings.state_dir)?;
+    tracing::debug!(?how, "running from a sealed copy of slate's binary");
+    Ok(())
 }
 
 /// Opens the store, with a hint when the cause is the usual one.
