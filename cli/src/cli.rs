@@ -303,6 +303,9 @@ pub struct RunArgs {
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     pub init: bool,
+    /// Pass descriptors 3 to 3+N-1 into the container (socket activation); foreground only
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
     /// Allocate a pseudo-TTY
     #[arg(short = 't', long)]
     pub tty: bool,

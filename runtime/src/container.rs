@@ -505,6 +505,7 @@ impl Plan {
                     Error::ExecDenied { path, source }
                 }
             }
+            Stage::ExecMagicLink => Error::ExecMagicLink(self.exec.candidate(f.index)),
             Stage::Rlimit => {
                 let step = self
                     .exec
@@ -586,7 +587,7 @@ fn child_main(plan: &Plan, sock: OwnedFd) -> ! {
     let _ = syscall::write_all(sock.as_fd(), &failure.encode());
     let code = match (failure.stage, Errno::from_raw(failure.errno)) {
         (Stage::Exec, Errno::ENOENT) => 127,
-        (Stage::Exec, _) => 126,
+        (Stage::Exec | Stage::ExecMagicLink, _) => 126,
         _ => 125,
     };
     syscall::exit_now(code)
@@ -603,6 +604,10 @@ fn at(stage: Stage, index: u32) -> impl Fn(Errno) -> ChildFailure + Copy {
 enum Never {}
 
 fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
+    // CVE-2019-5736: until it execs, this process is slate (a sealed copy, see crate::seal);
+    // non-dumpable, the container's processes cannot open its /proc/<pid>/exe, fd or mem
+    // without CAP_SYS_PTRACE. execve makes the app dumpable again.
+    nix::sys::prctl::set_dumpable(false).map_err(at(Stage::Sync, 0))?;
     // The caller's ignored signals and blocked mask must not reach the app.
     syscall::reset_signal_dispositions();
     nix::sys::signal::sigprocmask(
@@ -730,6 +735,10 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
         plan.exec.umask.unwrap_or(0o022) as libc::mode_t
     ));
 
+    // Before init forks: init never execs, so close-on-exec does not protect it, and it would
+    // otherwise keep every descriptor of the host's (the run's files, a procfs handle, the
+    // caller's pipes) for as long as the container lives.
+    close_fds(plan.preserve_fds, sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
     if plan.init {
         crate::init::fork_app(|| {
             // Only the app reports over the socket from now on.
@@ -737,16 +746,14 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
         })
         .map_err(at(Stage::Fork, 0))?;
     }
-
-    close_fds(plan.preserve_fds, sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
     // With no_new_privs, last before exec: the filter then only has to allow execve, not
     // everything the setup above needed.
     if plan.exec.no_new_privs {
         install_seccomp(plan)?;
     }
 
-    let (index, errno) = plan.exec.exec();
-    Err(at(Stage::Exec, index)(errno))
+    let (stage, index, errno) = plan.exec.exec();
+    Err(at(stage, index)(errno))
 }
 
 fn install_seccomp(plan: &Plan) -> Result<(), ChildFailure> {

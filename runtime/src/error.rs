@@ -104,6 +104,10 @@ pub enum Error {
         #[source]
         source: Errno,
     },
+    /// CVE-2019-5736: the program is reached through a `/proc` magic link, which leads to
+    /// the runtime's own binary or another process's files, not to the image (docker's 126).
+    #[error("{0}: refusing to execute a program reached through a /proc magic link such as /proc/self/exe")]
+    ExecMagicLink(String),
     /// The child died before it reported success or failure.
     #[error("the container process died during setup")]
     ChildDied,
@@ -131,7 +135,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::ExecNotFound(_) => 127,
-            Error::ExecDenied { .. } => 126,
+            Error::ExecDenied { .. } | Error::ExecMagicLink(_) => 126,
             _ => 125,
         }
     }
@@ -184,10 +188,12 @@ pub(crate) enum Stage {
     CloseFds,
     Fork,
     Exec,
+    /// The program's path goes through a `/proc` magic link (see `process::MAGIC_LINK`).
+    ExecMagicLink,
 }
 
 impl Stage {
-    const ALL: [Stage; 29] = [
+    const ALL: [Stage; 30] = [
         Stage::Sync,
         Stage::JoinNamespace,
         Stage::CgroupNamespace,
@@ -217,6 +223,7 @@ impl Stage {
         Stage::CloseFds,
         Stage::Fork,
         Stage::Exec,
+        Stage::ExecMagicLink,
     ];
 
     fn from_u32(v: u32) -> Option<Stage> {

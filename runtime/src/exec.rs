@@ -16,12 +16,13 @@
 //! The app is the joiner's child, so after the joiner exits it is reparented to the caller,
 //! which made itself a child subreaper for that: it can wait for the app and get its status.
 //!
-//! CVE-2019-5736: slate's binary is never exec'd inside the container; until the app execs,
-//! the processes in the container are forks of slate whose `/proc/<pid>/exe` is slate's
-//! binary on the host. The joiner makes itself non-dumpable before joining anything (the app
-//! inherits that until execve resets it), so a process of the container cannot open that link
-//! without CAP_SYS_PTRACE in the host's user namespace (a `--privileged` container has it:
-//! never exec into a container you do not trust with `--privileged`).
+//! CVE-2019-5736: until the app execs, the processes in the container are forks of the
+//! caller, so their `/proc/<pid>/exe` is the caller's binary: the caller must run from a
+//! sealed copy ([`crate::seal::ensure`]; `slate exec` does), so that link never leads to a
+//! writable host file. The joiner also makes itself non-dumpable before joining anything (the
+//! app inherits that until execve resets it), so a process of the container cannot even open
+//! that link without CAP_SYS_PTRACE, and a program reached through a magic link
+//! (`/bin/evil -> /proc/self/exe`) is refused rather than executed.
 //!
 //! CVE-2024-21626: every descriptor above 2 is closed before execve (the namespace files,
 //! the sync socket and anything inherited from the caller), and the working directory is
@@ -295,6 +296,7 @@ fn wait_for_exec(plan: &Plan, app: Pid, sock: &OwnedFd) -> Result<Option<OwnedFd
             Stage::Exec if source == Errno::ENOENT => {
                 Error::ExecNotFound(plan.exec.candidate(f.index))
             }
+            Stage::ExecMagicLink => Error::ExecMagicLink(plan.exec.candidate(f.index)),
             Stage::Exec => Error::ExecDenied {
                 path: plan.exec.candidate(f.index),
                 source,
@@ -410,7 +412,7 @@ fn app_main(plan: &Plan, sock: &OwnedFd) -> ! {
     let _ = syscall::write_all(sock.as_fd(), &failure.encode());
     let code = match (failure.stage, Errno::from_raw(failure.errno)) {
         (Stage::Exec, Errno::ENOENT) => 127,
-        (Stage::Exec, _) => 126,
+        (Stage::Exec | Stage::ExecMagicLink, _) => 126,
         _ => 125,
     };
     syscall::exit_now(code)
@@ -484,8 +486,8 @@ fn app_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     if plan.exec.no_new_privs {
         install_seccomp(plan)?;
     }
-    let (index, errno) = plan.exec.exec();
-    Err(at(Stage::Exec, index)(errno))
+    let (stage, index, errno) = plan.exec.exec();
+    Err(at(stage, index)(errno))
 }
 
 fn install_seccomp(plan: &Plan) -> Result<(), ChildFailure> {

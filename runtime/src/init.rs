@@ -3,12 +3,13 @@
 //! the app was killed by signal N).
 //!
 //! It runs in the cloned container process itself after all setup, so it is already confined
-//! like the app (namespaces, mounts, capabilities, seccomp). CVE-2019-5736: init is a fork of
-//! the freshly cloned child, not a re-exec, but it never execs either, so its `/proc/1/exe` is
-//! slate's host binary. Init therefore makes itself non-dumpable before the app exists: the
-//! kernel then refuses the container's processes `/proc/1/exe` (and ptrace, `/proc/1/mem`)
-//! unless they hold CAP_SYS_PTRACE, which docker's default set does not grant. The app gets
-//! the normal dumpable state back when it execs.
+//! like the app (namespaces, mounts, capabilities, seccomp), and it holds no descriptor but
+//! 0-2 and the preserved ones (the container process closes the rest before the fork).
+//! CVE-2019-5736: init never execs, so its `/proc/1/exe` is slate's binary: the sealed,
+//! unwritable copy slate runs from (`crate::seal`), never the host's file. Init is also
+//! non-dumpable: the container's processes cannot open `/proc/1/exe` (nor ptrace it or read
+//! `/proc/1/mem`) unless they hold CAP_SYS_PTRACE, which docker's default set does not grant.
+//! The app gets the normal dumpable state back when it execs.
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};

@@ -12,7 +12,7 @@ use nix::errno::Errno;
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process};
 
-use crate::error::Error;
+use crate::error::{Error, Stage};
 use crate::syscall;
 
 /// `PATH` used for the executable search when the spec's environment has none (docker's).
@@ -162,9 +162,17 @@ impl ExecPlan {
 
     /// Child: tries every candidate like `execvp(3)`. Returns only on failure, with the
     /// candidate that decided the error: the first one that exists but failed, else the last.
-    pub fn exec(&self) -> (u32, Errno) {
+    ///
+    /// CVE-2019-5736: a candidate reached through a `/proc` magic link (`/bin/evil ->
+    /// /proc/self/exe`, `/proc/1/root/...`) is refused with [`Stage::ExecMagicLink`]: such a
+    /// path leads to a file another process chose (the runtime's own binary, the host's
+    /// root), never to a program of the image.
+    pub fn exec(&self) -> (Stage, u32, Errno) {
         let mut decisive: Option<(u32, Errno)> = None;
         for (i, path) in self.candidates.iter().enumerate() {
+            if syscall::through_magic_link(path) {
+                return (Stage::ExecMagicLink, i as u32, Errno::ELOOP);
+            }
             let err = syscall::execve(path, &self.argv_ptrs, &self.env_ptrs);
             match err {
                 Errno::ENOENT | Errno::ENOTDIR => {}
@@ -175,10 +183,11 @@ impl ExecPlan {
                 }
             }
         }
-        decisive.unwrap_or((
+        let (index, errno) = decisive.unwrap_or((
             self.candidates.len().saturating_sub(1) as u32,
             Errno::ENOENT,
-        ))
+        ));
+        (Stage::Exec, index, errno)
     }
 }
 

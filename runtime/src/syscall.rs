@@ -152,6 +152,23 @@ pub(crate) fn execve(path: &CStr, argv: &[*const c_char], envp: &[*const c_char]
     Errno::last()
 }
 
+/// Whether resolving `path` goes through a `/proc` magic link (`/proc/self/exe`,
+/// `/proc/<pid>/root`, `/proc/self/fd/N`): openat2 with RESOLVE_NO_MAGICLINKS refuses it
+/// with ELOOP where a plain open succeeds. Any other outcome (no such file, a kernel before
+/// 5.6 without openat2, a seccomp profile that denies it) is "no": execve then decides, and
+/// the sealed binary (`crate::seal`) is what protects the host in those cases.
+pub(crate) fn through_magic_link(path: &CStr) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+    let flags = OFlags::PATH | OFlags::CLOEXEC;
+    match rustix::fs::openat2(CWD, path, flags, Mode::empty(), ResolveFlags::NO_MAGICLINKS) {
+        Err(rustix::io::Errno::LOOP) => {
+            // An ordinary symlink loop fails the plain open too.
+            rustix::fs::openat(CWD, path, flags, Mode::empty()).is_ok()
+        }
+        _ => false,
+    }
+}
+
 /// Makes the terminal on `fd` the controlling terminal of this (new session leader) process.
 pub(crate) fn set_controlling_tty(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and touches no memory.

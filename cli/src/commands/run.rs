@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use slate_image::platform::Platform;
 use slate_image::pull::{self, PullError, PullOptions};
 use slate_image::reference::Reference;
@@ -32,6 +32,7 @@ use crate::spec::{self, SeccompChoice, SpecInput};
 use crate::EXIT_SLATE_FAILED;
 
 pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
+    check_preserved_fds(&args).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
     if args.detach {
         return detach::run(settings, args);
     }
@@ -57,6 +58,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     // docker attaches no input without -i, terminal or not: the supervisor then neither reads
     // our stdin nor puts the host terminal in raw mode (^C there still signals us).
     options.attach_stdin = args.interactive;
+    options.preserve_fds = args.preserve_fds;
     if !args.interactive && !args.tty {
         // docker gives the app no stdin without -i. (With -t the app's stdin is its terminal,
         // and attach_stdin above keeps ours out of it.)
@@ -81,6 +83,27 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     drop(_guard);
     tracing::debug!(run_dir = %run_dir.display(), ?status, "container exited");
     Ok(u8::try_from(status.code() & 0xff).unwrap_or(EXIT_SLATE_FAILED))
+}
+
+/// `--preserve-fds N` hands the caller's descriptors 3..3+N to the app (podman's flag, for
+/// socket activation). A detached container's supervisor does not inherit the caller's
+/// descriptors, and a descriptor that is not open would be a silent surprise in the app.
+fn check_preserved_fds(args: &RunArgs) -> anyhow::Result<()> {
+    if args.preserve_fds == 0 {
+        return Ok(());
+    }
+    if args.detach {
+        bail!("--preserve-fds works in the foreground only: a detached container's supervisor does not inherit this shell's descriptors");
+    }
+    for fd in 3..3 + args.preserve_fds {
+        if nix::fcntl::fcntl(fd as i32, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            bail!(
+                "--preserve-fds {}: descriptor {fd} is not open",
+                args.preserve_fds
+            );
+        }
+    }
+    Ok(())
 }
 
 pub(crate) struct Prepared {
