@@ -26,6 +26,7 @@ mod flaky;
 mod harness;
 mod harness_selftest;
 mod hostile;
+mod issue11_exe;
 mod platform;
 mod prune;
 mod pull;

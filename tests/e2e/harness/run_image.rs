@@ -193,6 +193,15 @@ pub fn is_container_id(s: &str) -> bool {
 /// A `slate` command on the test's store and config (the host's `RUST_LOG` and docker
 /// credentials kept out), not yet started.
 pub fn command(slate: &Slate, args: &[&str]) -> (std::process::Command, Vec<String>) {
+    command_of(Path::new(SLATE_BIN), slate, args)
+}
+
+/// As [`command`], running another copy of the binary (tests that need two installs).
+pub fn command_of(
+    bin: &Path,
+    slate: &Slate,
+    args: &[&str],
+) -> (std::process::Command, Vec<String>) {
     let mut all: Vec<String> = vec![
         "--root".into(),
         slate.root().display().to_string(),
@@ -202,7 +211,7 @@ pub fn command(slate: &Slate, args: &[&str]) -> (std::process::Command, Vec<Stri
         "info".into(),
     ];
     all.extend(args.iter().map(|a| a.to_string()));
-    let mut cmd = std::process::Command::new(SLATE_BIN);
+    let mut cmd = std::process::Command::new(bin);
     cmd.args(&all)
         .env_remove("RUST_LOG")
         .env("DOCKER_CONFIG", slate.dir().subdir("docker-config"));
