@@ -4,6 +4,7 @@
 //! read-only for inspection; `slate run` hands the same list to the runtime, which adds a
 //! fresh upper dir per run inside the container's own mount namespace.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -24,6 +25,16 @@ pub enum RootfsError {
     TooManyLayers(usize),
     #[error("cannot mount the image at {target}: {source}")]
     Mount { target: PathBuf, source: nix::Error },
+    #[error("cannot {op} {target}: {reason}")]
+    Target {
+        op: &'static str,
+        target: PathBuf,
+        reason: &'static str,
+    },
+    #[error("cannot open {target}: {source}")]
+    Open { target: PathBuf, source: nix::Error },
+    #[error("cannot read the mount table: {0}")]
+    MountInfo(String),
     #[error("cannot unmount {target}: {source}")]
     Unmount { target: PathBuf, source: nix::Error },
     #[error(transparent)]
@@ -62,7 +73,10 @@ pub fn lowerdir_option(lowers: &[PathBuf]) -> Result<String, RootfsError> {
     Ok(opt)
 }
 
-/// Mounts the image read-only at `target`.
+/// Mounts the image read-only at `target`, a directory that must not be a symlink: the
+/// target is opened with O_NOFOLLOW and the mount made on that very directory (through its
+/// `/proc/self/fd` link), so a symlink put there, before or during the call, cannot redirect
+/// the mount onto `/etc` or anywhere else.
 pub fn mount_readonly(
     store: &Store,
     record: &ImageRecord,
@@ -73,9 +87,11 @@ pub fn mount_readonly(
     // bottom changes nothing in the merged view.
     lowers.push(store.empty_dir()?);
     let opt = lowerdir_option(&lowers)?;
+    let dir = open_target(target, "mount the image at")?;
+    let via = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     mount(
-        Some("slate"),
-        target,
+        Some(MOUNT_SOURCE),
+        &via,
         Some("overlay"),
         MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
         Some(opt.as_str()),
@@ -86,11 +102,95 @@ pub fn mount_readonly(
     })
 }
 
-/// Unmounts what [`mount_readonly`] mounted.
-pub fn unmount(target: &Path) -> Result<(), RootfsError> {
-    umount2(target, MntFlags::UMOUNT_NOFOLLOW).map_err(|source| RootfsError::Unmount {
+/// The mount source slate's overlays carry, to tell them from others in mountinfo.
+const MOUNT_SOURCE: &str = "slate";
+
+/// Opens the mount target, refusing a symlink or anything but a directory.
+fn open_target(target: &Path, op: &'static str) -> Result<std::os::fd::OwnedFd, RootfsError> {
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    match nix::fcntl::open(target, flags, nix::sys::stat::Mode::empty()) {
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        Ok(fd) => Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }),
+        // With O_DIRECTORY the kernel says ENOTDIR for a symlink too; tell the two apart.
+        Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR) => Err(RootfsError::Target {
+            op,
+            target: target.to_path_buf(),
+            reason: if std::fs::symlink_metadata(target).is_ok_and(|m| m.is_symlink()) {
+                "it is a symlink; give the directory itself"
+            } else {
+                "it is not a directory"
+            },
+        }),
+        Err(nix::errno::Errno::ENOENT) => Err(RootfsError::Target {
+            op,
+            target: target.to_path_buf(),
+            reason: "it does not exist",
+        }),
+        Err(source) => Err(RootfsError::Open {
+            target: target.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Unmounts what [`mount_readonly`] mounted, and only that: the top mount at `target` must be
+/// a slate overlay whose layers are all in this store. Anything else (a tmpfs of the user's,
+/// another store's image, a container's rootfs) is refused, so a typo cannot unmount it.
+pub fn unmount(store: &Store, target: &Path) -> Result<(), RootfsError> {
+    const OP: &str = "unmount";
+    let dir = open_target(target, OP)?;
+    // The canonical path, as mountinfo shows it: the path the user typed may go through
+    // symlinked parents.
+    let canon = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).map_err(|_| {
+        RootfsError::Target {
+            op: OP,
+            target: target.to_path_buf(),
+            reason: "its path cannot be resolved",
+        }
+    })?;
+    drop(dir);
+    let mounts = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map_err(|e| RootfsError::MountInfo(e.to_string()))?;
+    // The last entry for a mount point is the one on top, the one umount removes.
+    let Some(top) = mounts.into_iter().filter(|m| m.mount_point == canon).last() else {
+        return Err(RootfsError::Target {
+            op: OP,
+            target: target.to_path_buf(),
+            reason: "nothing is mounted there",
+        });
+    };
+    if !is_store_overlay(store, &top) {
+        return Err(RootfsError::Target {
+            op: OP,
+            target: target.to_path_buf(),
+            reason: "what is mounted there is not an image slate mounted from this store (see `slate image mount`); use umount(8) for other mounts",
+        });
+    }
+    umount2(&canon, MntFlags::UMOUNT_NOFOLLOW).map_err(|source| RootfsError::Unmount {
         target: target.to_path_buf(),
         source,
+    })
+}
+
+/// Whether `m` is a read-only image overlay of `store`: slate's source name, and every lower
+/// dir one of the store's layer links or its empty dir.
+fn is_store_overlay(store: &Store, m: &procfs::process::MountInfo) -> bool {
+    if m.fs_type != "overlay" || m.mount_source.as_deref() != Some(MOUNT_SOURCE) {
+        return false;
+    }
+    if m.super_options.contains_key("upperdir") {
+        return false;
+    }
+    let Some(Some(lower)) = m.super_options.get("lowerdir") else {
+        return false;
+    };
+    let links = store.root().join("l");
+    let empty = store.root().join("empty");
+    lower.split(':').all(|l| {
+        let p = Path::new(l);
+        p == empty || p.parent() == Some(links.as_path())
     })
 }
 

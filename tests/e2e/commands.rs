@@ -280,3 +280,69 @@ fn invalid_references_get_a_clear_error() {
     store::assert_consistent(&slate, &[], &[]);
     assert!(slate.images().is_empty());
 }
+
+/// Issue 11: `image mount` onto a symlink would mount over wherever it points (a symlink in
+/// /tmp made by another user, to /etc); `image unmount` of a mount slate did not make would
+/// unmount the user's own file systems.
+#[test]
+fn issue11_image_mount_refuses_symlinks_and_unmount_only_its_own() {
+    use crate::harness::slate::is_mount_point;
+    let reg = Registry::shared();
+    let img = fixtures::small("own-mounts", "linux/amd64", Compression::Gzip).image;
+    let reference = reg.push_image("cmd/own-mounts", "v1", &img);
+    let slate = Slate::new("own-mounts");
+    slate.pull(&reference, None);
+
+    // A symlink to a directory: refused, and nothing is mounted where it points.
+    let real = slate.dir().subdir("victim");
+    let link = slate.dir().path().join("link");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let out = slate
+        .run(&["image", "mount", &reference, &link.display().to_string()])
+        .failure(1);
+    out.error_mentions(&[&link.display().to_string(), "symlink"]);
+    assert!(!is_mount_point(&real), "mounted through the symlink");
+    // A regular file is not a directory.
+    let file = slate.dir().path().join("file");
+    fs::write(&file, "x").expect("file");
+    slate
+        .run(&["image", "mount", &reference, &file.display().to_string()])
+        .failure(1)
+        .error_mentions(&["not a directory"]);
+
+    // A tmpfs of the user's: `image unmount` leaves it alone and says why.
+    let tmpfs = slate.dir().subdir("users-tmpfs");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&tmpfs)
+        .status()
+        .expect("mount");
+    assert!(st.success());
+    let out = slate
+        .run(&["image", "unmount", &tmpfs.display().to_string()])
+        .failure(1);
+    out.error_mentions(&["not an image slate mounted"]);
+    assert!(is_mount_point(&tmpfs), "the user's tmpfs was unmounted");
+
+    // An image mounted from another store is that store's to unmount.
+    let other = Slate::new("own-mounts-other");
+    other.pull(&reference, None);
+    let theirs = other.mount(&reference, "theirs");
+    slate
+        .run(&["image", "unmount", &theirs.display().to_string()])
+        .failure(1)
+        .error_mentions(&["not an image slate mounted"]);
+    assert!(is_mount_point(&theirs));
+    other.unmount(&theirs);
+
+    // A symlink to its own mount is refused too; the mount itself unmounts.
+    let mine = slate.mount(&reference, "mine");
+    let via = slate.dir().path().join("via");
+    std::os::unix::fs::symlink(&mine, &via).expect("symlink");
+    slate
+        .run(&["image", "unmount", &via.display().to_string()])
+        .failure(1)
+        .error_mentions(&["symlink"]);
+    slate.unmount(&mine);
+    // The tmpfs goes with the test dir (TestDir unmounts what is below it).
+}

@@ -134,19 +134,13 @@ fn inspect_json(rec: &ImageRecord, config: serde_json::Value) -> serde_json::Val
 pub fn mount(settings: &Settings, args: MountArgs) -> anyhow::Result<u8> {
     let store = super::open_store(settings)?;
     let rec = store.find_image(&args.image)?;
-    if !args.dir.is_dir() {
-        anyhow::bail!(
-            "cannot mount {}: {} is not a directory",
-            rec.display_name(),
-            args.dir.display()
-        );
-    }
     rootfs::mount_readonly(&store, &rec, &args.dir)?;
     println!("{}", args.dir.display());
     Ok(0)
 }
 
-pub fn unmount(args: UnmountArgs) -> anyhow::Result<u8> {
-    rootfs::unmount(&args.dir)?;
+pub fn unmount(settings: &Settings, args: UnmountArgs) -> anyhow::Result<u8> {
+    let store = super::open_store(settings)?;
+    rootfs::unmount(&store, &args.dir)?;
     Ok(0)
 }

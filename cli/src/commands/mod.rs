@@ -66,7 +66,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => image::remove(&settings, a),
         Command::Image(ImageCommand::Inspect(a)) => image::inspect(&settings, a),
         Command::Image(ImageCommand::Mount(a)) => image::mount(&settings, a),
-        Command::Image(ImageCommand::Unmount(a)) => image::unmount(a),
+        Command::Image(ImageCommand::Unmount(a)) => image::unmount(&settings, a),
         Command::Login(a) => login::login(&settings, a),
         Command::Logout(a) => login::logout(&settings, a),
         Command::Image(ImageCommand::Prune(a)) => prune::run(&settings, a),
