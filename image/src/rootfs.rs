@@ -154,7 +154,7 @@ pub fn unmount(store: &Store, target: &Path) -> Result<(), RootfsError> {
         .and_then(|p| p.mountinfo())
         .map_err(|e| RootfsError::MountInfo(e.to_string()))?;
     // The last entry for a mount point is the one on top, the one umount removes.
-    let Some(top) = mounts.into_iter().filter(|m| m.mount_point == canon).last() else {
+    let Some(top) = mounts.into_iter().rfind(|m| m.mount_point == canon) else {
         return Err(RootfsError::Target {
             op: OP,
             target: target.to_path_buf(),
