@@ -479,15 +479,16 @@ fn v1_hierarchies_from_one_mountinfo_read() {
 /// (one read per controller) lookup finds, so the directories slate creates are the ones
 /// libcgroups' v1 manager writes limits into.
 #[test]
+#[ignore = "needs a cgroup v1 or hybrid host; tests/run runs it there"]
 fn v1_hierarchies_match_libcgroups_on_this_host() {
     let setup = libcgroups::common::get_cgroup_setup_with_root(Path::new("/sys/fs/cgroup"));
-    if !matches!(
-        setup,
-        Ok(libcgroups::common::CgroupSetup::Legacy | libcgroups::common::CgroupSetup::Hybrid)
-    ) {
-        eprintln!("skipped: not a cgroup v1 or hybrid host");
-        return;
-    }
+    assert!(
+        matches!(
+            setup,
+            Ok(libcgroups::common::CgroupSetup::Legacy | libcgroups::common::CgroupSetup::Hybrid)
+        ),
+        "not a cgroup v1 or hybrid host: {setup:?}"
+    );
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let mut theirs: Vec<(String, PathBuf)> = libcgroups::v1::util::list_supported_mount_points()
         .expect("libcgroups lookup")
