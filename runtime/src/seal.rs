@@ -105,7 +105,8 @@ fn classify(fd: std::os::fd::BorrowedFd<'_>) -> Option<Sealed> {
 pub fn ensure(scratch: &Path) -> Result<Sealed, SealError> {
     let reexeced = std::env::var_os(REEXEC_MARKER).is_some();
     if reexeced {
-        // SAFETY (of the environment change): called at the top of main, before any thread.
+        // Not for the app's environment or a child slate's: it was for this check only.
+        // (Called first thing in main, before any thread could read the environment.)
         std::env::remove_var(REEXEC_MARKER);
     }
     if let Some(s) = current()? {
@@ -136,7 +137,7 @@ fn reexec(exe: &OwnedFd) -> SealError {
             CString::new(kv.into_vec()).ok()
         })
         .collect();
-    env.push(CString::from(c"_SLATE_SEALED_REEXEC=1"));
+    env.push(CString::new(format!("{REEXEC_MARKER}=1")).unwrap_or_default());
     let e = nix::unistd::execveat(
         Some(exe.as_raw_fd()),
         c"",
