@@ -18,6 +18,7 @@
 //! a re-exec), so there is no runtime binary reachable through the container's
 //! `/proc/self/exe` to overwrite.
 
+mod bpf;
 pub mod caps;
 pub mod cgroups;
 mod container;
