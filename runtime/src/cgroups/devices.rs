@@ -218,11 +218,19 @@ fn emit(rules: &[Rule]) -> Vec<Insn> {
         insn(LDX_W, 4, 1, 4, 0),
         insn(LDX_W, 5, 1, 8, 0),
     ];
+    let mut seen: Vec<Rule> = Vec::new();
     for rule in rules.iter().rev() {
-        if rule.access == 0 {
-            // Grants or denies no access, so it matches no request.
+        // What the rule matches, whatever its verdict.
+        let key = Rule {
+            allow: false,
+            ..*rule
+        };
+        if rule.access == 0 || seen.contains(&key) {
+            // No access matches no request; a rule that matches what a later one does never
+            // decides (the default allowlist repeats most of docker's list).
             continue;
         }
+        seen.push(key);
         // Each check is a conditional jump over the rest of the block, whose length is known
         // only once the block is complete: collect the checks with their jump offsets open.
         let mut block: Vec<(Insn, bool)> = Vec::new();
