@@ -252,6 +252,9 @@ pub struct RunArgs {
     /// Bind mount a host path: HOST:CONTAINER[:ro|rw]
     #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:OPTS]")]
     pub volume: Vec<String>,
+    /// Add a host device: HOST[:CONTAINER[:PERMS]], PERMS of r, w and m (default rwm)
+    #[arg(long = "device", value_name = "HOST[:CONTAINER[:PERMS]]")]
+    pub device: Vec<String>,
     /// Mount a tmpfs: CONTAINER[:OPTIONS]
     #[arg(long, value_name = "PATH[:OPTS]")]
     pub tmpfs: Vec<String>,

@@ -54,6 +54,51 @@ for arch in aarch64 armv7; do
     *) fail "$arch: rootfs not fresh: $out" ;;
   esac
 
+  # Issue 11: on pure v2 only slate's eBPF program stands between CAP_MKNOD and the disks.
+  # A node for a block device (the VM's first, else 254:0 as /dev/vda would be) can be made
+  # but not opened: EPERM from the filter, where without it the open would work or, with no
+  # such device, fail with ENXIO. The standard devices work. Opens only, nothing is read.
+  img="oci-archive:/images/busybox-$arch.tar"
+  blk=$(ls /sys/dev/block 2>/dev/null | head -1); [ -n "$blk" ] || blk=254:0
+  opens='for f in "$@"; do if e=$( (exec 3<"$f") 2>&1); then echo "$f=open"; else echo "$f=denied $e"; fi; done'
+  out=$("$slate" --root "$root" run --rm -u 0 "$img" sh -c \
+        "busybox mknod /disk b ${blk%%:*} ${blk##*:} && echo mknod=ok; $opens" sh \
+        /disk /dev/null /dev/zero /dev/urandom /dev/full 2>/tmp/err-$arch)
+  echo "$out" | sed 's/^/     | /'
+  case "$out" in *mknod=ok*) ok "$arch: mknod of block $blk allowed" ;; *) fail "$arch: mknod of block $blk failed"; sed 's/^/     ! /' /tmp/err-$arch ;; esac
+  case "$out" in *"/disk=denied"*"not permitted"*) ok "$arch: opening block $blk denied (EPERM)" ;; *) fail "$arch: block $blk not denied with EPERM" ;; esac
+  for d in null zero urandom full; do
+    case "$out" in *"/dev/$d=open"*) ok "$arch: /dev/$d opens" ;; *) fail "$arch: /dev/$d does not open" ;; esac
+  done
+  out=$("$slate" --root "$root" run --rm --privileged "$img" sh -c \
+        "busybox mknod /disk b ${blk%%:*} ${blk##*:}; $opens" sh /disk 2>&1)
+  case "$out" in *"/disk=denied"*"not permitted"*) fail "$arch: --privileged still filters devices: $out" ;; *) ok "$arch: --privileged needs no filter: $out" ;; esac
+
+  # --device grants exactly what it names: a device outside docker's list, readable with :r,
+  # not writable, and denied without the flag; /dev/null under another name works.
+  out=$("$slate" --root "$root" run --rm --device /dev/null:/dev/mynull:rw "$img" sh -c \
+        'echo x > /dev/mynull && busybox stat -c "%F %t:%T" /dev/mynull' 2>&1)
+  case "$out" in *"character special file 1:3"*) ok "$arch: --device /dev/null:/dev/mynull:rw" ;; *) fail "$arch: --device mynull: $out" ;; esac
+  extra=""
+  for c in /dev/loop-control /dev/vcs /dev/fuse /dev/vga_arbiter; do [ -c "$c" ] && { extra=$c; break; }; done
+  if [ -n "$extra" ]; then
+    num=$(busybox stat -c '%t %T' "$extra")
+    maj=$((0x${num% *})); min=$((0x${num#* }))
+    out=$("$slate" --root "$root" run --rm -u 0 "$img" sh -c \
+          "busybox mknod /x c $maj $min; $opens" sh /x 2>&1)
+    case "$out" in *"/x=denied"*"not permitted"*) ok "$arch: $extra ($maj:$min) denied without --device" ;; *) fail "$arch: $extra without --device: $out" ;; esac
+    out=$("$slate" --root "$root" run --rm -u 0 --device "$extra:/dev/granted:r" "$img" sh -c \
+          "$opens; if e=\$( (exec 3>/dev/granted) 2>&1); then echo w=open; else echo \"w=denied \$e\"; fi" sh /dev/granted 2>&1)
+    case "$out" in *"/dev/granted=open"*) ok "$arch: --device $extra:r opens for reading" ;; *) fail "$arch: --device $extra:r: $out" ;; esac
+    case "$out" in *"w=denied"*"not permitted"*) ok "$arch: --device $extra:r is not writable" ;; *) fail "$arch: --device $extra:r writable: $out" ;; esac
+  else
+    echo "SKIP $arch: no harmless char device outside docker's list in this VM for --device"
+  fi
+  out=$("$slate" --root "$root" run --rm --device /dev/slate-none "$img" true 2>&1)
+  case "$out" in *"--device \"/dev/slate-none\": cannot use host path"*) ok "$arch: missing --device path named" ;; *) fail "$arch: missing --device: $out" ;; esac
+  # The filter lives as long as the container's cgroup: removing the cgroup (checked below)
+  # detaches and frees it (that part is tested on a real kernel in the runtime's tests).
+
   # Nothing left behind: no mount under the store, no container cgroup (the shared, empty
   # `slate` parent stays, as docker's does: it is where the next run's cgroup goes), no run
   # directory, no process.

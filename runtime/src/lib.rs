@@ -22,6 +22,7 @@
 //! supervisor. The runtime adds two checks: the container's process is non-dumpable until it
 //! execs, and a program path that goes through a `/proc` magic link is refused.
 
+mod bpf;
 pub mod caps;
 pub mod cgroups;
 mod container;

@@ -33,6 +33,7 @@ mod pull;
 mod redirect;
 mod resume;
 mod run;
+mod run_devices;
 mod run_limits;
 mod run_pull;
 mod run_security;

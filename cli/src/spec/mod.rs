@@ -15,6 +15,7 @@
 //! - the rootfs is not among the mounts: `root.path` is `rootfs` and the caller hands the
 //!   runtime the overlay itself.
 
+mod devices;
 mod env;
 mod mounts;
 mod resources;
@@ -118,6 +119,14 @@ pub enum SpecError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("invalid --device {value:?}: {reason}")]
+    Device { value: String, reason: &'static str },
+    #[error("--device {value:?}: cannot use host path {}: {source}", path.display())]
+    DeviceHost {
+        value: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid --tmpfs {value:?}: {reason}")]
     Tmpfs { value: String, reason: &'static str },
     #[error("duplicate mount point {}: given by more than one --volume or --tmpfs", .0.display())]
@@ -194,6 +203,8 @@ pub(crate) trait Host {
     fn can_raise_rlimits(&self) -> bool;
     /// The current directory, for `-v ./dir:/ctr`.
     fn cwd(&self) -> Option<PathBuf>;
+    /// The device node at a host path, for `--device`; `Ok(None)` if it is no device.
+    fn device(&self, path: &Path) -> std::io::Result<Option<devices::HostDevice>>;
 }
 
 /// The machine slate runs on.
@@ -252,6 +263,10 @@ impl Host for RealHost {
 
     fn cwd(&self) -> Option<PathBuf> {
         std::env::current_dir().ok()
+    }
+
+    fn device(&self, path: &Path) -> std::io::Result<Option<devices::HostDevice>> {
+        devices::stat_host_device(path)
     }
 }
 
@@ -314,7 +329,11 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
     let cwd = workdir(args, config)?;
 
     let sec = security::build(args, host)?;
-    let resources = resources::build(args, host)?;
+    let mut resources = resources::build(args, host)?;
+    let (device_nodes, device_rules) = devices::build(&args.device, host)?;
+    if let Some(rules) = resources.devices_mut() {
+        rules.extend(device_rules);
+    }
     let rlimits = resources::rlimits(&args.ulimit, host)?;
     let annotations = annotations(config, &args.label)?;
     let stop_signal = stop_signal(config)?;
@@ -376,7 +395,11 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
     let mut linux = oci_spec::runtime::Linux::default();
     linux.set_namespaces(Some(namespaces));
     linux.set_resources(Some(resources));
-    linux.set_devices(None);
+    linux.set_devices(if device_nodes.is_empty() {
+        None
+    } else {
+        Some(device_nodes)
+    });
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);
     linux.set_sysctl(None);

@@ -10,6 +10,7 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{Capability, LinuxNamespaceType, Mount, PosixRlimitType, Spec};
 use serde_json::{json, Value};
 
+use super::devices::HostDevice;
 use super::*;
 
 #[derive(Parser)]
@@ -35,6 +36,19 @@ struct FakeHost {
     nofile_hard: u64,
     can_raise: bool,
     cwd: PathBuf,
+    /// `None`: the path exists but is no device; absent: no such file.
+    devices: HashMap<&'static str, Option<HostDevice>>,
+}
+
+fn host_dev(block: bool, major: u64, minor: u64, mode: u32, gid: u32) -> Option<HostDevice> {
+    Some(HostDevice {
+        block,
+        major,
+        minor,
+        mode,
+        uid: 0,
+        gid,
+    })
 }
 
 impl Default for FakeHost {
@@ -59,6 +73,12 @@ impl Default for FakeHost {
             nofile_hard: 4096,
             can_raise: false,
             cwd: PathBuf::from("/home/me"),
+            devices: HashMap::from([
+                ("/dev/null", host_dev(false, 1, 3, 0o666, 0)),
+                ("/dev/ttyUSB0", host_dev(false, 188, 0, 0o660, 20)),
+                ("/dev/sda", host_dev(true, 8, 0, 0o660, 6)),
+                ("/etc/passwd", None),
+            ]),
         }
     }
 }
@@ -93,6 +113,12 @@ impl Host for FakeHost {
     }
     fn cwd(&self) -> Option<PathBuf> {
         Some(self.cwd.clone())
+    }
+    fn device(&self, path: &Path) -> std::io::Result<Option<HostDevice>> {
+        path.to_str()
+            .and_then(|p| self.devices.get(p))
+            .copied()
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
     }
 }
 
@@ -832,6 +858,91 @@ fn device_allowlist() {
     let d = resources(&s).devices().as_ref().unwrap();
     assert_eq!(d.len(), 1);
     assert!(d[0].allow());
+}
+
+#[test]
+fn device_flag_adds_node_and_rule() {
+    let r = Run::new();
+    let s = r
+        .build(&[
+            "--device",
+            "/dev/ttyUSB0",
+            "--device",
+            "/dev/null:/dev/mynull:rw",
+            "--device",
+            "/dev/sda:r",
+            "nginx",
+        ])
+        .spec;
+    let nodes = linux(&s).devices().as_ref().unwrap();
+    let show: Vec<String> = nodes
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {:?} {}:{} {:o} {:?}",
+                d.path().display(),
+                d.typ(),
+                d.major(),
+                d.minor(),
+                d.file_mode().unwrap(),
+                d.gid()
+            )
+        })
+        .collect();
+    assert_eq!(
+        show,
+        [
+            "/dev/ttyUSB0 C 188:0 660 Some(20)",
+            "/dev/mynull C 1:3 666 Some(0)",
+            "/dev/sda B 8:0 660 Some(6)",
+        ]
+    );
+    // the rules come after docker's deny-all list: the last match wins
+    let rules: Vec<String> = resources(&s)
+        .devices()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    let n = rules.len();
+    assert_eq!(rules[0], "a *:* rwm");
+    assert_eq!(
+        rules[n - 3..],
+        ["c 188:0 rwm", "c 1:3 rw", "b 8:0 r"],
+        "{rules:?}"
+    );
+    assert!(resources(&s).devices().as_ref().unwrap()[n - 1].allow());
+    // without --device there are no extra nodes
+    assert!(linux(&r.build(&["nginx"]).spec).devices().is_none());
+}
+
+#[test]
+fn device_flag_errors() {
+    let r = Run::new();
+    let e = r.err(&["--device", "/dev/nope", "nginx"]);
+    assert!(
+        e.starts_with("--device \"/dev/nope\": cannot use host path /dev/nope:"),
+        "{e}"
+    );
+    assert!(e.contains("No such file"), "{e}");
+    let e = r.err(&["--device", "/etc/passwd", "nginx"]);
+    assert_eq!(
+        e,
+        "invalid --device \"/etc/passwd\": the host path is not a character or block device"
+    );
+    assert!(r
+        .err(&["--device", "/dev/null:/dev/n:rx", "nginx"])
+        .contains("permissions must be made of r, w and m"));
+    assert!(r
+        .err(&["--device", "/dev/null:dev/n", "nginx"])
+        .contains("container path must be absolute"));
+    assert!(r
+        .err(&["--device", "null", "nginx"])
+        .contains("host path must be absolute"));
+    assert!(r
+        .err(&["--device", "/a:/b:rw:x", "nginx"])
+        .contains("expected HOST[:CONTAINER[:PERMS]]"));
 }
 
 #[test]

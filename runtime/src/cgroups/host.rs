@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::CgroupError;
+use crate::bpf::Insn;
 
 pub(crate) const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 
@@ -19,12 +20,14 @@ pub(crate) enum Layout {
     V1 { hierarchies: Vec<(String, PathBuf)> },
 }
 
-/// Directory creation and removal, the two operations a fake cgroupfs must emulate (the kernel
-/// populates a new cgroup with its interface files, and removes a cgroup that still has them).
+/// The operations a fake cgroupfs must emulate: directory creation and removal (the kernel
+/// populates a new cgroup with its interface files, and removes a cgroup that still has them),
+/// and attaching a v2 device filter (only a real cgroup2 directory takes one).
 #[derive(Clone, Copy)]
 pub(crate) struct FsOps {
     pub mkdir: fn(&Path) -> std::io::Result<()>,
     pub rmdir: fn(&Path) -> std::io::Result<()>,
+    pub attach_devices: fn(&Path, &[Insn]) -> Result<(), CgroupError>,
 }
 
 fn real_mkdir(p: &Path) -> std::io::Result<()> {
@@ -39,6 +42,7 @@ impl FsOps {
     pub const REAL: FsOps = FsOps {
         mkdir: real_mkdir,
         rmdir: real_rmdir,
+        attach_devices: super::devices::attach,
     };
 }
 

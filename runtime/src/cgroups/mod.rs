@@ -18,12 +18,16 @@
 //! cgroup slate did not create (the shared `slate` parent is kept, it is harmless and
 //! removing it would race with concurrent runs).
 //!
-//! Device control: on v1 the spec's device rules (and libcgroups' default allowlist) are
-//! written to the devices controller. On v2, device control needs an eBPF program attached to
-//! the cgroup, which slate does not build (libcgroups' `cgroupsv2_devices` pulls libbpf, a C
-//! build we do not want on armv7); the rules are ignored there and the device nodes a
-//! container gets are limited by the mounts instead.
+//! Device control: the spec's device rules (and libcgroups' default allowlist after them)
+//! decide which device nodes a container may open or create, on both hierarchies, because a
+//! container with CAP_MKNOD can create a node for any device, the host's disks included
+//! (issue 11). On v1 libcgroups writes them to the devices controller. v2 has no such
+//! controller, only eBPF programs attached to the cgroup, so `devices` compiles the rules into
+//! one itself (libcgroups' `cgroupsv2_devices` would pull libbpf, a C build per ARM target)
+//! and attaches it before the container's process exists. A kernel that cannot run it makes
+//! `create` fail rather than start a container with every device open.
 
+mod devices;
 mod host;
 mod v1;
 mod v2;
@@ -33,6 +37,7 @@ use std::path::{Component, Path, PathBuf};
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
+pub use devices::DeviceRuleError;
 pub(crate) use host::{FsOps, Host, Layout};
 
 /// Name of the parent cgroup under which slate creates container cgroups.
@@ -122,6 +127,33 @@ pub enum CgroupError {
     },
     #[error("no cgroup found for container {id}")]
     NotFound { id: String },
+    #[error(transparent)]
+    DeviceRule(#[from] DeviceRuleError),
+    /// Issue 11: on cgroup v2 a container without the filter could open every device node it
+    /// can create (the host's disks, with docker's CAP_MKNOD), so that is refused.
+    #[error(
+        "this kernel cannot restrict device access on cgroup v2: {reason} ({step}: {source}); \
+         without the filter the container could open the host's disks, so it is not started \
+         (to allow every device, run with --privileged or give the device rule `a *:* rwm`)"
+    )]
+    DeviceFilterUnsupported {
+        step: &'static str,
+        reason: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("the kernel refused slate's device filter program ({source}): {log}")]
+    DeviceFilterRejected {
+        #[source]
+        source: nix::Error,
+        log: String,
+    },
+    #[error("cannot attach the device filter to cgroup {path}: {source}")]
+    DeviceFilterAttach {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
 }
 
 /// The cgroup of one container, on whichever hierarchies the host has.

@@ -53,9 +53,22 @@ fn fake_rmdir(p: &Path) -> std::io::Result<()> {
     fs::remove_dir_all(p)
 }
 
+/// Where a real cgroup2 directory would take the device program: the fake records its length.
+fn fake_attach_devices(p: &Path, insns: &[crate::bpf::Insn]) -> Result<(), CgroupError> {
+    fs::write(p.join(FAKE_DEVICE_PROGRAM), insns.len().to_string()).map_err(|source| {
+        CgroupError::Write {
+            path: p.to_path_buf(),
+            source,
+        }
+    })
+}
+
+const FAKE_DEVICE_PROGRAM: &str = "slate.device-program";
+
 const FAKE_OPS: FsOps = FsOps {
     mkdir: fake_mkdir,
     rmdir: fake_rmdir,
+    attach_devices: fake_attach_devices,
 };
 
 const PROC_CGROUPS_PI: &str = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\
@@ -497,4 +510,117 @@ fn v1_hierarchies_match_libcgroups_on_this_host() {
         .collect();
     theirs.sort();
     assert_eq!(super::host::v1_hierarchies(&mountinfo), theirs);
+}
+
+fn device_resources(rules: Vec<oci_spec::runtime::LinuxDeviceCgroup>) -> LinuxResources {
+    let mut r = LinuxResources::default();
+    r.set_devices(Some(rules));
+    r
+}
+
+#[test]
+fn v2_device_rules_attach_a_program_before_the_container_runs() {
+    // issue 11: docker's list on v2 must end up as a program on the container's cgroup
+    let (_tmp, root) = fake_root("");
+    let host = fake_host(&root, None);
+    let r = device_resources(devices::tests::docker_rules());
+    let cg = Cgroup::create_on(&host, "dev", None, Some(&r)).expect("create");
+    let n: usize = read(&root.join("slate/dev").join(FAKE_DEVICE_PROGRAM))
+        .parse()
+        .expect("instruction count");
+    assert!(n > 6, "{n} instructions");
+    cg.remove().expect("remove");
+    // without any rule, the default allowlist alone still makes a deny-by-default program
+    let cg = Cgroup::create_on(&host, "none", None, None).expect("create");
+    assert!(root.join("slate/none").join(FAKE_DEVICE_PROGRAM).exists());
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn v2_allow_all_devices_attaches_nothing() {
+    let (_tmp, root) = fake_root("");
+    let host = fake_host(&root, None);
+    let mut all = oci_spec::runtime::LinuxDeviceCgroup::default();
+    all.set_allow(true);
+    all.set_access(Some("rwm".to_owned()));
+    let cg =
+        Cgroup::create_on(&host, "priv", None, Some(&device_resources(vec![all]))).expect("create");
+    assert!(!root.join("slate/priv").join(FAKE_DEVICE_PROGRAM).exists());
+    cg.remove().expect("remove");
+}
+
+fn no_cgroup_bpf(_: &Path, _: &[crate::bpf::Insn]) -> Result<(), CgroupError> {
+    // what BPF_PROG_LOAD says on a kernel without CONFIG_CGROUP_BPF
+    Err(devices::load_error(crate::bpf::LoadError {
+        errno: nix::errno::Errno::EINVAL,
+        log: String::new(),
+    }))
+}
+
+#[test]
+fn v2_kernel_without_device_programs_refuses_to_start() {
+    let (_tmp, root) = fake_root("");
+    let mut host = fake_host(&root, None);
+    host.fs.attach_devices = no_cgroup_bpf;
+    let r = device_resources(devices::tests::docker_rules());
+    let err = Cgroup::create_on(&host, "nobpf", None, Some(&r)).expect_err("must refuse");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, CgroupError::DeviceFilterUnsupported { .. }),
+        "{msg}"
+    );
+    for part in ["CONFIG_CGROUP_BPF", "--privileged", "a *:* rwm", "EINVAL"] {
+        assert!(msg.contains(part), "{part} missing from: {msg}");
+    }
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(!root.join("slate/nobpf").exists(), "nothing left behind");
+    // the opt-out named in the message works on that kernel
+    let mut all = oci_spec::runtime::LinuxDeviceCgroup::default();
+    all.set_allow(true);
+    let cg = Cgroup::create_on(&host, "optout", None, Some(&device_resources(vec![all])))
+        .expect("allow-all needs no program");
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn v2_bad_device_rule_creates_nothing() {
+    let (_tmp, root) = fake_root("");
+    let host = fake_host(&root, None);
+    let mut bad = oci_spec::runtime::LinuxDeviceCgroup::default();
+    bad.set_allow(true);
+    bad.set_access(Some("rwx".to_owned()));
+    let err = Cgroup::create_on(&host, "bad", None, Some(&device_resources(vec![bad])))
+        .expect_err("must fail");
+    assert!(matches!(err, CgroupError::DeviceRule(_)), "{err}");
+    assert!(!root.join("slate").exists());
+}
+
+#[test]
+fn device_filter_errors_tell_unsupported_from_rejected() {
+    use crate::bpf::LoadError;
+    use nix::errno::Errno;
+    let e = |errno, log: &str| {
+        devices::load_error(LoadError {
+            errno,
+            log: log.to_owned(),
+        })
+    };
+    assert!(matches!(
+        e(Errno::ENOSYS, ""),
+        CgroupError::DeviceFilterUnsupported { .. }
+    ));
+    assert!(matches!(
+        e(Errno::EPERM, ""),
+        CgroupError::DeviceFilterUnsupported { .. }
+    ));
+    // a verifier that explains itself has understood the type and refused the program
+    let rejected = e(Errno::EINVAL, "0: (61) r2 = *(u32 *)(r1 +0)\nR0 !read_ok");
+    assert!(
+        matches!(&rejected, CgroupError::DeviceFilterRejected { log, .. } if log.contains("R0 !read_ok")),
+        "{rejected}"
+    );
+    assert!(matches!(
+        e(Errno::EACCES, "invalid bpf_context access"),
+        CgroupError::DeviceFilterRejected { .. }
+    ));
 }

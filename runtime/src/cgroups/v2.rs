@@ -12,6 +12,7 @@ use libcgroups::common::{CgroupManager, ControllerOpt};
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
+use super::devices::{self, DeviceFilter};
 use super::{
     container_rel_path, join_rel, kill_pids, missing_hint, read_pids_recursive, remove_tree,
     required_controllers, wait_empty, write_file, CgroupError, FsOps, Host, Layout,
@@ -80,9 +81,8 @@ impl V2Cgroup {
         if host.unit.is_some() && start == base {
             evacuate_unit(host, &start_dir)?;
         }
-        if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-            tracing::debug!("device cgroup rules need eBPF on cgroup v2, which slate does not build; relying on the mounted /dev");
-        }
+        // Compiled before anything is created, so that a bad rule leaves nothing behind.
+        let filter = devices::compile(resources.devices().as_deref().unwrap_or_default())?;
 
         let leaf = join_rel(&root, &rel);
         let mut dir = start_dir.clone();
@@ -107,7 +107,12 @@ impl V2Cgroup {
             path: leaf.clone(),
             fs: host.fs,
         };
-        if let Err(e) = apply(&root, &rel, &leaf, resources) {
+        let applied = apply(&root, &rel, &leaf, resources).and_then(|()| match &filter {
+            DeviceFilter::AllowAll => Ok(()),
+            // Before the container's process exists: it is cloned into this cgroup afterwards.
+            DeviceFilter::Program(insns) => (host.fs.attach_devices)(&leaf, insns),
+        });
+        if let Err(e) = applied {
             if created {
                 if let Err(cleanup) = remove_tree(&host.fs, &leaf) {
                     tracing::warn!(path = %leaf.display(), error = %cleanup, "cannot remove cgroup after a failed create");
