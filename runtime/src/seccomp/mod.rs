@@ -349,7 +349,7 @@ pub(crate) fn select_arches(
             Some(arch) => want.push(arch),
             None if *a == OciArch::ScmpArchNative => want.push(ours[0]),
             None => {
-                tracing::debug!(arch = %a, "no syscall table for this architecture, its syscalls get the mismatch action")
+                tracing::debug!(arch = %a, "no syscall table for this architecture, its processes are killed")
             }
         }
     }
@@ -358,18 +358,6 @@ pub(crate) fn select_arches(
 }
 
 pub(crate) fn compile_for(profile: &LinuxSeccomp, kernel: Kernel) -> Result<Program, SeccompError> {
-    compile_arches(
-        profile,
-        kernel,
-        &select_arches(profile, kernel, Arch::build()),
-    )
-}
-
-fn compile_arches(
-    profile: &LinuxSeccomp,
-    kernel: Kernel,
-    arches: &[Arch],
-) -> Result<Program, SeccompError> {
     if profile.listener_path().is_some() {
         return Err(SeccompError::Listener);
     }
@@ -406,7 +394,7 @@ fn compile_arches(
     }
 
     let mut sections = Vec::new();
-    for &arch in arches {
+    for arch in select_arches(profile, kernel, Arch::build()) {
         let mut by_nr: Vec<(u32, Vec<bpf::Rule>)> = Vec::new();
         let mut skipped = 0usize;
         for (sc, rule) in &rules {
