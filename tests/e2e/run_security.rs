@@ -1,8 +1,11 @@
 //! `slate run`'s isolation flags, read back from inside the container: capabilities,
 //! seccomp, no_new_privs, `--privileged`, `--read-only`, `--network none`, `--ulimit`.
 
+use std::path::Path;
+
 use crate::harness::run_image::{self, RunEnv};
 use crate::harness::slate::Output;
+use crate::harness::tar_writer::Entry;
 
 /// A field of `/proc/self/status` as printed by `grep -E '^(Cap|Seccomp|NoNewPrivs)'`.
 fn status_field(out: &Output, key: &str) -> String {
@@ -249,4 +252,97 @@ fn init_does_not_expose_the_slate_binary_to_the_container() {
         )
         .success();
     assert!(out.stdout.contains("exe=denied"), "{out:?}");
+}
+
+/// An i386 program for [`issue11_seccomp_i386_binary_runs`]: glibc's static start-up (brk,
+/// set_thread_area, uname...), then the syscalls an ordinary program makes, each through its
+/// i386 number, and one the default profile denies (keyctl), so the output shows the process
+/// was filtered, not left alone.
+const I386_SRC: &str = r#"
+/* Only headers that need no kernel headers: gcc-multilib brings none for i386. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int socket(int domain, int type, int protocol);
+int *__errno_location(void);
+#define I386_NR_KEYCTL 288
+#define AF_INET_ 2
+#define SOCK_DGRAM_ 2
+#define EPERM_ 1
+
+int main(void) {
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 2;
+    char seccomp[64] = "?";
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 3;
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "Seccomp:", 8) == 0) {
+            line[strcspn(line, "\n")] = 0;
+            snprintf(seccomp, sizeof seccomp, "%s", line + 8 + strspn(line + 8, " \t"));
+        }
+    fclose(f);
+    int s = socket(AF_INET_, SOCK_DGRAM_, 0);
+    if (s < 0) return 4;
+    close(s);
+    long k = syscall(I386_NR_KEYCTL, 0, -3L, 0, 0, 0);
+    printf("i386-ok pid=%d seccomp=%s keyctl=%s\n", (int)getpid(), seccomp,
+           k == -1 && *__errno_location() == EPERM_ ? "EPERM" : "allowed");
+    return 0;
+}
+"#;
+
+/// [`I386_SRC`] built as a static i386 binary (`gcc -m32`, from gcc-multilib).
+fn i386_binary() -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let src = dir.join(format!("e2e-i386-{}.c", std::process::id()));
+    let out = dir.join(format!("e2e-i386-{}", std::process::id()));
+    std::fs::write(&src, I386_SRC).expect("writing the i386 source");
+    let st = std::process::Command::new("cc")
+        .args(["-m32", "-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("running cc");
+    let _ = std::fs::remove_file(&src);
+    assert!(
+        st.success(),
+        "building the i386 binary failed (install gcc-multilib, see tests/deps)"
+    );
+    let bytes = std::fs::read(&out).expect("reading the i386 binary");
+    let _ = std::fs::remove_file(&out);
+    // ELFCLASS32, EM_386: what the test is about
+    assert_eq!((bytes[4], bytes[18]), (1, 3), "not an i386 ELF");
+    bytes
+}
+
+/// Issue 11: the default seccomp filter covered only the build's own architecture, so a
+/// process of the kernel's compat ABI (here i386 on x86_64; on a Pi, arm64 images under a
+/// 32-bit slate) got EPERM from every syscall and crashed (exit 139). It must run, and
+/// still be filtered.
+#[test]
+fn issue11_seccomp_i386_binary_runs() {
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("skipped: i386 binaries run on x86_64 kernels only");
+        return;
+    }
+    let img = run_image::image(
+        run_image::default_config(),
+        vec![vec![Entry::file("bin/i386", i386_binary()).mode(0o755)]],
+    );
+    let env = RunEnv::with_image("i386", &img);
+    let out = env.run(&[], &["/bin/i386"]).success();
+    assert!(out.stdout.contains("i386-ok"), "{out:?}");
+    assert!(out.stdout.contains("seccomp=2"), "filtered: {out:?}");
+    assert!(
+        out.stdout.contains("keyctl=EPERM"),
+        "i386 syscalls are checked, not let through: {out:?}"
+    );
+    let out = env
+        .run(&["--security-opt", "seccomp=unconfined"], &["/bin/i386"])
+        .success();
+    assert!(out.stdout.contains("seccomp=0"), "{out:?}");
 }

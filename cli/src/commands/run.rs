@@ -242,7 +242,8 @@ fn default_seccomp(store: &Store, spec: &oci_spec::runtime::Spec) -> anyhow::Res
         format!(
             "{} {} {} {}",
             env!("CARGO_PKG_VERSION"),
-            std::env::consts::ARCH,
+            // The program filters the kernel's architectures, not the build's.
+            slate_runtime::seccomp::kernel_arch_set_name(),
             // The profile's rules may depend on the kernel version (minKernel).
             nix::sys::utsname::uname()
                 .map(|u| u.release().to_string_lossy().into_owned())

@@ -260,16 +260,6 @@ pub(crate) fn build(args: &RunArgs, host: &dyn Host) -> Result<Security, SpecErr
 }
 
 /// docker's architecture names in profiles, for this build's target.
-fn native_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "x86" => "386",
-        other => other,
-    }
-}
-
 fn kernel_version(host: &dyn Host) -> Option<(u32, u32)> {
     let r = host.read_file("/proc/sys/kernel/osrelease")?;
     let mut it = r.trim().split(|c: char| !c.is_ascii_digit());
@@ -293,7 +283,10 @@ fn load_profile(
         path: path.clone(),
         source,
     })?;
-    resolve_docker_profile(&mut v, caps, native_arch(), kernel_version(host));
+    // The compiled program filters every architecture of the kernel, so a rule for any of
+    // them stays (its names are looked up per architecture).
+    let arches = slate_runtime::seccomp::docker_arch_names();
+    resolve_docker_profile(&mut v, caps, &arches, kernel_version(host));
     serde_json::from_value(v).map_err(|source| SpecError::SeccompProfile {
         path: path.clone(),
         source,
@@ -303,7 +296,7 @@ fn load_profile(
 fn resolve_docker_profile(
     v: &mut Value,
     caps: &[Capability],
-    arch: &str,
+    arches: &[&str],
     kernel: Option<(u32, u32)>,
 ) {
     let obj = match v.as_object_mut() {
@@ -357,10 +350,11 @@ fn resolve_docker_profile(
             if exc_caps.iter().any(has_cap) {
                 return false;
             }
-            if !inc_arches.is_empty() && !inc_arches.iter().any(|a| a.as_str() == Some(arch)) {
+            let ours = |a: &Value| a.as_str().is_some_and(|a| arches.contains(&a));
+            if !inc_arches.is_empty() && !inc_arches.iter().any(ours) {
                 return false;
             }
-            if exc_arches.iter().any(|a| a.as_str() == Some(arch)) {
+            if exc_arches.iter().any(ours) {
                 return false;
             }
             if let Some(min) = inc.and_then(|i| i.get("minKernel")).and_then(Value::as_str) {

@@ -3,9 +3,12 @@
 //!
 //! Program shape:
 //! ```text
-//!   ld arch; for each arch: jeq AUDIT_ARCH -> its section; ret <mismatch>
+//!   ld arch; for each audit arch: jeq AUDIT_ARCH -> its sections; ret <mismatch>
+//! sections of one audit arch:
+//!   ld nr; [x86_64 and x32 share AUDIT_ARCH_X86_64: nr >= X32 bit -> the x32 section, else
+//!   the x86_64 one; the half with no section -> ret <mismatch>]
 //! section:
-//!   ld nr; [x86_64: nr >= X32 bit -> ret <mismatch>]; [nr newer than the table -> ENOSYS]
+//!   [nr newer than the table -> ENOSYS]
 //!   binary search over the sorted syscall numbers (jge splits, ja to the right half), leaves
 //!   of up to four `jeq nr` that return the action or jump to the syscall's argument checks;
 //!   not found -> ret <default>
@@ -174,16 +177,27 @@ pub(crate) struct Rule {
     pub conds: Vec<Cond>,
 }
 
+/// Which syscall numbers under its audit arch a section owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Nrs {
+    /// Every number: the audit arch names one ABI.
+    All,
+    /// x86_64: the numbers without [`X32_SYSCALL_BIT`]; those with it are x32's.
+    BelowX32,
+    /// x32: the numbers with [`X32_SYSCALL_BIT`], under AUDIT_ARCH_X86_64.
+    X32,
+}
+
 /// The rules of one architecture, by syscall number, in profile order within a number.
 pub(crate) struct Section {
     pub audit_arch: u32,
-    pub x32_guard: bool,
+    pub nrs: Nrs,
     /// Numbers above this one (newer than slate's table) fail with ENOSYS instead of the
     /// default action, so a newer libc falls back to the older syscall it knows (glibc does
     /// for fchmodat2, clone3...) instead of failing with EPERM.
     pub enosys_above: Option<u32>,
     /// Start of the architecture's private syscall range, exempt from `enosys_above` (arm's
-    /// cacheflush, set_tls... at 0x0f0000).
+    /// cacheflush, set_tls... at 0x0f0000; x32's own entry points from 512 on).
     pub private_base: Option<u32>,
     pub syscalls: Vec<(u32, Vec<Rule>)>,
 }
@@ -201,63 +215,116 @@ pub(crate) fn generate(
     default_ret: u32,
     mismatch_ret: u32,
 ) -> Result<Vec<Insn>, SeccompError> {
+    // One group per audit arch, in the order the sections come (the kernel's own first, so
+    // the common case takes one jump).
+    let mut groups: Vec<(u32, Option<&Section>, Option<&Section>)> = Vec::new();
+    for s in sections {
+        let at = match groups.iter().position(|g| g.0 == s.audit_arch) {
+            Some(i) => i,
+            None => {
+                groups.push((s.audit_arch, None, None));
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[at];
+        let slot = if s.nrs == Nrs::X32 {
+            &mut g.2
+        } else {
+            &mut g.1
+        };
+        if slot.is_some() {
+            return Err(SeccompError::Internal("two sections for one audit arch"));
+        }
+        *slot = Some(s);
+    }
+    for (_, low, high) in &groups {
+        if low.is_some_and(|l| l.nrs == Nrs::All) && high.is_some() {
+            return Err(SeccompError::Internal(
+                "x32 section beside a whole-arch one",
+            ));
+        }
+    }
+
     let mut a = Asm::default();
     a.ld(OFF_ARCH);
-    let starts: Vec<Label> = sections.iter().map(|_| a.label()).collect();
-    for (s, start) in sections.iter().zip(&starts) {
+    let starts: Vec<Label> = groups.iter().map(|_| a.label()).collect();
+    for (g, start) in groups.iter().zip(&starts) {
         let next = a.label();
-        a.jmp(JEQ_K, s.audit_arch, J::Next, J::To(next));
+        a.jmp(JEQ_K, g.0, J::Next, J::To(next));
         a.ja(*start);
         a.bind(next);
     }
     a.ret(mismatch_ret);
 
-    for (s, start) in sections.iter().zip(&starts) {
+    for ((_, low, high), start) in groups.iter().zip(&starts) {
         a.bind(*start);
         a.ld(OFF_NR);
-        if s.x32_guard {
-            let native = a.label();
-            a.jmp(JGE_K, X32_SYSCALL_BIT, J::Next, J::To(native));
-            a.ret(mismatch_ret);
-            a.bind(native);
-        }
-        if let Some(max) = s.enosys_above {
-            let known = a.label();
-            a.jmp(JGT_K, max, J::Next, J::To(known));
-            if let Some(base) = s.private_base {
-                a.jmp(JGE_K, base, J::To(known), J::Next);
+        let split = high.is_some() || low.is_some_and(|l| l.nrs == Nrs::BelowX32);
+        if !split {
+            if let Some(s) = low {
+                section(&mut a, s, default_ret);
             }
-            a.ret(RET_ENOSYS);
-            a.bind(known);
+            continue;
         }
-        let mut leaves = Vec::with_capacity(s.syscalls.len());
-        let mut bodies = Vec::new();
-        for (nr, rules) in &s.syscalls {
-            match rules.first() {
-                Some(r) if r.conds.is_empty() => leaves.push((*nr, Target::Ret(r.ret))),
-                Some(_) => {
-                    let l = a.label();
-                    leaves.push((*nr, Target::Body(l)));
-                    bodies.push((l, rules));
-                }
-                None => {}
-            }
+        // An x32 number never reaches the x86_64 table nor the other way round: the same
+        // name has other numbers (and some syscalls other arguments) in each.
+        let high_label = a.label();
+        let low_label = a.label();
+        a.jmp(JGE_K, X32_SYSCALL_BIT, J::Next, J::To(low_label));
+        match high {
+            Some(_) => a.ja(high_label),
+            None => a.ret(mismatch_ret),
         }
-        tree(&mut a, &leaves, default_ret);
-        for (l, rules) in bodies {
-            a.bind(l);
-            for r in rules.iter() {
-                let fail = a.label();
-                for c in &r.conds {
-                    cond(&mut a, c, fail);
-                }
-                a.ret(r.ret);
-                a.bind(fail);
-            }
-            a.ret(default_ret);
+        a.bind(low_label);
+        match low {
+            Some(s) => section(&mut a, s, default_ret),
+            None => a.ret(mismatch_ret),
+        }
+        if let Some(s) = high {
+            a.bind(high_label);
+            section(&mut a, s, default_ret);
         }
     }
     a.finish()
+}
+
+/// One architecture's checks; the accumulator holds the syscall number.
+fn section(a: &mut Asm, s: &Section, default_ret: u32) {
+    if let Some(max) = s.enosys_above {
+        let known = a.label();
+        a.jmp(JGT_K, max, J::Next, J::To(known));
+        if let Some(base) = s.private_base {
+            a.jmp(JGE_K, base, J::To(known), J::Next);
+        }
+        a.ret(RET_ENOSYS);
+        a.bind(known);
+    }
+    let mut leaves = Vec::with_capacity(s.syscalls.len());
+    let mut bodies = Vec::new();
+    for (nr, rules) in &s.syscalls {
+        match rules.first() {
+            Some(r) if r.conds.is_empty() => leaves.push((*nr, Target::Ret(r.ret))),
+            Some(_) => {
+                let l = a.label();
+                leaves.push((*nr, Target::Body(l)));
+                bodies.push((l, rules));
+            }
+            None => {}
+        }
+    }
+    tree(a, &leaves, default_ret);
+    for (l, rules) in bodies {
+        a.bind(l);
+        for r in rules.iter() {
+            let fail = a.label();
+            for c in &r.conds {
+                cond(a, c, fail);
+            }
+            a.ret(r.ret);
+            a.bind(fail);
+        }
+        a.ret(default_ret);
+    }
 }
 
 /// Binary search over sorted syscall numbers; the accumulator holds the number throughout.

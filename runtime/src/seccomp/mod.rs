@@ -2,13 +2,23 @@
 //! pure Rust (no libseccomp, so slate cross-compiles for armv7 and aarch64 with no C build).
 //!
 //! What a compiled [`Program`] guarantees:
-//! - it filters the host's native architecture, plus arm on aarch64 (32-bit userlands on
-//!   64-bit Raspberry Pi kernels), when the profile lists it. Any other architecture value in
-//!   `seccomp_data.arch`, and x32 syscalls on x86_64, get the default action when that denies
-//!   (errno, kill, trap), and kill the process when the default would let them through: a
-//!   number never checked against this architecture's table is never allowed;
+//! - it filters the architectures of the running kernel, not of slate's build: `uname -m`
+//!   decides, so a 32-bit slate on a 64-bit kernel filters the 64-bit ABI too. An x86_64
+//!   kernel has x86_64, i386 and x32 (x32 shares x86_64's audit arch; its numbers carry
+//!   `__X32_SYSCALL_BIT` and are checked against x32's own table); an aarch64 kernel has
+//!   aarch64 and arm; an arm one arm. A profile that lists no `architectures` gets all of
+//!   them; one that lists some gets those the kernel has, plus slate's own (its execve of
+//!   the container's process is the first syscall checked). The shipped profile lists all;
+//! - each architecture is checked against its own syscall table: a number is only ever
+//!   allowed by a name that has that number on that architecture. Any other value of
+//!   `seccomp_data.arch`, and x32 numbers when x32 is not filtered, kill the process;
 //! - names are looked up per architecture (tables generated from the kernel's uapi headers in
-//!   `tables.rs`); a name unknown to an architecture is skipped there, as libseccomp does;
+//!   `tables.rs`); a name unknown to an architecture is skipped there, as libseccomp does.
+//!   So i386's `socketcall` and `ipc` are allowed where the profile names them, as docker's
+//!   does, and argument conditions on `socket` cannot reach the socket family behind
+//!   `socketcall` (it is in user memory): on i386 an allowed `socketcall` opens any family;
+//! - a cached program ([`Program::to_bytes`], [`cache_key`]) names the kernel's architecture
+//!   set, and [`Program::from_bytes`] refuses one written for another set;
 //! - rules for one syscall are tried in profile order, the first whose argument conditions
 //!   all hold decides; conditions compare full 64-bit arguments as two 32-bit halves;
 //! - [`Program::install`] does no allocation and no logging, so it is safe in the cloned
@@ -70,6 +80,10 @@ pub enum SeccompError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Arch {
     X86_64,
+    /// i386, the 32-bit ABI of an x86_64 kernel.
+    X86,
+    /// x32, x86_64's ILP32 ABI: AUDIT_ARCH_X86_64, numbers carrying `__X32_SYSCALL_BIT`.
+    X32,
     Aarch64,
     Arm,
 }
@@ -77,7 +91,8 @@ pub(crate) enum Arch {
 impl Arch {
     fn audit(self) -> u32 {
         match self {
-            Arch::X86_64 => 0xc000_003e,
+            Arch::X86_64 | Arch::X32 => 0xc000_003e,
+            Arch::X86 => 0x4000_0003,
             Arch::Aarch64 => 0xc000_00b7,
             Arch::Arm => 0x4000_0028,
         }
@@ -86,6 +101,8 @@ impl Arch {
     fn name(self) -> &'static str {
         match self {
             Arch::X86_64 => "x86_64",
+            Arch::X86 => "x86",
+            Arch::X32 => "x32",
             Arch::Aarch64 => "aarch64",
             Arch::Arm => "arm",
         }
@@ -94,6 +111,8 @@ impl Arch {
     fn table(self) -> &'static [(&'static str, u32)] {
         match self {
             Arch::X86_64 => tables::X86_64,
+            Arch::X86 => tables::X86,
+            Arch::X32 => tables::X32,
             Arch::Aarch64 => tables::AARCH64,
             Arch::Arm => tables::ARM,
         }
@@ -106,11 +125,14 @@ impl Arch {
             .map(|i| t[i].1)
     }
 
-    /// arm's private syscalls (`__ARM_NR_*`) start here.
+    /// Where the architecture's numbers past its ordinary range start: arm's private
+    /// syscalls (`__ARM_NR_*`), x32's own entry points for the syscalls whose arguments
+    /// differ from x86_64's (rt_sigaction, ioctl, readv... at 512 and up).
     fn private_base(self) -> Option<u32> {
         match self {
             Arch::Arm => Some(0x000f_0000),
-            Arch::X86_64 | Arch::Aarch64 => None,
+            Arch::X32 => Some(bpf::X32_SYSCALL_BIT + 512),
+            Arch::X86_64 | Arch::X86 | Arch::Aarch64 => None,
         }
     }
 
@@ -124,7 +146,17 @@ impl Arch {
             .max()
     }
 
-    pub(crate) fn native() -> Option<Arch> {
+    fn nrs(self) -> bpf::Nrs {
+        match self {
+            Arch::X86_64 => bpf::Nrs::BelowX32,
+            Arch::X32 => bpf::Nrs::X32,
+            Arch::X86 | Arch::Aarch64 | Arch::Arm => bpf::Nrs::All,
+        }
+    }
+
+    /// The architecture slate itself was built for, whose syscalls (the execve of the
+    /// container's process, right after the filter is installed) must always pass.
+    fn build() -> Option<Arch> {
         if cfg!(target_arch = "x86_64") {
             Some(Arch::X86_64)
         } else if cfg!(target_arch = "aarch64") {
@@ -139,24 +171,117 @@ impl Arch {
     fn from_oci(a: OciArch) -> Option<Arch> {
         match a {
             OciArch::ScmpArchX86_64 => Some(Arch::X86_64),
+            OciArch::ScmpArchX86 => Some(Arch::X86),
+            OciArch::ScmpArchX32 => Some(Arch::X32),
             OciArch::ScmpArchAarch64 => Some(Arch::Aarch64),
             OciArch::ScmpArchArm => Some(Arch::Arm),
             _ => None,
         }
     }
 
-    /// Architectures whose syscalls a process on a kernel of this one can make.
-    fn compat(self) -> &'static [Arch] {
+    /// docker's names for the architecture, as its profiles' `includes.arches` use them
+    /// (i386 appears as "x86" in docker's profile and as Go's "386" in others).
+    fn docker_names(self) -> &'static [&'static str] {
         match self {
-            Arch::Aarch64 => &[Arch::Arm],
-            Arch::X86_64 | Arch::Arm => &[],
+            Arch::X86_64 => &["amd64"],
+            Arch::X86 => &["386", "x86"],
+            Arch::X32 => &["x32"],
+            Arch::Aarch64 => &["arm64"],
+            Arch::Arm => &["arm"],
         }
     }
 }
 
-/// Name of the architecture programs are compiled for on this build, for cache keys.
-pub fn native_arch_name() -> &'static str {
-    Arch::native().map_or("unsupported", Arch::name)
+/// The kernel a program is compiled for: which architectures' syscalls it accepts. That is
+/// the kernel's, not slate's build target: a 32-bit slate on a 64-bit kernel starts 64-bit
+/// images, and a 64-bit one starts 32-bit images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    X86_64,
+    Aarch64,
+    Arm,
+    X86,
+}
+
+impl Kernel {
+    /// Its native architecture first, then the compat ones.
+    pub(crate) fn arches(self) -> &'static [Arch] {
+        match self {
+            Kernel::X86_64 => &[Arch::X86_64, Arch::X86, Arch::X32],
+            Kernel::Aarch64 => &[Arch::Aarch64, Arch::Arm],
+            Kernel::Arm => &[Arch::Arm],
+            Kernel::X86 => &[Arch::X86],
+        }
+    }
+
+    /// Names the architecture set, in cache keys.
+    fn set_name(self) -> &'static str {
+        match self {
+            Kernel::X86_64 => "x86_64+x86+x32",
+            Kernel::Aarch64 => "aarch64+arm",
+            Kernel::Arm => "arm",
+            Kernel::X86 => "x86",
+        }
+    }
+
+    /// Identifies the architecture set in a cached program.
+    fn set_mask(self) -> u32 {
+        self.arches().iter().fold(0, |m, a| m | 1 << (*a as u32))
+    }
+
+    /// From `uname -m`.
+    pub(crate) fn from_machine(machine: &str) -> Option<Kernel> {
+        match machine {
+            "x86_64" | "amd64" => Some(Kernel::X86_64),
+            "aarch64" | "arm64" => Some(Kernel::Aarch64),
+            // Only a 64-bit kernel says armv8l (its COMPAT_UTS_MACHINE, shown to a process
+            // under the PER_LINUX32 personality, as `linux32` sets it); a 32-bit arm kernel
+            // reports v7 at most, even on an ARMv8 core.
+            "armv8l" | "armv8b" => Some(Kernel::Aarch64),
+            m if m.starts_with("arm") => Some(Kernel::Arm),
+            "i386" | "i486" | "i586" | "i686" => Some(Kernel::X86),
+            _ => None,
+        }
+    }
+
+    /// The running kernel, by `uname -m`. A personality can make uname name an architecture
+    /// this build cannot run on (`linux32` on x86_64 says i686): then the build's own kernel
+    /// is the one, since a 64-bit slate runs only on its own 64-bit kernel.
+    pub(crate) fn running() -> Option<Kernel> {
+        let from_uname = nix::sys::utsname::uname()
+            .ok()
+            .and_then(|u| u.machine().to_str().and_then(Kernel::from_machine));
+        let build = Arch::build()?;
+        match from_uname {
+            Some(k) if k.arches().contains(&build) => Some(k),
+            _ => match build {
+                Arch::X86_64 | Arch::X86 | Arch::X32 => Some(Kernel::X86_64),
+                Arch::Aarch64 => Some(Kernel::Aarch64),
+                Arch::Arm => Some(Kernel::Arm),
+            },
+        }
+    }
+}
+
+/// Names the set of architectures programs are compiled for on the running kernel (its
+/// native and compat ones), for cache keys: a program cached on one set is never found on
+/// another.
+pub fn kernel_arch_set_name() -> &'static str {
+    Kernel::running().map_or("unsupported", Kernel::set_name)
+}
+
+/// docker's architecture names (as in a profile's `includes.arches`) of the running kernel's
+/// architecture set, for resolving profiles in docker's format.
+pub fn docker_arch_names() -> Vec<&'static str> {
+    Kernel::running()
+        .map(|k| {
+            k.arches()
+                .iter()
+                .flat_map(|a| a.docker_names())
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 const RET_KILL_THREAD: u32 = 0x0000_0000;
@@ -193,16 +318,46 @@ fn ret_value(action: LinuxSeccompAction, errno: Option<u32>) -> Result<u32, Secc
 pub struct Program {
     insns: Vec<Insn>,
     flags: u32,
-    arch: u32,
+    /// [`Kernel::set_mask`] of the kernel it was compiled for.
+    arches: u32,
 }
 
-/// Compiles `profile` for this host's architecture.
+/// Compiles `profile` for the running kernel's architectures.
 pub fn compile(profile: &LinuxSeccomp) -> Result<Program, SeccompError> {
-    let native = Arch::native().ok_or(SeccompError::UnsupportedArch)?;
-    compile_for(profile, native)
+    let kernel = Kernel::running().ok_or(SeccompError::UnsupportedArch)?;
+    compile_for(profile, kernel)
 }
 
-pub(crate) fn compile_for(profile: &LinuxSeccomp, native: Arch) -> Result<Program, SeccompError> {
+/// The architectures a program for `kernel` filters. A profile that lists none gets all of
+/// the kernel's (each against its own table, so a name allowed is allowed in every ABI, as
+/// docker's archMap does for its default). One that lists some gets those the kernel has,
+/// plus the architecture slate runs as (`build`), as libseccomp always adds its native one:
+/// slate's own execve of the container's process is the first syscall the filter sees.
+pub(crate) fn select_arches(
+    profile: &LinuxSeccomp,
+    kernel: Kernel,
+    build: Option<Arch>,
+) -> Vec<Arch> {
+    let ours = kernel.arches();
+    let listed = profile.architectures().as_deref().unwrap_or_default();
+    if listed.is_empty() {
+        return ours.to_vec();
+    }
+    let mut want: Vec<Arch> = build.into_iter().collect();
+    for a in listed {
+        match Arch::from_oci(*a) {
+            Some(arch) => want.push(arch),
+            None if *a == OciArch::ScmpArchNative => want.push(ours[0]),
+            None => {
+                tracing::debug!(arch = %a, "no syscall table for this architecture, its processes are killed")
+            }
+        }
+    }
+    // In the kernel's order, native first: the common case takes the first jump.
+    ours.iter().copied().filter(|a| want.contains(a)).collect()
+}
+
+pub(crate) fn compile_for(profile: &LinuxSeccomp, kernel: Kernel) -> Result<Program, SeccompError> {
     if profile.listener_path().is_some() {
         return Err(SeccompError::Listener);
     }
@@ -216,29 +371,12 @@ pub(crate) fn compile_for(profile: &LinuxSeccomp, native: Arch) -> Result<Progra
         };
     }
 
-    // The native architecture is always filtered (as libseccomp does); compat ones when
-    // listed. Listed ones we have no table for (x86, x32) fall to the mismatch action.
-    let mut arches = vec![native];
-    for a in profile.architectures().iter().flatten() {
-        match Arch::from_oci(*a) {
-            Some(arch) if native.compat().contains(&arch) && !arches.contains(&arch) => {
-                arches.push(arch)
-            }
-            Some(_) => {}
-            None if *a == OciArch::ScmpArchNative => {}
-            None => {
-                tracing::debug!(arch = %a, "no syscall table for this architecture, its syscalls get the mismatch action")
-            }
-        }
-    }
-
     let default_ret = ret_value(profile.default_action(), profile.default_errno_ret())?;
-    let mismatch_ret = match profile.default_action() {
-        LinuxSeccompAction::ScmpActAllow
-        | LinuxSeccompAction::ScmpActLog
-        | LinuxSeccompAction::ScmpActTrace => RET_KILL_PROCESS,
-        _ => default_ret,
-    };
+    // A syscall of an architecture the program has no table for cannot be checked. Failing
+    // each one with the default errno leaves a process that crashes somewhere later (issue
+    // 11: arm64 images under an arm-only filter segfaulted, exit 139); killing it at its
+    // first syscall says what happened, as libseccomp's default bad-arch action does.
+    let mismatch_ret = RET_KILL_PROCESS;
 
     // Only where the default denies: under an allowing default a newer syscall is allowed.
     let enosys = matches!(
@@ -256,7 +394,7 @@ pub(crate) fn compile_for(profile: &LinuxSeccomp, native: Arch) -> Result<Progra
     }
 
     let mut sections = Vec::new();
-    for arch in arches {
+    for arch in select_arches(profile, kernel, Arch::build()) {
         let mut by_nr: Vec<(u32, Vec<bpf::Rule>)> = Vec::new();
         let mut skipped = 0usize;
         for (sc, rule) in &rules {
@@ -279,7 +417,7 @@ pub(crate) fn compile_for(profile: &LinuxSeccomp, native: Arch) -> Result<Progra
         );
         sections.push(bpf::Section {
             audit_arch: arch.audit(),
-            x32_guard: arch == Arch::X86_64,
+            nrs: arch.nrs(),
             enosys_above: if enosys { arch.max_regular() } else { None },
             private_base: arch.private_base(),
             syscalls: by_nr,
@@ -290,7 +428,7 @@ pub(crate) fn compile_for(profile: &LinuxSeccomp, native: Arch) -> Result<Progra
     Ok(Program {
         insns,
         flags,
-        arch: native.audit(),
+        arches: kernel.set_mask(),
     })
 }
 
@@ -335,7 +473,8 @@ const _: () = assert!(std::mem::size_of::<Insn>() == std::mem::size_of::<libc::s
 const _: () = assert!(std::mem::align_of::<Insn>() == std::mem::align_of::<libc::sock_filter>());
 
 const CACHE_MAGIC: &[u8; 8] = b"SLSECCMP";
-const CACHE_VERSION: u32 = 1;
+/// 2: the header's arch word names the kernel's architecture set, no longer one arch.
+const CACHE_VERSION: u32 = 2;
 
 impl Program {
     /// Installs the filter on the calling thread (and, with the TSYNC flag, its siblings).
@@ -395,12 +534,12 @@ impl Program {
     }
 
     /// Serializes the program for an on-disk cache (keyed by profile hash and
-    /// [`native_arch_name`]).
+    /// [`kernel_arch_set_name`]).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + 8 * self.insns.len());
         out.extend_from_slice(CACHE_MAGIC);
         out.extend_from_slice(&CACHE_VERSION.to_le_bytes());
-        out.extend_from_slice(&self.arch.to_le_bytes());
+        out.extend_from_slice(&self.arches.to_le_bytes());
         out.extend_from_slice(&self.flags.to_le_bytes());
         out.extend_from_slice(&(self.insns.len() as u32).to_le_bytes());
         for i in &self.insns {
@@ -415,8 +554,13 @@ impl Program {
     }
 
     /// Reads back [`Program::to_bytes`]; refuses a truncated or corrupted cache and one
-    /// compiled for another architecture.
+    /// compiled for another kernel's set of architectures.
     pub fn from_bytes(bytes: &[u8]) -> Result<Program, SeccompError> {
+        let kernel = Kernel::running().ok_or(SeccompError::UnsupportedArch)?;
+        Program::from_bytes_for(bytes, kernel)
+    }
+
+    pub(crate) fn from_bytes_for(bytes: &[u8], kernel: Kernel) -> Result<Program, SeccompError> {
         const HEADER: usize = 8 + 4 * 4;
         if bytes.len() < HEADER + 8 {
             return Err(SeccompError::Cache("too short"));
@@ -433,9 +577,11 @@ impl Program {
         if word(8) != CACHE_VERSION {
             return Err(SeccompError::Cache("written by another slate version"));
         }
-        let arch = word(12);
-        if Some(arch) != Arch::native().map(Arch::audit) {
-            return Err(SeccompError::Cache("compiled for another architecture"));
+        let arches = word(12);
+        if arches != kernel.set_mask() {
+            return Err(SeccompError::Cache(
+                "compiled for another set of architectures",
+            ));
         }
         let flags = word(16);
         let count = word(20) as usize;
@@ -451,18 +597,22 @@ impl Program {
                 k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
             })
             .collect();
-        Ok(Program { insns, flags, arch })
+        Ok(Program {
+            insns,
+            flags,
+            arches,
+        })
     }
 }
 
-/// A key for caching the compiled form of `profile` on this architecture: changes with the
-/// profile, the architecture and the program format.
+/// A key for caching the compiled form of `profile` on the running kernel: changes with the
+/// profile, the kernel's set of architectures and the program format.
 pub fn cache_key(profile: &LinuxSeccomp) -> Result<String, SeccompError> {
     let json = serde_json::to_vec(profile)?;
     Ok(format!(
         "{:016x}-{}-v{CACHE_VERSION}",
         fnv1a(&json),
-        native_arch_name()
+        kernel_arch_set_name()
     ))
 }
 
@@ -537,16 +687,6 @@ struct Filter {
     arches: Vec<String>,
 }
 
-/// docker's names for the architectures a program of this build filters.
-fn docker_arch_names() -> &'static [&'static str] {
-    match Arch::native() {
-        Some(Arch::X86_64) => &["amd64"],
-        Some(Arch::Aarch64) => &["arm64", "arm"],
-        Some(Arch::Arm) => &["arm"],
-        None => &[],
-    }
-}
-
 /// The default profile from `configs/seccomp-default.json`, for docker's default capabilities.
 pub fn docker_default() -> Result<LinuxSeccomp, SeccompError> {
     docker_default_for_caps(DOCKER_DEFAULT_CAPS)
@@ -562,7 +702,7 @@ where
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .ok()
         .and_then(|r| parse_kernel_version(&r));
-    resolve_profile(DEFAULT_PROFILE_JSON, caps, kernel)
+    resolve_profile(DEFAULT_PROFILE_JSON, caps, kernel, &docker_arch_names())
 }
 
 fn normalize_cap(c: &str) -> String {
@@ -582,11 +722,13 @@ pub(crate) fn parse_kernel_version(s: &str) -> Option<(u32, u32)> {
 }
 
 /// Resolves the extended profile format into a plain OCI profile for `caps` on `kernel`
-/// (rules with a `minKernel` are dropped when the kernel version is unknown).
+/// (rules with a `minKernel` are dropped when the kernel version is unknown) whose
+/// architectures docker calls `arches`.
 pub(crate) fn resolve_profile<I, S>(
     json: &str,
     caps: I,
     kernel: Option<(u32, u32)>,
+    arches: &[&str],
 ) -> Result<LinuxSeccomp, SeccompError>
 where
     I: IntoIterator<Item = S>,
@@ -607,14 +749,23 @@ where
             continue;
         }
         // A rule written for other architectures can have other argument positions (clone
-        // on s390 takes its flags second): never let it apply here.
-        let ours = docker_arch_names();
+        // on s390 takes its flags second): never let it apply here. One program filters
+        // all the kernel's architectures, so a rule for any of them is kept (its names are
+        // looked up per architecture, and skipped where they do not exist).
         if !r.includes.arches.is_empty()
-            && !r.includes.arches.iter().any(|a| ours.contains(&a.as_str()))
+            && !r
+                .includes
+                .arches
+                .iter()
+                .any(|a| arches.contains(&a.as_str()))
         {
             continue;
         }
-        if r.excludes.arches.iter().any(|a| ours.contains(&a.as_str())) {
+        if r.excludes
+            .arches
+            .iter()
+            .any(|a| arches.contains(&a.as_str()))
+        {
             continue;
         }
         if let Some(min) = &r.includes.min_kernel {

@@ -81,8 +81,17 @@ fn call(p: &Program, arch: Arch, name: &str, args: [u64; 6]) -> u32 {
     )
 }
 
+/// docker's names of every architecture slate has a table for.
+const ALL_DOCKER_ARCHES: &[&str] = &["amd64", "386", "x86", "x32", "arm64", "arm"];
+
 fn default_profile(caps: &[&str]) -> LinuxSeccomp {
-    resolve_profile(DEFAULT_PROFILE_JSON, caps.iter(), Some((6, 1))).expect("resolve")
+    resolve_profile(
+        DEFAULT_PROFILE_JSON,
+        caps.iter(),
+        Some((6, 1)),
+        ALL_DOCKER_ARCHES,
+    )
+    .expect("resolve")
 }
 
 const CLONE_NEWUSER: u64 = 0x1000_0000;
@@ -107,8 +116,11 @@ fn tables_are_sorted_and_plausible() {
 
 #[test]
 fn default_profile_allows_ordinary_work_and_denies_the_rest() {
-    for arch in [Arch::X86_64, Arch::Aarch64] {
-        let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), arch).expect("compile");
+    for (kernel, arch) in [
+        (Kernel::X86_64, Arch::X86_64),
+        (Kernel::Aarch64, Arch::Aarch64),
+    ] {
+        let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), kernel).expect("compile");
         assert!(p.instructions().len() < MAX_INSNS);
         for name in [
             "read",
@@ -183,7 +195,7 @@ fn default_profile_allows_ordinary_work_and_denies_the_rest() {
 #[test]
 fn every_listed_name_is_allowed_and_every_other_denied() {
     let profile = default_profile(&DOCKER_DEFAULT_CAPS);
-    let p = compile_for(&profile, Arch::X86_64).expect("compile");
+    let p = compile_for(&profile, Kernel::X86_64).expect("compile");
     let unconditional: Vec<&String> = profile
         .syscalls()
         .iter()
@@ -219,7 +231,7 @@ fn every_listed_name_is_allowed_and_every_other_denied() {
 fn cap_add_relaxes_the_default_profile() {
     let mut caps: Vec<&str> = DOCKER_DEFAULT_CAPS.to_vec();
     caps.push("SYS_ADMIN");
-    let p = compile_for(&default_profile(&caps), Arch::X86_64).expect("compile");
+    let p = compile_for(&default_profile(&caps), Kernel::X86_64).expect("compile");
     let a = Arch::X86_64;
     assert_eq!(call(&p, a, "mount", [0; 6]), ALLOW);
     assert_eq!(
@@ -234,15 +246,20 @@ fn cap_add_relaxes_the_default_profile() {
     // still never
     assert_eq!(call(&p, a, "keyctl", [0; 6]), EPERM);
     // and without CAP_SYS_CHROOT, chroot goes
-    let p = compile_for(&default_profile(&["CAP_CHOWN"]), a).expect("compile");
+    let p = compile_for(&default_profile(&["CAP_CHOWN"]), Kernel::X86_64).expect("compile");
     assert_eq!(call(&p, a, "chroot", [0; 6]), EPERM);
 }
 
 #[test]
 fn min_kernel_gates_ptrace() {
-    let old =
-        resolve_profile(DEFAULT_PROFILE_JSON, DOCKER_DEFAULT_CAPS, Some((4, 4))).expect("resolve");
-    let p = compile_for(&old, Arch::X86_64).expect("compile");
+    let old = resolve_profile(
+        DEFAULT_PROFILE_JSON,
+        DOCKER_DEFAULT_CAPS,
+        Some((4, 4)),
+        ALL_DOCKER_ARCHES,
+    )
+    .expect("resolve");
+    let p = compile_for(&old, Kernel::X86_64).expect("compile");
     assert_eq!(call(&p, Arch::X86_64, "ptrace", [0; 6]), EPERM);
     assert_eq!(parse_kernel_version("6.18.44-fc-v782\n"), Some((6, 18)));
     assert_eq!(parse_kernel_version("4.8"), Some((4, 8)));
@@ -250,7 +267,7 @@ fn min_kernel_gates_ptrace() {
 
 #[test]
 fn aarch64_programs_also_filter_arm_compat_syscalls() {
-    let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), Arch::Aarch64).expect("compile");
+    let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), Kernel::Aarch64).expect("compile");
     assert_eq!(call(&p, Arch::Arm, "read", [0; 6]), ALLOW);
     assert_eq!(call(&p, Arch::Arm, "cacheflush", [0; 6]), ALLOW);
     assert_eq!(call(&p, Arch::Arm, "keyctl", [0; 6]), EPERM);
@@ -258,8 +275,8 @@ fn aarch64_programs_also_filter_arm_compat_syscalls() {
         call(&p, Arch::Arm, "clone", [CLONE_NEWUSER, 0, 0, 0, 0, 0]),
         EPERM
     );
-    // x86_64 is not a compat arch of aarch64: the mismatch action
-    assert_eq!(call(&p, Arch::X86_64, "read", [0; 6]), EPERM);
+    // x86_64 is not a compat arch of aarch64: its syscalls cannot be checked
+    assert_eq!(call(&p, Arch::X86_64, "read", [0; 6]), RET_KILL_PROCESS);
 }
 
 fn rule(names: &[&str], action: LinuxSeccompAction, args: Vec<LinuxSeccompArg>) -> LinuxSyscall {
@@ -298,19 +315,17 @@ fn profile(default: LinuxSeccompAction, rules: Vec<LinuxSyscall>) -> LinuxSeccom
 }
 
 #[test]
-fn wrong_arch_and_x32_are_killed_when_the_default_allows() {
-    let p = compile_for(
-        &profile(
-            LinuxSeccompAction::ScmpActAllow,
-            vec![rule(
-                &["keyctl"],
-                LinuxSeccompAction::ScmpActKillProcess,
-                vec![],
-            )],
-        ),
-        Arch::X86_64,
-    )
-    .expect("compile");
+fn unfiltered_arches_and_x32_are_killed_whatever_the_default() {
+    let mut only_x86_64 = profile(
+        LinuxSeccompAction::ScmpActAllow,
+        vec![rule(
+            &["keyctl"],
+            LinuxSeccompAction::ScmpActKillProcess,
+            vec![],
+        )],
+    );
+    only_x86_64.set_architectures(Some(vec![OciArch::ScmpArchX86_64]));
+    let p = compile_for(&only_x86_64, Kernel::X86_64).expect("compile");
     let a = Arch::X86_64;
     assert_eq!(call(&p, a, "read", [0; 6]), ALLOW);
     assert_eq!(call(&p, a, "keyctl", [0; 6]), RET_KILL_PROCESS);
@@ -327,8 +342,15 @@ fn wrong_arch_and_x32_are_killed_when_the_default_allows() {
     };
     assert_eq!(run(p.instructions(), &x32), RET_KILL_PROCESS);
 
-    let kill = compile_for(&profile(LinuxSeccompAction::ScmpActKill, vec![]), a).expect("compile");
-    assert_eq!(run(kill.instructions(), &i386), RET_KILL_THREAD);
+    let mut kill = profile(LinuxSeccompAction::ScmpActKill, vec![]);
+    kill.set_architectures(Some(vec![OciArch::ScmpArchX86_64]));
+    let kill = compile_for(&kill, Kernel::X86_64).expect("compile");
+    assert_eq!(run(kill.instructions(), &i386), RET_KILL_PROCESS);
+    let mut errno = profile(LinuxSeccompAction::ScmpActErrno, vec![]);
+    errno.set_architectures(Some(vec![OciArch::ScmpArchX86_64]));
+    let errno = compile_for(&errno, Kernel::X86_64).expect("compile");
+    assert_eq!(run(errno.instructions(), &i386), RET_KILL_PROCESS);
+    assert_eq!(run(errno.instructions(), &x32), RET_KILL_PROCESS);
 }
 
 #[test]
@@ -348,7 +370,7 @@ fn actions_are_encoded() {
                 rule(&["no_such_syscall_anywhere"], ScmpActKill, vec![]),
             ],
         ),
-        Arch::X86_64,
+        Kernel::X86_64,
     )
     .expect("unknown names are skipped, not errors");
     let a = Arch::X86_64;
@@ -361,7 +383,7 @@ fn actions_are_encoded() {
 
     let notify = profile(ScmpActAllow, vec![rule(&["read"], ScmpActNotify, vec![])]);
     assert!(matches!(
-        compile_for(&notify, a),
+        compile_for(&notify, Kernel::X86_64),
         Err(SeccompError::UnsupportedAction(_))
     ));
     let bad_index = profile(
@@ -373,7 +395,7 @@ fn actions_are_encoded() {
         )],
     );
     assert!(matches!(
-        compile_for(&bad_index, a),
+        compile_for(&bad_index, Kernel::X86_64),
         Err(SeccompError::ArgIndex { .. })
     ));
 }
@@ -433,7 +455,7 @@ fn argument_operators_compare_full_64_bit_values() {
                         vec![arg(index, *op, *value, *two)],
                     )],
                 ),
-                Arch::X86_64,
+                Kernel::X86_64,
             )
             .expect("compile");
             for (input, allowed) in *checks {
@@ -471,7 +493,7 @@ fn conditions_of_a_rule_are_anded_and_rules_tried_in_order() {
                 second,
             ],
         ),
-        Arch::X86_64,
+        Kernel::X86_64,
     )
     .expect("compile");
     let a = Arch::X86_64;
@@ -495,11 +517,10 @@ fn many_syscalls_with_arguments_still_assemble() {
             )
         })
         .collect();
-    let p = compile_for(
-        &profile(LinuxSeccompAction::ScmpActErrno, rules),
-        Arch::X86_64,
-    )
-    .expect("compile");
+    // one architecture: three of these would not fit in 4096 instructions
+    let mut many = profile(LinuxSeccompAction::ScmpActErrno, rules);
+    many.set_architectures(Some(vec![OciArch::ScmpArchX86_64]));
+    let p = compile_for(&many, Kernel::X86_64).expect("compile");
     for n in names.iter().step_by(37) {
         assert_eq!(call(&p, Arch::X86_64, n, [1, 0, 0, 0, 0, 0]), ALLOW, "{n}");
         assert_eq!(call(&p, Arch::X86_64, n, [2, 0, 0, 0, 0, 0]), EPERM, "{n}");
@@ -555,7 +576,7 @@ fn the_shipped_profile_parses_and_lists_every_architecture() {
 #[test]
 fn syscalls_newer_than_the_table_get_enosys() {
     let a = Arch::X86_64;
-    let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), a).expect("compile");
+    let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), Kernel::X86_64).expect("compile");
     // known and allowed since 6.6: glibc 2.39 uses it for fchmodat
     assert_eq!(call(&p, a, "fchmodat2", [0; 6]), ALLOW);
     let future = Data {
@@ -574,7 +595,7 @@ fn syscalls_newer_than_the_table_get_enosys() {
     };
     assert_eq!(run(p.instructions(), &hole), EPERM);
 
-    let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), Arch::Aarch64).expect("compile");
+    let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), Kernel::Aarch64).expect("compile");
     let future_arm = Data {
         nr: 600,
         arch: Arch::Arm.audit(),
@@ -590,8 +611,11 @@ fn syscalls_newer_than_the_table_get_enosys() {
     assert_eq!(run(p.instructions(), &private_unknown), EPERM);
 
     // under an allowing default, newer syscalls are simply allowed
-    let allow =
-        compile_for(&profile(LinuxSeccompAction::ScmpActAllow, vec![]), a).expect("compile");
+    let allow = compile_for(
+        &profile(LinuxSeccompAction::ScmpActAllow, vec![]),
+        Kernel::X86_64,
+    )
+    .expect("compile");
     assert_eq!(run(allow.instructions(), &future), ALLOW);
 }
 
@@ -604,7 +628,7 @@ fn programs_can_be_shared_and_cache_keys_follow_the_profile() {
     let k = cache_key(&base).expect("key");
     assert_eq!(k, cache_key(&base).expect("key"));
     assert_ne!(k, cache_key(&admin).expect("key"));
-    assert!(k.contains(native_arch_name()), "{k}");
+    assert!(k.contains(kernel_arch_set_name()), "{k}");
 }
 
 #[test]
@@ -619,7 +643,8 @@ fn rules_for_other_architectures_are_dropped() {
             {"names": ["write"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64", "arm64", "arm"]}}
         ]
     }"#;
-    let p = resolve_profile(json, ["CAP_CHOWN"], Some((6, 1))).expect("resolve");
+    let p = resolve_profile(json, ["CAP_CHOWN"], Some((6, 1)), &["amd64", "x86", "x32"])
+        .expect("resolve");
     let names: Vec<&String> = p
         .syscalls()
         .iter()
@@ -627,4 +652,214 @@ fn rules_for_other_architectures_are_dropped() {
         .flat_map(|s| s.names())
         .collect();
     assert_eq!(names, vec!["read", "write"]);
+}
+
+fn raw(p: &Program, arch: u32, nr: u32) -> u32 {
+    run(
+        p.instructions(),
+        &Data {
+            nr,
+            arch,
+            args: [0; 6],
+        },
+    )
+}
+
+const AUDIT_X86_64: u32 = 0xc000_003e;
+const AUDIT_I386: u32 = 0x4000_0003;
+const AUDIT_AARCH64: u32 = 0xc000_00b7;
+const AUDIT_ARM: u32 = 0x4000_0028;
+const X32: u32 = bpf::X32_SYSCALL_BIT;
+
+#[test]
+fn issue11_the_default_profile_filters_every_abi_of_the_kernel() {
+    for kernel in [Kernel::X86_64, Kernel::Aarch64, Kernel::Arm] {
+        let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), kernel).expect("compile");
+        // the instruction counts of the final report; the limit is the kernel's
+        eprintln!(
+            "default profile on a {kernel:?} kernel: {} instructions",
+            p.instructions().len()
+        );
+        assert!(p.instructions().len() <= MAX_INSNS);
+        for &arch in kernel.arches() {
+            for name in ["read", "write", "execve", "getpid", "exit_group", "futex"] {
+                assert_eq!(call(&p, arch, name, [0; 6]), ALLOW, "{name} {arch:?}");
+            }
+            for name in ["kexec_load", "keyctl", "mount", "unshare", "bpf"] {
+                assert_eq!(call(&p, arch, name, [0; 6]), EPERM, "{name} {arch:?}");
+            }
+            let newuser = [SIGCHLD | CLONE_NEWUSER, 0, 0, 0, 0, 0];
+            assert_eq!(call(&p, arch, "clone", newuser), EPERM, "{arch:?}");
+            assert_eq!(call(&p, arch, "socket", [40, 1, 0, 0, 0, 0]), EPERM);
+            assert_eq!(call(&p, arch, "socket", [2, 1, 0, 0, 0, 0]), ALLOW);
+        }
+        // an architecture value no kernel of this kind produces, and a made-up one
+        for bogus in [
+            AUDIT_X86_64,
+            AUDIT_I386,
+            AUDIT_AARCH64,
+            AUDIT_ARM,
+            0xdead_beef,
+        ] {
+            if kernel.arches().iter().any(|a| a.audit() == bogus) {
+                continue;
+            }
+            assert_eq!(
+                raw(&p, bogus, 20),
+                RET_KILL_PROCESS,
+                "{kernel:?} {bogus:#x}"
+            );
+        }
+    }
+}
+
+#[test]
+fn issue11_i386_and_x32_under_an_x86_64_kernel() {
+    let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), Kernel::X86_64).expect("compile");
+    // i386: its own numbers, not x86_64's (20 is writev there, 283 timerfd_create)
+    assert_eq!(raw(&p, AUDIT_I386, 20), ALLOW, "i386 getpid");
+    assert_eq!(raw(&p, AUDIT_I386, 283), EPERM, "i386 kexec_load");
+    // one number, two syscalls: 246 is x86_64's kexec_load and i386's io_destroy; 283 is
+    // i386's kexec_load and x86_64's timerfd_create
+    assert_eq!(raw(&p, AUDIT_I386, 246), ALLOW, "i386 io_destroy");
+    assert_eq!(raw(&p, AUDIT_X86_64, 246), EPERM, "x86_64 kexec_load");
+    assert_eq!(raw(&p, AUDIT_X86_64, 283), ALLOW, "x86_64 timerfd_create");
+    for name in [
+        "socketcall",
+        "ipc",
+        "mmap2",
+        "clock_gettime64",
+        "fcntl64",
+        "_llseek",
+    ] {
+        assert_eq!(call(&p, Arch::X86, name, [0; 6]), ALLOW, "i386 {name}");
+    }
+    assert_eq!(Arch::X86.lookup("arch_prctl"), Some(384));
+    // x32: x86_64's numbers with the x32 bit, and its own entry points from 512
+    assert_eq!(raw(&p, AUDIT_X86_64, 39 | X32), ALLOW, "x32 getpid");
+    assert_eq!(raw(&p, AUDIT_X86_64, 246 | X32), EPERM, "x32 kexec_load");
+    assert_eq!(raw(&p, AUDIT_X86_64, 512 | X32), ALLOW, "x32 rt_sigaction");
+    assert_eq!(raw(&p, AUDIT_X86_64, 520 | X32), ALLOW, "x32 execve");
+    // x86_64's rt_sigaction is not x32's, so an x32 process cannot reach it
+    assert_eq!(raw(&p, AUDIT_X86_64, 13 | X32), EPERM);
+    assert_eq!(raw(&p, AUDIT_X86_64, 13), ALLOW, "x86_64 rt_sigaction");
+    // new syscalls come after the newest shared number (470 on), x32's own ones are at 512
+    assert_eq!(
+        raw(&p, AUDIT_X86_64, 470 | X32),
+        ENOSYS,
+        "newer than the x32 table"
+    );
+    assert_eq!(raw(&p, AUDIT_X86_64, 600 | X32), EPERM, "x32's own range");
+    assert_eq!(
+        raw(&p, AUDIT_X86_64, 600),
+        ENOSYS,
+        "newer than the x86_64 table"
+    );
+    assert_eq!(
+        raw(&p, AUDIT_I386, 600),
+        ENOSYS,
+        "newer than the i386 table"
+    );
+    assert_eq!(
+        raw(&p, AUDIT_X86_64, u32::MAX),
+        EPERM,
+        "beyond the x32 range"
+    );
+}
+
+#[test]
+fn issue11_arm_under_an_aarch64_kernel_and_aarch64_under_a_32_bit_slate() {
+    // whichever arch slate was built for, the kernel decides: the same program both ways
+    let p = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), Kernel::Aarch64).expect("compile");
+    assert_eq!(raw(&p, AUDIT_ARM, 20), ALLOW, "arm getpid");
+    assert_eq!(raw(&p, AUDIT_AARCH64, 172), ALLOW, "aarch64 getpid");
+    assert_eq!(raw(&p, AUDIT_ARM, 347), EPERM, "arm kexec_load");
+    assert_eq!(raw(&p, AUDIT_AARCH64, 104), EPERM, "aarch64 kexec_load");
+    assert_eq!(
+        select_arches(&default_profile(&[]), Kernel::Aarch64, Some(Arch::Arm)),
+        [Arch::Aarch64, Arch::Arm]
+    );
+    let arm_only = compile_for(&default_profile(&DOCKER_DEFAULT_CAPS), Kernel::Arm).expect("arm");
+    assert_eq!(raw(&arm_only, AUDIT_AARCH64, 172), RET_KILL_PROCESS);
+}
+
+#[test]
+fn issue11_the_kernel_is_named_by_uname() {
+    let k = |m| Kernel::from_machine(m);
+    assert_eq!(k("x86_64"), Some(Kernel::X86_64));
+    assert_eq!(k("aarch64"), Some(Kernel::Aarch64));
+    assert_eq!(k("arm64"), Some(Kernel::Aarch64));
+    // a 64-bit kernel's answer to a process under the PER_LINUX32 personality
+    assert_eq!(k("armv8l"), Some(Kernel::Aarch64));
+    assert_eq!(k("armv7l"), Some(Kernel::Arm));
+    assert_eq!(k("armv6l"), Some(Kernel::Arm));
+    assert_eq!(k("i686"), Some(Kernel::X86));
+    assert_eq!(k("riscv64"), None);
+    assert_eq!(k("s390x"), None);
+    assert_eq!(
+        Kernel::X86_64.arches(),
+        [Arch::X86_64, Arch::X86, Arch::X32]
+    );
+    // the machine running these tests
+    let running = Kernel::running().expect("a supported kernel");
+    assert!(running.arches().contains(&Arch::build().expect("build")));
+}
+
+#[test]
+fn issue11_listed_architectures_are_honoured() {
+    let mut p = default_profile(&DOCKER_DEFAULT_CAPS);
+    let sel = |p: &LinuxSeccomp, k, b| select_arches(p, k, b);
+    // the shipped profile lists every one: all the kernel's
+    assert_eq!(
+        sel(&p, Kernel::X86_64, Some(Arch::X86_64)),
+        [Arch::X86_64, Arch::X86, Arch::X32]
+    );
+    p.set_architectures(Some(vec![OciArch::ScmpArchX86, OciArch::ScmpArchAarch64]));
+    // slate's own arch always, the listed ones the kernel has, in the kernel's order
+    assert_eq!(
+        sel(&p, Kernel::X86_64, Some(Arch::X86_64)),
+        [Arch::X86_64, Arch::X86]
+    );
+    p.set_architectures(Some(vec![OciArch::ScmpArchArm]));
+    assert_eq!(sel(&p, Kernel::Aarch64, Some(Arch::Arm)), [Arch::Arm]);
+    assert_eq!(
+        sel(&p, Kernel::Aarch64, Some(Arch::Aarch64)),
+        [Arch::Aarch64, Arch::Arm]
+    );
+    p.set_architectures(Some(vec![OciArch::ScmpArchNative]));
+    assert_eq!(
+        sel(&p, Kernel::Aarch64, Some(Arch::Arm)),
+        [Arch::Aarch64, Arch::Arm]
+    );
+    p.set_architectures(Some(vec![OciArch::ScmpArchPpc64le]));
+    assert_eq!(sel(&p, Kernel::X86_64, Some(Arch::X86_64)), [Arch::X86_64]);
+    p.set_architectures(None);
+    assert_eq!(sel(&p, Kernel::Arm, Some(Arch::Arm)), [Arch::Arm]);
+
+    // x32 alone beside x86_64: i386 is then killed, x32 checked
+    p.set_architectures(Some(vec![OciArch::ScmpArchX86_64, OciArch::ScmpArchX32]));
+    let prog = compile_for(&p, Kernel::X86_64).expect("compile");
+    assert_eq!(raw(&prog, AUDIT_X86_64, 39 | X32), ALLOW);
+    assert_eq!(raw(&prog, AUDIT_I386, 20), RET_KILL_PROCESS);
+}
+
+#[test]
+fn issue11_cached_programs_are_tied_to_the_kernels_arch_set() {
+    let profile = default_profile(&DOCKER_DEFAULT_CAPS);
+    for kernel in [Kernel::X86_64, Kernel::Aarch64, Kernel::Arm] {
+        let bytes = compile_for(&profile, kernel).expect("compile").to_bytes();
+        for other in [Kernel::X86_64, Kernel::Aarch64, Kernel::Arm] {
+            let back = Program::from_bytes_for(&bytes, other);
+            assert_eq!(
+                back.is_ok(),
+                other == kernel,
+                "{kernel:?} read on {other:?}"
+            );
+        }
+    }
+    let names: Vec<&str> = [Kernel::X86_64, Kernel::Aarch64, Kernel::Arm, Kernel::X86]
+        .iter()
+        .map(|k| k.set_name())
+        .collect();
+    assert_eq!(names, ["x86_64+x86+x32", "aarch64+arm", "arm", "x86"]);
 }
