@@ -29,6 +29,7 @@ declare -A CROSS_GNU=(      # GNU triple: cross gcc prefix and qemu-user's -L li
 declare -A CROSS_DEBARCH=(  # Debian architecture name of the target std package
   [aarch64]=arm64
   [armv7]=armhf
+  [x86_64]=amd64              # not a cross target: the image of tests/vm's x86_64 guest
 )
 declare -A CROSS_QEMU=(
   [aarch64]=qemu-aarch64-static
@@ -97,7 +98,9 @@ cross_unpack() {
   local dest="$1"; shift
   local stamp="$dest/.unpacked" want="$*"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
-  cross_foreign_arches
+  # Only foreign-architecture packages need dpkg to know those architectures (tests/vm
+  # unpacks native amd64 ones; callers of bare names of arm packages call it themselves).
+  case " $want" in *:arm64*|*:armhf*) cross_foreign_arches ;; esac
   mkdir -p "$CROSS_DEBS"
   local p files=()
   for p in "$@"; do
@@ -173,12 +176,12 @@ cross_busybox() {
 }
 
 # cross_busybox_image ARCH OCIDIR TAG: an OCI image layout holding a one-layer image with
-# the busybox of our arch ARCH (aarch64, armv7) and its applet links, its config saying that
+# the busybox of our arch ARCH (aarch64, armv7, x86_64) and its applet links, its config saying that
 # architecture, built with umoci (not with slate: an independent producer, as in tests/demo).
 cross_busybox_image() {
   local a="$1" oci="$2" tag="$3" work
   local deb=${CROSS_DEBARCH[$a]} goarch
-  case "$a" in aarch64) goarch=arm64 ;; armv7) goarch=arm ;; esac  # arm without variant = v7
+  case "$a" in aarch64) goarch=arm64 ;; armv7) goarch=arm ;; x86_64) goarch=amd64 ;; esac  # arm without variant = v7
   local bb; bb=$(cross_busybox "$deb")
   work=$(mktemp -d "${TMPDIR:-/tmp}/slate-cross-img.XXXXXX")
   [ -d "$oci" ] || umoci init --layout "$oci" >/dev/null
