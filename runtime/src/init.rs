@@ -11,6 +11,8 @@
 //! `/proc/1/mem`) unless they hold CAP_SYS_PTRACE, which docker's default set does not grant.
 //! The app gets the normal dumpable state back when it execs.
 
+use std::os::fd::AsRawFd as _;
+
 use nix::errno::Errno;
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -28,15 +30,32 @@ pub(crate) fn fork_app(close_in_init: impl FnOnce()) -> Result<(), Errno> {
     let all = SigSet::all();
     let mut old = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old))?;
+    // The app waits until init has run `close_in_init`: a fork's child may exec and run the
+    // image's code before its parent is scheduled again, and would then still see init
+    // holding what it is about to close (the sync socket to slate). EOF on this pipe is the
+    // signal: init's end closes right after `close_in_init`.
+    let (barrier_r, barrier_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: the container process is single-threaded (checked before clone), so the child of
     // this fork is a complete copy; it only execs or exits.
     match unsafe { fork() }? {
         ForkResult::Child => {
+            drop(barrier_w);
+            let mut byte = [0u8; 1];
+            loop {
+                match nix::unistd::read(barrier_r.as_raw_fd(), &mut byte) {
+                    Err(Errno::EINTR) => continue,
+                    // EOF (or init gone): init holds nothing of the host any more.
+                    _ => break,
+                }
+            }
+            drop(barrier_r);
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
             Ok(())
         }
         ForkResult::Parent { child } => {
+            drop(barrier_r);
             close_in_init();
+            drop(barrier_w);
             exit_now(supervise_app(child, &all))
         }
     }
