@@ -324,6 +324,15 @@ impl Cgroup {
     }
 
     /// Every directory of this cgroup (one per hierarchy on v1).
+    /// The cgroup v2 directory of the container (none on v1/hybrid hosts), for
+    /// `clone3(CLONE_INTO_CGROUP)`.
+    pub(crate) fn unified_dir(&self) -> Option<&Path> {
+        match &self.inner {
+            Inner::V1(_) => None,
+            Inner::V2(c) => Some(c.path()),
+        }
+    }
+
     pub fn paths(&self) -> Vec<PathBuf> {
         match &self.inner {
             Inner::V1(c) => c.paths().to_vec(),

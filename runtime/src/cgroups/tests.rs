@@ -641,8 +641,7 @@ fn v2_a_units_container_is_found_from_elsewhere_through_its_recorded_path() {
             Cgroup::open_on(&elsewhere, "web", None),
             Err(CgroupError::NotFound { .. })
         ));
-        let found =
-            Cgroup::open_recorded_on(&elsewhere, "web", None, &recorded).expect("recorded");
+        let found = Cgroup::open_recorded_on(&elsewhere, "web", None, &recorded).expect("recorded");
         assert_eq!(found.paths(), recorded);
     }
     // A recorded path outside the hierarchy is not trusted; without a match, the usual lookup.
