@@ -299,6 +299,38 @@ fn mount_targets_stay_inside_the_rootfs() {
     b.assert_clean();
 }
 
+/// The spec's `cgroup` mount is the container's own cgroups also without a cgroup namespace
+/// (where a fresh cgroup2 mount would show the host's whole tree): on this host's form, its
+/// own limit at the top and nothing of slate's parent.
+#[test]
+fn cgroup_view_is_the_containers_own_without_a_cgroup_namespace() {
+    let mut b = Bundle::new("cgview-nons");
+    b.spec["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, {"type": "network"}
+    ]);
+    b.spec["mounts"] = json!([
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+    ]);
+    b.spec["linux"]["resources"] = json!({"memory": {"limit": 48 << 20}});
+    b.args(&[
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+         ls /sys/fs/cgroup/memory/slate /sys/fs/cgroup/slate 2>/dev/null | grep -c .; \
+         grep -c slate /proc/self/cgroup",
+    ]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "50331648", "{out:#?}");
+    assert_eq!(lines[1], "0", "slate's parent is visible: {out:#?}");
+    // Without a namespace of its own, /proc/self/cgroup names the host's paths: the view is
+    // the mount's doing, not the namespace's.
+    assert_ne!(lines[2], "0", "{out:#?}");
+    b.assert_clean();
+}
+
 /// Issue 12: the container's cgroup view goes where its destination resolves inside the
 /// rootfs, never onto the host, whatever links a hostile image has on the way (/sys here is a
 /// bind of an image directory, so its `fs/cgroup` is the image's own link).

@@ -1,7 +1,7 @@
 //! `slate run`'s exit codes (docker's), signals to slate reaching the app, and resource
-//! limits: read back from the container's cgroups on the host while it runs (on this hybrid
-//! host the container's own /sys/fs/cgroup is the empty cgroup2 root of its namespace), and
-//! seen to bite (memory: 137, pids: fork fails).
+//! limits: read back from the container's cgroups on the host while it runs, and seen to bite
+//! (memory: 137, pids: fork fails). What the container itself reads at /sys/fs/cgroup is
+//! `run_cgroupfs`'s.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

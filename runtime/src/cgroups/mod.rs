@@ -11,7 +11,11 @@
 //!   does not compile for armv7, so that case is handled here on the plain filesystem);
 //! - checking that every controller the resources need is there, with an error that says how
 //!   to enable it, instead of libcgroups' best-effort enabling that silently drops limits;
-//! - killing, waiting for the cgroup to empty and deleting it on every hierarchy.
+//! - killing, waiting for the cgroup to empty and deleting it on every hierarchy;
+//! - on v2, every controller the parent offers enabled for the container, and the limits of
+//!   its ancestors shown in its own cgroup where it has none of its own (`inherit`), so that
+//!   what it reads at /sys/fs/cgroup binds it; `Cgroup::view` tells the mounts which
+//!   directories to show it there.
 //!
 //! Guarantees: a requested limit is either in effect or `create` fails (and leaves nothing
 //! behind); `remove` deletes exactly the directories of this container and never touches a
