@@ -56,6 +56,10 @@ fn fake_mkdir(p: &Path) -> std::io::Result<()> {
 /// in this file of the cgroup: what the cpu controller does next to a realtime task.
 const FAKE_REFUSED: &str = "slate.refused";
 
+/// How many writes to a fake cgroup's `cgroup.subtree_control` fail with EBUSY before they
+/// work (what the kernel does for a moment after the cgroup's processes moved out).
+const FAKE_BUSY: &str = "slate.busy";
+
 fn words(p: &Path) -> Vec<String> {
     fs::read_to_string(p)
         .unwrap_or_default()
@@ -73,6 +77,13 @@ fn fake_subtree_control(file: &Path, line: &str) -> std::io::Result<()> {
     let dir = file.parent().ok_or_else(|| err(libc::EINVAL))?;
     let available = words(&dir.join("cgroup.controllers"));
     let refused = words(&dir.join(FAKE_REFUSED));
+    if let Ok(n) = fs::read_to_string(dir.join(FAKE_BUSY)) {
+        let n: u32 = n.trim().parse().unwrap_or(0);
+        if n > 0 {
+            fs::write(dir.join(FAKE_BUSY), (n - 1).to_string())?;
+            return Err(err(libc::EBUSY));
+        }
+    }
     let mut enabled = words(file);
     for token in line.split_whitespace() {
         let (on, c) = match token.split_at(1) {
@@ -892,4 +903,18 @@ fn v1_hybrid_view_has_every_hierarchy_and_the_unified_one() {
         list_leftovers_on(&host).expect("list"),
         vec!["hy".to_owned()]
     );
+}
+
+#[test]
+fn v2_a_moment_of_ebusy_after_the_evacuation_is_waited_out() {
+    let (_tmp, root) = fake_root("cpu memory pids");
+    let unit = fake_unit(&root, "cpu memory pids");
+    fs::write(unit.join(FAKE_BUSY), "2").expect("busy");
+    let host = fake_host(&root, Some("system.slice/app.service"));
+    let cg = Cgroup::create_on(&host, "busy", None, None).expect("create");
+    assert_eq!(
+        sorted(words(&unit.join("cgroup.subtree_control"))),
+        ["cpu", "memory", "pids"]
+    );
+    cg.remove().expect("remove");
 }

@@ -303,8 +303,16 @@ fn enable_controllers(fs: FsOps, dir: &Path, required: &[&str]) -> Result<(), Cg
         .map(|c| format!("+{c}"))
         .collect::<Vec<_>>()
         .join(" ");
-    if (fs.subtree_control)(&file, &line).is_ok() {
-        return Ok(());
+    // Right after the unit's processes moved into their leaf, the kernel may still count them
+    // for a moment and answer EBUSY (crun retries the same way); a few ms at most.
+    for attempt in 0..5 {
+        match (fs.subtree_control)(&file, &line) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 4 => {
+                std::thread::sleep(std::time::Duration::from_millis(1 << attempt));
+            }
+            Err(_) => break,
+        }
     }
     // The kernel rejects the whole write if one controller fails: one by one, to name a
     // required one that fails and to keep the optional ones that work.
