@@ -263,7 +263,7 @@ impl Container {
             ));
         }
         let linux_seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-        let plan = Plan {
+        let mut plan = Plan {
             mounts: MountPlan::new(spec, &opts.rootfs, ns.private(CloneFlags::CLONE_NEWIPC))?,
             exec: ExecPlan::new(process)?,
             caps: CapsPlan::new(process.capabilities().as_ref())?,
@@ -306,6 +306,14 @@ impl Container {
             linux.and_then(|l| l.cgroups_path().as_deref()),
             linux.and_then(|l| l.resources().as_ref()),
         )?;
+        // What /sys/fs/cgroup shows depends on the cgroup's directories, known only now.
+        let own_cgroupns = plan.ns.clone_flags.contains(CloneFlags::CLONE_NEWCGROUP);
+        if let Err(e) = plan.mounts.show_cgroups(&cgroup.view(), own_cgroupns) {
+            if let Err(ce) = cgroup.remove() {
+                tracing::warn!(error = %ce, "removing the cgroup of a failed start");
+            }
+            return Err(e);
+        }
         // On cgroup v2 the child is born in its cgroup (clone3), so it never runs outside it
         // and there is no cgroup.procs to write. O_RDONLY, not O_PATH: clone3 refuses those.
         let cgroup_dir = cgroup.unified_dir().and_then(|d| {
