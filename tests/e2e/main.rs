@@ -14,6 +14,7 @@
 //! - `auth`, `resume`, `concurrent`, `flaky`, `prune`: issue 3's.
 //! - `detached`: issue 6's (`run -d`, ps, logs, exec, stop, rm, restarts, crash clean-up).
 //! - `run`, `run_security`, `run_limits`, `run_pull`: issue 5's (`slate run`).
+//! - `doctor`: issue 12's `slate doctor` on this host.
 
 mod archive;
 mod auth;
@@ -21,6 +22,7 @@ mod commands;
 mod concurrent;
 mod corrupt;
 mod detached;
+mod doctor;
 mod fixtures;
 mod flaky;
 mod harness;

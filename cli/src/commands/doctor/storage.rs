@@ -89,7 +89,7 @@ fn fs_kind(magic: u32) -> Option<(&'static str, FsKind)> {
         0x2FC1_2FC1 => ("zfs", FsKind::Disk),
         0x2405_1905 => ("ubifs", FsKind::Disk),
         0x0102_1994 => ("tmpfs", FsKind::Memory),
-        0x8584_58F6 => ("ramfs", FsKind::Unusable("it has no extended attributes")),
+        0x8584_58F6 => ("ramfs", FsKind::Memory),
         0x794C_7630 => (
             "overlay",
             FsKind::Unusable("overlayfs cannot be the upper layer of another overlay"),
@@ -270,6 +270,16 @@ fn space_verdict(root: &Path, s: Space) -> Check {
         pct(s.avail, s.total),
         root.display()
     );
+    if s.total == 0 {
+        // ramfs: no size, it grows in RAM.
+        return Check::ok(
+            "store-space",
+            format!(
+                "{} does not report a size (it grows in RAM)",
+                root.display()
+            ),
+        );
+    }
     let fix = "free space: `slate image prune -a` removes images no container uses; \
                `max_store_size` in [pull] of /etc/slate/config.toml keeps the store within a \
                budget";
@@ -314,10 +324,7 @@ fn state_dir_verdict(dir: &Path, fs: Result<(u32, PathBuf), String>) -> Check {
         format!("{} (not created yet; {} is)", dir.display(), seen.display())
     };
     let name = fs_label(magic);
-    if matches!(
-        fs_kind(magic),
-        Some((_, FsKind::Memory)) | Some(("ramfs", _))
-    ) {
+    if matches!(fs_kind(magic), Some((_, FsKind::Memory))) {
         Check::ok(
             "state-dir",
             format!("{at} on {name}: a reboot forgets running containers' records"),
@@ -429,6 +436,8 @@ mod tests {
             inodes.detail.contains("40000 of 1000000 inodes (4%)"),
             "{inodes:?}"
         );
+        // ramfs reports no size at all.
+        assert_eq!(space_verdict(p, space(0, 0, 0, 0)).status, Status::Ok);
         // btrfs counts no inodes: only space matters.
         assert_eq!(
             space_verdict(p, space(20 * GIB, 32 * GIB, 0, 0)).status,
