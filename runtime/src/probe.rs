@@ -115,12 +115,19 @@ pub fn overlay(parent: &Path) -> Result<OverlayApi, ProbeError> {
 }
 
 fn overlay_fsopen(dir: &Path) -> Result<(), ProbeError> {
-    let fail =
-        |step, source: rustix::io::Errno, ctx: Option<&rustix::fd::OwnedFd>| ProbeError::Overlay {
+    let fail = |step, source: rustix::io::Errno, ctx: Option<&rustix::fd::OwnedFd>| {
+        let mut detail = ctx.map(context_messages).unwrap_or_default();
+        if detail.is_empty() && source == rustix::io::Errno::INVAL {
+            // An overlayfs older than the new mount API logs its reasons instead of queueing
+            // them on the context.
+            detail = "the kernel log says why: `dmesg | grep overlayfs`".to_owned();
+        }
+        ProbeError::Overlay {
             step,
             source: source.into(),
-            detail: ctx.map(context_messages).unwrap_or_default(),
-        };
+            detail,
+        }
+    };
     let ctx = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| fail("fsopen(\"overlay\")", e, None))?;
     for (key, sub) in [
