@@ -158,24 +158,26 @@ fn kernel_abis(machine: &str) -> Option<(&'static [&'static str], &'static str)>
 fn arch_check(binary: &str, default: &str, machine: &str, userland: Option<(Elf, &str)>) -> Check {
     let land = match &userland {
         Some((elf, path)) => format!("{elf} userland ({path})"),
-        None => "an unknown userland (no ELF program at /bin/sh)".to_owned(),
+        None => "unknown userland (no ELF program at /bin/sh)".to_owned(),
     };
     let Some((abis, platforms)) = kernel_abis(machine) else {
         return Check::warn(
             "arch",
-            format!("slate {binary} on a {machine:?} kernel slate knows nothing of, {land}"),
+            format!(
+                "slate {binary} build, {machine:?} kernel (one slate knows nothing of), {land}"
+            ),
             "none known: slate is built and tested for x86_64, aarch64 and armv7",
         );
     };
     let detail = format!(
-        "slate {binary} on a {machine} kernel with a {land}: pulls {default} images by default; \
+        "slate {binary} build, {machine} kernel, {land}: pulls {default} images by default; \
          this kernel runs {platforms} (pick one with --platform)"
     );
     if !abis.contains(&binary) {
         return Check::fail(
             "arch",
             format!(
-                "slate {binary} cannot run natively on a {machine} kernel: it runs under \
+                "slate {binary} cannot run natively on the {machine} kernel: it runs under \
                  emulation (qemu-user binfmt?), where the namespaces, cgroups and seccomp it \
                  sets up are not the kernel's"
             ),
