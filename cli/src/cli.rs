@@ -79,6 +79,8 @@ pub enum Command {
     Inspect(crate::commands::inspect::InspectArgs),
     /// Wait for containers to exit and print their exit codes
     Wait(crate::commands::wait::WaitArgs),
+    /// Check this host: kernel, cgroups, seccomp, store, registries; each problem with its fix
+    Doctor(crate::commands::doctor::DoctorArgs),
     /// Supervise a detached container (started by `slate run -d`; not for direct use)
     #[command(hide = true)]
     Supervise(crate::commands::run::SuperviseArgs),

@@ -180,6 +180,14 @@ pub struct FetchedManifest {
     pub announced: Option<Digest>,
 }
 
+/// A registry's answer to [`Client::ping`].
+#[derive(Debug, Clone)]
+pub struct Pong {
+    /// The URL that answered (`https://host/v2/`).
+    pub url: String,
+    pub status: StatusCode,
+}
+
 /// A blob download in progress.
 pub struct Blob {
     pub response: Response,
@@ -215,11 +223,20 @@ impl Client {
     }
 
     fn build_http(&self, registry: &str) -> Result<Http, RegistryError> {
+        // For the blocking client `timeout` bounds each read of the body too: a stall timeout.
+        self.build_http_with(registry, Duration::from_secs(15), self.opts.stall_timeout)
+    }
+
+    fn build_http_with(
+        &self,
+        registry: &str,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Http, RegistryError> {
         let mut b = Http::builder()
             .user_agent(self.opts.user_agent.clone())
-            .connect_timeout(Duration::from_secs(15))
-            // For the blocking client this bounds each read of the body too: a stall timeout.
-            .timeout(self.opts.stall_timeout)
+            .connect_timeout(connect_timeout)
+            .timeout(timeout)
             .redirect(reqwest::redirect::Policy::limited(10));
         if let Some(dir) = &self.opts.certs_dir {
             let dir = dir.join(registry);
@@ -234,17 +251,20 @@ impl Client {
         registry: &str,
         api_host: &str,
     ) -> Result<std::sync::Arc<Endpoint>, RegistryError> {
-        // For a registry that may be plain HTTP, one quick HTTPS try (as docker), then
-        // HTTP with the usual retries.
-        let bases = if self.insecure(registry) {
+        self.endpoint_at(registry, registry, &self.registry_bases(registry, api_host))
+    }
+
+    /// The base URLs to try for a registry, each with its attempts: for one that may be plain
+    /// HTTP, one quick HTTPS try (as docker), then HTTP with the usual retries.
+    fn registry_bases(&self, registry: &str, api_host: &str) -> Vec<(String, u32)> {
+        if self.insecure(registry) {
             vec![
                 (format!("https://{api_host}"), 1),
                 (format!("http://{api_host}"), self.opts.attempts),
             ]
         } else {
             vec![(format!("https://{api_host}"), self.opts.attempts)]
-        };
-        self.endpoint_at(registry, registry, &bases)
+        }
     }
 
     /// The endpoint cached under `key`, or the first of `bases` that answers `GET /v2/`.
@@ -296,6 +316,13 @@ impl Client {
     /// The endpoint of a Docker Hub mirror given as `[scheme://]host[:port][/path]`. Plain
     /// HTTP only where a registry could be plain HTTP (loopback, `insecure`).
     fn mirror_target(&self, mirror: &str) -> Result<Target, RegistryError> {
+        let (host, bases) = self.mirror_bases(mirror);
+        let ep = self.endpoint_at(&format!("mirror {host}"), &host, &bases)?;
+        Ok(Target { registry: host, ep })
+    }
+
+    /// A mirror's `host[:port]` and the base URLs to try for it, once each.
+    fn mirror_bases(&self, mirror: &str) -> (String, Vec<(String, u32)>) {
         let (scheme, rest) = match mirror.split_once("://") {
             Some((s, r)) => (Some(s.to_ascii_lowercase()), r),
             None => (None, mirror),
@@ -310,8 +337,56 @@ impl Client {
             ],
             _ => vec![(format!("https://{host}"), 1)],
         };
-        let ep = self.endpoint_at(&format!("mirror {host}"), &host, &bases)?;
-        Ok(Target { registry: host, ep })
+        (host, bases)
+    }
+
+    /// Whether a registry answers at all, for `slate doctor`: one `GET /v2/` per transport
+    /// the registry may use (the same ones a pull would try), each bounded by `timeout` from
+    /// connecting to the last byte, no retries, nothing cached. Any HTTP answer counts, a 401
+    /// included: it is reachable, credentials are another matter. `target` is a registry as
+    /// the configuration names it (`docker.io`, `host:port`) or, with `mirror`, a mirror's
+    /// `[scheme://]host[:port]`.
+    pub fn ping(
+        &self,
+        target: &str,
+        mirror: bool,
+        timeout: Duration,
+    ) -> Result<Pong, RegistryError> {
+        let (registry, bases) = if mirror {
+            self.mirror_bases(target)
+        } else {
+            let api_host = if target == crate::reference::DOCKER_HUB {
+                crate::reference::DOCKER_HUB_API
+            } else {
+                target
+            };
+            (target.to_string(), self.registry_bases(target, api_host))
+        };
+        let http = self.build_http_with(&registry, timeout, timeout)?;
+        let mut last_err = None;
+        for (base, _) in &bases {
+            let url = format!("{base}/v2/");
+            match http.get(&url).send() {
+                // A TLS server asked in plain HTTP says 400: the HTTPS failure is the answer.
+                Ok(resp) if resp.status() == StatusCode::BAD_REQUEST && last_err.is_some() => {}
+                Ok(resp) => {
+                    return Ok(Pong {
+                        url,
+                        status: resp.status(),
+                    })
+                }
+                Err(error) => {
+                    last_err = Some(RegistryError::Connect {
+                        registry: registry.clone(),
+                        error,
+                    })
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| RegistryError::Token {
+            registry,
+            reason: "no transport".to_string(),
+        }))
     }
 
     /// Sends a request built by `make` again after transient failures.
@@ -912,6 +987,58 @@ mod tests {
     fn content_range_starts() {
         assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
         assert_eq!(content_range_start("bytes */200"), None);
+    }
+
+    /// A loopback server that answers every request with `reply`, or accepts and never
+    /// answers when `reply` is `None`; returns its `127.0.0.1:port`.
+    fn loopback(reply: Option<&'static str>) -> String {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut s in l.incoming().flatten() {
+                match reply {
+                    Some(r) => {
+                        let mut buf = [0u8; 4096];
+                        let _ = s.read(&mut buf);
+                        let _ = s.write_all(r.as_bytes());
+                    }
+                    None => held.push(s),
+                }
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn ping_takes_any_http_answer_and_reports_silence() {
+        let c = Client::new(ClientOptions::default());
+        let t = Duration::from_secs(3);
+        let host = loopback(Some(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        ));
+        // Loopback: HTTPS first, which this plain server cannot speak, then HTTP.
+        let pong = c.ping(&host, false, t).expect("a 401 is an answer");
+        assert_eq!(pong.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(pong.url, format!("http://{host}/v2/"));
+        let pong = c
+            .ping(&format!("http://{host}"), true, t)
+            .expect("as a mirror");
+        assert_eq!(pong.url, format!("http://{host}/v2/"));
+
+        let silent = loopback(None);
+        let err = c
+            .ping(&silent, false, t)
+            .expect_err("a server that never answers");
+        assert!(matches!(err, RegistryError::Connect { .. }), "{err}");
+
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        let err = c.ping(&closed, false, t).expect_err("nothing listens");
+        assert!(err.to_string().contains(&closed), "{err}");
     }
 
     #[test]

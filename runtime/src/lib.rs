@@ -31,6 +31,7 @@ pub mod exec;
 mod init;
 pub mod mounts;
 mod namespaces;
+pub mod probe;
 pub mod process;
 mod pty;
 pub mod seal;

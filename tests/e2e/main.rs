@@ -16,6 +16,7 @@
 //! - `run`, `run_security`, `run_limits`, `run_pull`: issue 5's (`slate run`).
 //! - `run_cgroupfs`: issue 12's container-own /sys/fs/cgroup (the v1 ones `#[ignore]`d,
 //!   run by `tests/run` on a v1 or hybrid host).
+//! - `doctor`: issue 12's `slate doctor` on this host.
 
 mod archive;
 mod auth;
@@ -23,6 +24,7 @@ mod commands;
 mod concurrent;
 mod corrupt;
 mod detached;
+mod doctor;
 mod fixtures;
 mod flaky;
 mod harness;

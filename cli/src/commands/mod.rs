@@ -1,6 +1,7 @@
 //! One module per verb. Each takes its parsed arguments and the settings and returns the
 //! process exit status; errors carry context and are printed once, by `main`.
 
+pub(crate) mod doctor;
 pub(crate) mod exec;
 mod image;
 pub(crate) mod inspect;
@@ -81,6 +82,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Exec(a) => exec::run(&settings, a),
         Command::Inspect(a) => inspect::run(&settings, a),
         Command::Wait(a) => wait::run(&settings, a),
+        Command::Doctor(a) => doctor::run(&settings, a),
         Command::Supervise(a) => crate::supervisor::run(&settings, &a.id),
     }
 }

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::boot::BootInfo;
 use super::CgroupError;
 use crate::bpf::Insn;
 
@@ -64,6 +65,9 @@ pub(crate) struct Host {
     /// it runs in one: container cgroups go inside it so that stopping the unit stops them.
     pub unit: Option<PathBuf>,
     pub fs: FsOps,
+    /// The boot configuration, for the fix in a missing-controller message. `None`: read it
+    /// when a message needs it (never on the path of a start that succeeds).
+    pub boot: Option<BootInfo>,
 }
 
 impl Host {
@@ -112,6 +116,7 @@ impl Host {
             proc_cgroups,
             unit,
             fs: FsOps::REAL,
+            boot: None,
         })
     }
 

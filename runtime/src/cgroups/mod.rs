@@ -31,9 +31,11 @@
 //! and attaches it before the container's process exists. A kernel that cannot run it makes
 //! `create` fail rather than start a container with every device open.
 
+mod boot;
 mod devices;
 mod host;
 mod inherit;
+mod report;
 mod v1;
 mod v2;
 
@@ -46,6 +48,7 @@ use oci_spec::runtime::LinuxResources;
 pub use devices::DeviceRuleError;
 pub use host::systemd_unit;
 pub(crate) use host::{FsOps, Host, Layout};
+pub use report::{probe_device_filter, report, Availability, Controller, Mode, Report, Unit};
 
 /// Name of the parent cgroup under which slate creates container cgroups.
 pub const SLATE_PARENT: &str = "slate";
@@ -600,24 +603,57 @@ fn kernel_state(proc_cgroups: Option<&str>, controller: &str) -> KernelState {
     KernelState::NotBuilt
 }
 
-const MEMORY_BOOT_HINT: &str = "add `cgroup_enable=memory` to the kernel command line \
-     (Raspberry Pi OS: the single line of /boot/firmware/cmdline.txt, bullseye and older: \
-     /boot/cmdline.txt) and reboot";
-
 /// The second half of a missing-controller error: why it is missing and how to enable it.
+///
+/// `/proc/cgroups` tells a controller disabled at boot (enabled column 0) from one the kernel
+/// lacks, but on recent kernels only for controllers with cgroup v1 support: a 6.12 Pi kernel
+/// built without `CONFIG_MEMCG_V1` lists no `memory` line, enabled or not
+/// (raspberrypi/linux#6980). So on v2 the root's `cgroup.controllers` is the kernel's word
+/// that a controller exists, and the command line's `cgroup_disable=` that it was switched off.
 fn missing_hint(host: &Host, controller: &str, where_: &Path) -> String {
-    let state = kernel_state(host.proc_cgroups.as_deref(), controller);
-    let v2 = matches!(host.layout, Layout::Unified { .. });
-    match state {
-        KernelState::DisabledAtBoot | KernelState::Unknown if controller == "memory" => {
-            format!("the kernel has the memory controller disabled; {MEMORY_BOOT_HINT}")
+    let boot = host.boot.clone().unwrap_or_else(boot::BootInfo::read);
+    let switched_off = boot.cmdline.as_deref().is_some_and(|c| {
+        matches!(
+            boot::switches(c, controller),
+            boot::Switches::Disabled { .. }
+        )
+    });
+    let v2_root = match &host.layout {
+        Layout::Unified { root } => Some(root),
+        Layout::V1 { .. } => None,
+    };
+    let v2 = v2_root.is_some();
+    let mut state = kernel_state(host.proc_cgroups.as_deref(), controller);
+    if let Some(root) = v2_root {
+        let in_root = std::fs::read_to_string(root.join("cgroup.controllers"))
+            .is_ok_and(|l| l.split_whitespace().any(|c| c == controller));
+        if in_root {
+            state = KernelState::Enabled {
+                v1_hierarchy: false,
+            };
         }
+    }
+    if switched_off && matches!(state, KernelState::NotBuilt | KernelState::Unknown) {
+        state = KernelState::DisabledAtBoot;
+    }
+    match state {
         KernelState::DisabledAtBoot => format!(
-            "the kernel has it disabled at boot; add `cgroup_enable={controller}` to the kernel \
-             command line (and remove any `cgroup_disable={controller}`), then reboot"
+            "the kernel has the {controller} controller disabled at boot; {}",
+            boot::enable_at_boot(controller, &boot)
+        ),
+        KernelState::Unknown if controller == "memory" => format!(
+            "the kernel may have the memory controller disabled at boot; {}",
+            boot::enable_at_boot(controller, &boot)
+        ),
+        KernelState::NotBuilt if v2 => format!(
+            "this kernel was built without the {controller} controller (neither /proc/cgroups \
+             nor the root's cgroup.controllers lists it, and the command line does not disable \
+             it); use a kernel that has it"
         ),
         KernelState::NotBuilt => format!(
-            "this kernel was built without the {controller} controller; use a kernel that has it"
+            "this kernel has no cgroup v1 {controller} controller (/proc/cgroups does not list \
+             it; kernels from 6.12 on list memory only when built with CONFIG_MEMCG_V1); boot \
+             with cgroup v2 (`systemd.unified_cgroup_hierarchy=1`) or use a kernel that has it"
         ),
         KernelState::Enabled { v1_hierarchy: true } if v2 => {
             "it is bound to a cgroup v1 hierarchy; unmount that hierarchy or boot with \

@@ -12,6 +12,7 @@ use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
 };
 
+use super::boot::BootInfo;
 use super::host::unit_cgroup;
 use super::*;
 
@@ -167,6 +168,7 @@ fn fake_host(root: &Path, unit: Option<&str>) -> Host {
         proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
         unit: unit.map(PathBuf::from),
         fs: FAKE_OPS,
+        boot: Some(BootInfo::default()),
     }
 }
 
@@ -527,6 +529,7 @@ fn v1_missing_memory_hierarchy_names_cmdline_and_creates_nothing() {
         proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
         unit: None,
         fs: FAKE_OPS,
+        boot: Some(BootInfo::default()),
     };
     let err = Cgroup::create_on(&host, "v1", None, Some(&limits())).expect_err("must fail");
     let msg = err.to_string();
@@ -909,6 +912,7 @@ fn v1_hybrid_view_has_every_hierarchy_and_the_unified_one() {
         proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
         unit: None,
         fs: FAKE_OPS,
+        boot: Some(BootInfo::default()),
     };
     for h in ["cpu,cpuacct", "memory", "pids", "unified"] {
         fs::create_dir_all(m(h).join("slate/hy")).expect("dirs");

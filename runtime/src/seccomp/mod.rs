@@ -714,7 +714,8 @@ fn normalize_cap(c: &str) -> String {
     }
 }
 
-pub(crate) fn parse_kernel_version(s: &str) -> Option<(u32, u32)> {
+/// `(major, minor)` of a kernel release (`6.1.0-57-cloud-amd64`, `6.12.34+rpt-rpi-2712`).
+pub fn parse_kernel_version(s: &str) -> Option<(u32, u32)> {
     let mut it = s.trim().split(|c: char| !c.is_ascii_digit());
     let major = it.next()?.parse().ok()?;
     let minor = it.next()?.parse().ok()?;
