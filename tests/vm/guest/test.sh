@@ -243,6 +243,13 @@ check "service without Delegate=yes: --memory refused with a hint (status $rc)" 
   "status $rc, said: $(echo "$out" | one_line)" \
   sh -c "[ $rc -eq 125 ] && echo \"\$1\" | grep -q 'Delegate=yes'" _ "$out"
 
+# --- clone3(CLONE_INTO_CGROUP): on v2 the container's process is born in its cgroup (the
+# debug log says so; the fallback on clone(2) and a cgroup.procs write does not).
+out=$("$SLATE" --log-level debug run --rm -q "$IMG" true 2>&1)
+check "clone3: the container is cloned straight into its cgroup" \
+  "debug log: $(echo "$out" | grep -i -e clone -e cgroup | one_line)" \
+  sh -c "echo \"\$1\" | grep -q 'cloned into its cgroup (clone3)'" _ "$out"
+
 # --- Devices (issue 11): a container may mknod the guest's disk but must not open it (the
 # eBPF device filter on cgroup v2).
 dev=$(cat /sys/block/vda/dev)
