@@ -20,6 +20,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -315,9 +316,12 @@ impl Container {
             return Err(e);
         }
         // On cgroup v2 the child is born in its cgroup (clone3), so it never runs outside it
-        // and there is no cgroup.procs to write. O_RDONLY, not O_PATH: clone3 refuses those.
+        // and there is no cgroup.procs to write. O_PATH: clone3 needs no read access.
         let cgroup_dir = cgroup.unified_dir().and_then(|d| {
-            std::fs::File::open(d)
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(d)
                 .map_err(|e| tracing::debug!(dir = %d.display(), error = %e, "cannot open the cgroup for clone3"))
                 .ok()
         });
@@ -337,6 +341,9 @@ impl Container {
         let pid = match cloned {
             Cloned::Child => {
                 drop(parent_sock);
+                // A host cgroupfs directory has no business in the container (CVE-2024-21626:
+                // a leaked one served as a cwd outside the root).
+                drop(cgroup_dir);
                 child_main(&plan, child_sock)
             }
             Cloned::Parent(pid) => pid,
