@@ -79,6 +79,9 @@ pub enum Command {
     Inspect(crate::commands::inspect::InspectArgs),
     /// Wait for containers to exit and print their exit codes
     Wait(crate::commands::wait::WaitArgs),
+    /// Generate systemd units that run containers
+    #[command(subcommand)]
+    Systemd(SystemdCommand),
     /// Supervise a detached container (started by `slate run -d`; not for direct use)
     #[command(hide = true)]
     Supervise(crate::commands::run::SuperviseArgs),
@@ -88,6 +91,18 @@ pub enum Command {
 pub enum SystemCommand {
     /// Show disk usage of images, layers, blobs and work in progress
     Df(DfArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemdCommand {
+    /// Print a systemd service that runs a container (with --install, write and load it).
+    /// Takes `slate run`'s flags; every start of the unit runs the newest image on a fresh
+    /// root filesystem, as `slate run --rm --replace --name NAME --pull always`
+    #[command(
+        disable_help_flag = true,
+        override_usage = "slate systemd unit --name NAME [--install [--enable] [--now]] [OPTIONS] IMAGE [COMMAND] [ARG...]"
+    )]
+    Unit(Box<crate::commands::systemd::UnitArgs>),
 }
 
 #[derive(Debug, Args)]

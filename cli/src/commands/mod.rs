@@ -16,6 +16,7 @@ pub(crate) mod run;
 pub(crate) mod save;
 pub(crate) mod stop;
 mod system;
+pub(crate) mod systemd;
 pub(crate) mod wait;
 
 use std::fmt;
@@ -23,7 +24,7 @@ use std::fmt;
 use anyhow::Context;
 use slate_image::store::Store;
 
-use crate::cli::{Cli, Command, ImageCommand, SystemCommand};
+use crate::cli::{Cli, Command, ImageCommand, SystemCommand, SystemdCommand};
 use crate::config::Settings;
 
 /// An error that asks for a specific exit status (docker's 125/126/127 for `run`). It
@@ -81,6 +82,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Exec(a) => exec::run(&settings, a),
         Command::Inspect(a) => inspect::run(&settings, a),
         Command::Wait(a) => wait::run(&settings, a),
+        Command::Systemd(SystemdCommand::Unit(a)) => systemd::run(*a),
         Command::Supervise(a) => crate::supervisor::run(&settings, &a.id),
     }
 }
