@@ -62,6 +62,10 @@ pub enum CgroupError {
     InvalidPath { path: PathBuf, reason: &'static str },
     #[error("cgroup controller {controller} is not available: {hint}")]
     MissingController { controller: String, hint: String },
+    #[error(
+        "the systemd unit {} is not delegated, and the limits need the {controllers} cgroup          controller(s) in it, which systemd takes back: add `Delegate=yes` to the [Service]          section of the unit and restart it", unit.display()
+    )]
+    NotDelegated { unit: PathBuf, controllers: String },
     #[error("cgroup {path} already exists and has processes in it")]
     InUse { path: PathBuf },
     #[error("cannot create cgroup {path}: {source}")]

@@ -66,6 +66,21 @@ impl V2Cgroup {
             PathBuf::new()
         };
         let start_dir = join_rel(&root, &start);
+        let in_unit = host.unit.is_some() && start == base;
+        if in_unit && host.unit_not_delegated {
+            // Limits need controllers enabled in the unit's cgroup, which systemd disables
+            // again on its next realization of the unit: the limit would silently go.
+            if !required.is_empty() {
+                return Err(CgroupError::NotDelegated {
+                    unit: start_dir,
+                    controllers: required.join(" "),
+                });
+            }
+            tracing::warn!(
+                "slate runs in the systemd unit {} without Delegate=yes, so the container's cgroup                  is created in a tree systemd owns; add Delegate=yes to the unit's [Service] section",
+                start_dir.display()
+            );
+        }
         let available = read_list(&start_dir.join("cgroup.controllers"))?;
         for c in &required {
             if !available.iter().any(|a| a == c) {
@@ -78,7 +93,9 @@ impl V2Cgroup {
 
         // Also without limits to apply, so the unit's layout does not depend on the first
         // container: a later one in the same unit that needs controllers finds it ready.
-        if host.unit.is_some() && start == base {
+        // Not in a unit that is not delegated: no controller is enabled there, so slate may
+        // stay where systemd put it, and moves nothing systemd did not give it.
+        if in_unit && !host.unit_not_delegated {
             evacuate_unit(host, &start_dir)?;
         }
         // Compiled before anything is created, so that a bad rule leaves nothing behind.
