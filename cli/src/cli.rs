@@ -336,6 +336,13 @@ pub struct RunArgs {
     /// Ulimit options: NAME=SOFT[:HARD], e.g. nofile=1024:2048
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub ulimit: Vec<String>,
+    /// Under a systemd Type=notify unit, who sends READY=1: conmon (slate, once the app
+    /// runs), container (the app, through the socket passed in) or ignore
+    #[arg(long, value_enum, default_value = "conmon", value_name = "MODE")]
+    pub sdnotify: crate::sdnotify::Mode,
+    /// Suppress the pull's progress output
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// The image, then the command and its arguments (they replace the image's Cmd).
     /// Everything after IMAGE belongs to the command, as with docker: `run img sh -c "..."`
     #[arg(

@@ -1,4 +1,4 @@
-//! Operations on detached containers shared by the verbs (`stop`, `kill`, `rm`, `run
+//! Operations on containers (detached, and foreground ones through their records) shared by the verbs (`stop`, `kill`, `rm`, `run
 //! --replace`...): stopping with the stop signal then SIGKILL, removing, waiting, and the sweep
 //! that cleans up after dead supervisors.
 //!
@@ -59,7 +59,8 @@ fn cleanup_dead(sd: &StateDir, mut rec: Record) {
     rec.pid_start = None;
     rec.error = Some("the supervisor died; slate cleaned up after it".into());
     rec.finished = Some(state::now_rfc3339());
-    if rec.auto_remove {
+    // A foreground run's record goes with the run, however it ended.
+    if rec.auto_remove || rec.foreground {
         remove_files(sd, &rec);
     } else if let Err(e) = sd.save(&rec) {
         tracing::warn!("{e:#}");
@@ -167,7 +168,11 @@ pub fn stop(sd: &StateDir, rec: &Record, timeout: Duration) -> anyhow::Result<()
         return Ok(());
     }
     let sig = rec.stop_signal.parse::<Signal>().unwrap_or(Signal::SIGTERM);
-    signal(rec, sig)?;
+    if !signal(rec, sig)? {
+        // No container process yet: a foreground `slate run` still pulling or preparing. It
+        // stops on SIGTERM (the next sweep removes what it leaves).
+        signal_starting_foreground(rec, Signal::SIGTERM)?;
+    }
     if wait_inactive(sd, &rec.id, timeout) {
         return Ok(());
     }
@@ -179,10 +184,29 @@ pub fn stop(sd: &StateDir, rec: &Record, timeout: Duration) -> anyhow::Result<()
     Ok(())
 }
 
+/// Signals the `slate run` of a foreground container that has no process yet (pulling):
+/// it is the only thing to stop then.
+fn signal_starting_foreground(rec: &Record, sig: Signal) -> anyhow::Result<()> {
+    if !rec.foreground || rec.pid.is_some() || !rec.supervisor_alive() {
+        return Ok(());
+    }
+    let Some(pid) = rec.supervisor_pid else {
+        return Ok(());
+    };
+    match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot send {sig} to the slate run of {}", rec.name))
+        }
+    }
+}
+
 /// SIGKILL to PID 1 and to everything in the container's cgroup.
 pub fn kill_hard(sd: &StateDir, id: &str) -> anyhow::Result<()> {
     let rec = sd.load(id)?;
-    signal(&rec, Signal::SIGKILL)?;
+    if !signal(&rec, Signal::SIGKILL)? {
+        signal_starting_foreground(&rec, Signal::SIGKILL)?;
+    }
     if let Ok(cg) = Cgroup::open(&rec.id, rec.cgroups_path.as_deref()) {
         let _ = cg.kill_all();
     }
@@ -205,6 +229,12 @@ pub fn remove_files(sd: &StateDir, rec: &Record) {
 
 /// `slate rm [-f]`: refuses a running container unless forced (then kills it first).
 pub fn remove(sd: &StateDir, rec: &Record, force: bool) -> anyhow::Result<()> {
+    // As it is now: a foreground run removes its own record when it ends (after a stop, say).
+    if !sd.dir(&rec.id).exists() {
+        return Ok(());
+    }
+    let fresh = sd.load(&rec.id).unwrap_or_else(|_| rec.clone());
+    let rec = &fresh;
     if rec.is_active() {
         if !force {
             anyhow::bail!(

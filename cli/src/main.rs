@@ -8,6 +8,7 @@ mod containers;
 mod logs;
 mod output;
 mod progress;
+mod sdnotify;
 mod spec;
 mod state;
 mod supervisor;

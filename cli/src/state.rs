@@ -162,6 +162,13 @@ pub struct Record {
     pub seccomp_file: bool,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Run in the foreground: the `slate run` that started it supervises it, its output goes
+    /// to that command's stdout and stderr (not captured), and the record goes with the run.
+    #[serde(default)]
+    pub foreground: bool,
+    /// The systemd service the container runs under, when it does (`app.service`).
+    #[serde(default)]
+    pub unit: Option<String>,
 }
 
 impl Record {

@@ -41,13 +41,8 @@ pub(crate) fn fork_app(close_in_init: impl FnOnce()) -> Result<(), Errno> {
         ForkResult::Child => {
             drop(barrier_w);
             let mut byte = [0u8; 1];
-            loop {
-                match nix::unistd::read(barrier_r.as_raw_fd(), &mut byte) {
-                    Err(Errno::EINTR) => continue,
-                    // EOF (or init gone): init holds nothing of the host any more.
-                    _ => break,
-                }
-            }
+            // Until EOF (or init gone): init holds nothing of the host any more.
+            while let Err(Errno::EINTR) = nix::unistd::read(barrier_r.as_raw_fd(), &mut byte) {}
             drop(barrier_r);
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
             Ok(())

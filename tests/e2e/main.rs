@@ -35,6 +35,7 @@ mod redirect;
 mod resume;
 mod run;
 mod run_devices;
+mod run_foreground;
 mod run_limits;
 mod run_pull;
 mod run_security;

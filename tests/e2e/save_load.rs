@@ -46,7 +46,7 @@ fn rich_image() -> BuiltImage {
 /// `registry.example/app/rich:v1`.
 fn store_with(label: &str, img: &BuiltImage, config: &str) -> Slate {
     let slate = Slate::new(label);
-    fs::write(slate.dir().path().join("config.toml"), config).expect("writing config");
+    crate::harness::slate_cmd::write_config(&slate, config);
     let tar = slate.dir().path().join("in.tar");
     crate::archive::write_archive(
         &tar,

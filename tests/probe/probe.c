@@ -5,9 +5,11 @@
  *   probe hog MB     allocate and touch MB megabytes, 1 MB at a time, printing progress
  *   probe forks N    fork up to N children that sleep; print how many forks succeeded
  *   probe spin SEC [N]  busy-loop N processes for SEC seconds; print cpu seconds / wall seconds
+ *   probe notify MSG  send MSG to $NOTIFY_SOCKET as sd_notify(3) does; print notify=ok|error
  * Build: cc -static -O2 -o probe probe.c */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -16,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -224,10 +228,29 @@ static void spin(double secs, int procs) {
     printf("spin_wall=%.3f\nspin_cpu=%.3f\nspin_ratio=%.3f\n", wall, cpu, cpu / wall);
 }
 
+static void notify(const char *msg) {
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (!path || !*path || strlen(path) >= sizeof sa.sun_path) {
+        printf("notify=error no NOTIFY_SOCKET\n");
+        return;
+    }
+    strcpy(sa.sun_path, path);
+    socklen_t len = offsetof(struct sockaddr_un, sun_path) + strlen(path);
+    if (path[0] == '@') sa.sun_path[0] = 0; /* the abstract namespace */
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || sendto(fd, msg, strlen(msg), 0, (struct sockaddr *)&sa, len) < 0)
+        printf("notify=error %s\n", strerror(errno));
+    else
+        printf("notify=ok\n");
+    if (fd >= 0) close(fd);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 3 && strcmp(argv[1], "hog") == 0) hog(atol(argv[2]));
     else if (argc >= 3 && strcmp(argv[1], "forks") == 0) forks(atol(argv[2]));
+    else if (argc >= 3 && strcmp(argv[1], "notify") == 0) notify(argv[2]);
     else if (argc >= 3 && strcmp(argv[1], "spin") == 0) spin(atof(argv[2]), argc >= 4 ? atoi(argv[3]) : 1);
     else report();
     return 0;

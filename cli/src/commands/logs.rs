@@ -29,6 +29,16 @@ pub struct LogsArgs {
 pub fn run(settings: &Settings, args: LogsArgs) -> anyhow::Result<u8> {
     let sd = containers::open_swept(settings)?;
     let rec = sd.find(&args.container)?;
+    if rec.foreground {
+        let whose = match &rec.unit {
+            Some(u) => format!("the journal of {u}: journalctl -u {u}"),
+            None => "the terminal of the `slate run` that started it".to_string(),
+        };
+        bail!(
+            "container {} runs in the foreground: its output goes to {whose} and is not kept (run it with -d to keep logs)",
+            rec.name
+        );
+    }
     match rec.log_driver {
         LogDriver::File => {}
         LogDriver::None => bail!("container {} was started with --log-driver none", rec.name),

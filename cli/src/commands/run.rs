@@ -6,6 +6,10 @@
 //! generated `/etc` files, the mount point). It is deleted when the run ends, and the next
 //! `slate run` removes the directories of runs whose supervisor died, so nothing a run
 //! writes outlives it.
+//!
+//! Every container has a record in the state dir, foreground ones too (see `foreground`):
+//! `ps`, `exec`, `stop`, `kill` and `inspect` work on a unit's `slate run --name app` as on a
+//! detached container, and names are unique across both.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,31 +26,35 @@ use slate_runtime::seccomp::Program;
 use slate_runtime::{supervise, Container, ContainerOptions, Rootfs};
 
 mod detach;
+mod foreground;
 
 pub use detach::SuperviseArgs;
 
 use super::ExitWith;
 use crate::cli::{PullPolicy, RunArgs};
 use crate::config::Settings;
+use crate::sdnotify::Notifier;
 use crate::spec::{self, SeccompChoice, SpecInput};
 use crate::EXIT_SLATE_FAILED;
 
 pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     check_preserved_fds(&args).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
+    // Taken out of the environment first, so nothing slate starts inherits it by accident.
+    let notifier = crate::sdnotify::Notifier::from_env(args.sdnotify);
     if args.detach {
-        return detach::run(settings, args);
+        return detach::run(settings, args, notifier.as_ref());
     }
-    sweep_state(settings);
     if args.restart != "no" {
         tracing::warn!("--restart applies to detached containers (-d) only; under systemd, use Restart= in the unit");
     }
-    if args.replace {
-        if let Some(name) = &args.name {
-            replace_detached(settings, name).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
-        }
-    }
     // Failures before the container exists are slate's own: docker's 125.
-    let prepared = prepare(settings, &args).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
+    let fail = |e: anyhow::Error| ExitWith::wrap(EXIT_SLATE_FAILED, e);
+    let id = new_id().map_err(fail)?;
+    // The record before the pull: the name is taken, and `ps` and `stop` see the container
+    // while its image comes down a slow link.
+    let mut record = foreground::Record::reserve(settings, &args, &id).map_err(fail)?;
+    let prepared = prepare(settings, &args, &id, notifier.as_ref()).map_err(fail)?;
+    record.prepared(&prepared).map_err(fail)?;
     // `_guard` and `_pin` live until the container is gone, at the end of this function.
     let Prepared {
         run_dir,
@@ -64,11 +72,25 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
         // and attach_stdin above keeps ours out of it.)
         let null = std::fs::File::open("/dev/null")
             .context("cannot open /dev/null")
-            .map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
+            .map_err(fail)?;
         nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0)
             .context("cannot redirect stdin")
-            .map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
+            .map_err(fail)?;
     }
+    // From here on a TERM (systemd's stop) or ^C is the container's: held until the
+    // supervisor forwards it, not lost while the record is written. (The container's process
+    // starts with an empty mask.) Before, during the pull, it simply ends slate.
+    let mut forwarded = nix::sys::signal::SigSet::empty();
+    for sig in slate_runtime::FORWARDED {
+        forwarded.add(sig);
+    }
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&forwarded),
+        None,
+    )
+    .context("cannot block signals")
+    .map_err(fail)?;
     let container = match Container::spawn(options) {
         Ok(c) => c,
         Err(e) => {
@@ -79,10 +101,152 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
             ));
         }
     };
+    record.running(&container);
+    if let Some(n) = &notifier {
+        n.started(std::process::id(), args.image());
+    }
+    if record.stop_requested() {
+        // `slate stop` came while the container was starting: it found no process to signal.
+        let _ = container.kill(nix::sys::signal::Signal::SIGKILL);
+    }
     let status = supervise(container).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, anyhow!(e)))?;
     drop(_guard);
+    drop(record);
     tracing::debug!(run_dir = %run_dir.display(), ?status, "container exited");
     Ok(u8::try_from(status.code() & 0xff).unwrap_or(EXIT_SLATE_FAILED))
+}
+
+/// Checks `--name` against every container of the state dir, foreground and detached: taken
+/// is an error, unless `--replace` (then the old one is stopped and removed). The caller
+/// holds the state dir's lock and has swept it.
+pub(crate) fn claim_name(
+    sd: &crate::state::StateDir,
+    existing: &[crate::state::Record],
+    args: &RunArgs,
+) -> anyhow::Result<()> {
+    let Some(name) = &args.name else {
+        return Ok(());
+    };
+    crate::state::validate_name(name)?;
+    for old in existing.iter().filter(|r| &r.name == name) {
+        if !args.replace {
+            let how = match (&old.unit, old.foreground, old.supervisor_pid) {
+                (Some(u), _, _) => format!(", run by {u}"),
+                (None, true, Some(pid)) => format!(", in the foreground of PID {pid}"),
+                _ => String::new(),
+            };
+            bail!(
+                "the name {name:?} is in use by container {} ({}{how}): remove it with `slate rm -f {name}`, or use --replace",
+                old.short_id(),
+                old.status.as_str()
+            );
+        }
+        crate::containers::stop(sd, old, REPLACE_TIMEOUT)
+            .with_context(|| format!("cannot stop the container {name} to replace it"))?;
+        crate::containers::remove(sd, old, true)?;
+    }
+    Ok(())
+}
+
+/// How long `--replace` gives the old container to stop before SIGKILL.
+const REPLACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A new container's record, before its image and spec are known.
+pub(crate) fn base_record(
+    settings: &Settings,
+    args: &RunArgs,
+    id: &str,
+    name: String,
+) -> anyhow::Result<crate::state::Record> {
+    use crate::state::{self, LogDriver, Record, RestartPolicy, Status};
+    let log_max_size = crate::config::parse_size(&args.log_max_size)
+        .with_context(|| format!("invalid --log-max-size {:?}", args.log_max_size))?;
+    Ok(Record {
+        id: id.to_string(),
+        name,
+        image: args.image().to_string(),
+        image_digest: String::new(),
+        command: Vec::new(),
+        status: Status::Created,
+        pid: None,
+        pid_start: None,
+        supervisor_pid: None,
+        supervisor_start: None,
+        exit_code: None,
+        error: None,
+        created: state::now_rfc3339(),
+        started: None,
+        finished: None,
+        run_dir: settings.root.join("runs").join(id),
+        log_dir: settings.root.join("containers").join(id),
+        store_root: settings.root.clone(),
+        cgroups_path: None,
+        cgroup_paths: Vec::new(),
+        stop_signal: "SIGTERM".to_string(),
+        restart: RestartPolicy::No,
+        restart_count: 0,
+        log_driver: if args.detach {
+            args.log_driver
+        } else {
+            LogDriver::None
+        },
+        log_max_size,
+        log_max_files: args.log_max_files,
+        auto_remove: args.rm,
+        init: args.init,
+        lower: Vec::new(),
+        read_only: args.read_only,
+        seccomp_file: false,
+        labels: args
+            .label
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (l.clone(), String::new()),
+            })
+            .collect(),
+        foreground: !args.detach,
+        unit: slate_runtime::cgroups::systemd_unit(),
+    })
+}
+
+/// Writes what `exec` and restarts need next to the record (the spec, the compiled seccomp
+/// filter) and fills the record from the prepared run. The caller saves the record.
+pub(crate) fn write_bundle(
+    sd: &crate::state::StateDir,
+    rec: &mut crate::state::Record,
+    prepared: &Prepared,
+) -> anyhow::Result<()> {
+    let options = &prepared.options;
+    let dir = sd.dir(&rec.id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let spec_json =
+        serde_json::to_vec_pretty(&options.spec).context("cannot serialise the spec")?;
+    crate::state::write_atomic(&dir.join("spec.json"), &spec_json)?;
+    if let Some(p) = &options.seccomp {
+        crate::state::write_atomic(&dir.join("seccomp.bpf"), &p.to_bytes())?;
+    }
+    rec.image_digest = prepared.digest.clone();
+    rec.command = options
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().clone())
+        .unwrap_or_default();
+    rec.run_dir = prepared.run_dir.clone();
+    rec.cgroups_path = options
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone());
+    rec.stop_signal = prepared.stop_signal.as_str().to_string();
+    rec.init = options.init;
+    rec.lower = match &options.rootfs {
+        slate_runtime::Rootfs::Overlay { lower, .. } => lower.clone(),
+        slate_runtime::Rootfs::Dir(d) => vec![d.clone()],
+    };
+    rec.seccomp_file = options.seccomp.is_some();
+    Ok(())
 }
 
 /// `--preserve-fds N` hands the caller's descriptors 3..3+N to the app (podman's flag, for
@@ -138,13 +302,18 @@ impl Drop for RunDirGuard {
     }
 }
 
-pub(crate) fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Prepared> {
+pub(crate) fn prepare(
+    settings: &Settings,
+    args: &RunArgs,
+    id: &str,
+    notifier: Option<&Notifier>,
+) -> anyhow::Result<Prepared> {
     let store = super::open_store(settings)?;
     let record = match local_image(settings, &store, args) {
         Some(imported) => imported?,
         None => {
             let reference: Reference = args.image().parse()?;
-            ensure_image(settings, &store, &reference, args)?
+            ensure_image(settings, &store, &reference, args, notifier)?
         }
     };
     // A run is a use: max_store_size evicts the least recently used images first. Failing
@@ -161,8 +330,7 @@ pub(crate) fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Pre
 
     let runs = store.root().join("runs");
     sweep_dead_runs(&runs);
-    let id = new_id()?;
-    let run_dir = runs.join(&id);
+    let run_dir = runs.join(id);
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
     let guard = RunDirGuard(run_dir.clone());
@@ -183,11 +351,14 @@ pub(crate) fn prepare(settings: &Settings, args: &RunArgs) -> anyhow::Result<Pre
         args,
         image_config: &image_config,
         read_image_file: &read_image_file,
-        id: &id,
+        id,
         run_dir: &run_dir,
         host_env: &host_env,
     })?;
-    let spec = out.spec;
+    let mut spec = out.spec;
+    if let Some(n) = notifier.filter(|n| n.mode == crate::sdnotify::Mode::Container) {
+        crate::sdnotify::pass_into(&mut spec, n)?;
+    }
     let seccomp = seccomp_for(&store, &spec, &out.seccomp)?;
     let mut options = ContainerOptions::new(
         id,
@@ -299,7 +470,7 @@ fn local_image(
         platform,
         parallel: settings.parallel(),
     };
-    super::pull::import_local(store, args.image(), &opts, false).map(|r| r.map(|p| p.record))
+    super::pull::import_local(store, args.image(), &opts, args.quiet).map(|r| r.map(|p| p.record))
 }
 
 fn ensure_image(
@@ -307,7 +478,18 @@ fn ensure_image(
     store: &Store,
     reference: &Reference,
     args: &RunArgs,
+    notifier: Option<&Notifier>,
 ) -> anyhow::Result<ImageRecord> {
+    // What the terminal (or the journal) shows, and systemd's STATUS= under a unit.
+    let display = crate::progress::for_stderr(args.quiet);
+    let status;
+    let progress: &dyn slate_image::pull::Progress = match notifier {
+        Some(n) => {
+            status = crate::sdnotify::StatusProgress::new(display.as_ref(), n);
+            &status
+        }
+        None => display.as_ref(),
+    };
     let images = store.images()?;
     let local = store.find_reference(&images, reference).cloned();
     let platform = args
@@ -328,8 +510,7 @@ fn ensure_image(
         )),
         (PullPolicy::Missing, None) => {
             let client = Client::new(settings.client_options()?);
-            let progress = crate::progress::for_stderr(false);
-            let pulled = pull::pull(store, &client, reference, &opts, progress.as_ref())
+            let pulled = pull::pull(store, &client, reference, &opts, progress)
                 .with_context(|| format!("cannot pull {reference}"))?;
             Ok(pulled.record)
         }
@@ -350,8 +531,7 @@ fn ensure_image(
             if let Some(r) = local.filter(|r| r.digest == resolved.record.digest) {
                 return Ok(r);
             }
-            let progress = crate::progress::for_stderr(false);
-            let pulled = pull::fetch(store, &client, reference, resolved, &opts, progress.as_ref())
+            let pulled = pull::fetch(store, &client, reference, resolved, &opts, progress)
                 .with_context(|| format!("cannot pull {reference}"))?;
             Ok(pulled.record)
         }
@@ -367,7 +547,7 @@ fn is_unreachable(e: &PullError) -> bool {
 }
 
 /// A random 64-hex id, like docker's.
-fn new_id() -> anyhow::Result<String> {
+pub(crate) fn new_id() -> anyhow::Result<String> {
     let mut b = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
@@ -438,37 +618,5 @@ fn sweep_dead_runs(runs: &Path) {
                 tracing::warn!(dir = %dir.display(), error = %err, "cannot remove a dead run's directory");
             }
         }
-    }
-}
-
-/// `run --replace --name NAME` in the foreground (a systemd unit's ExecStart): a detached
-/// container of that name is stopped and removed first.
-fn replace_detached(settings: &Settings, name: &str) -> anyhow::Result<()> {
-    if !settings.state_dir.is_dir() {
-        return Ok(());
-    }
-    let sd = crate::state::StateDir::open(&settings.state_dir)?;
-    let _lock = sd.lock()?;
-    crate::containers::sweep(&sd)?;
-    for old in sd.list()?.iter().filter(|r| r.name == name) {
-        crate::containers::stop(&sd, old, std::time::Duration::from_secs(10))
-            .with_context(|| format!("cannot stop the container {name} to replace it"))?;
-        crate::containers::remove(&sd, old, true)?;
-    }
-    Ok(())
-}
-
-/// Cleans up after dead detached runs, when the state dir exists (a foreground run does not
-/// create it: hosts that never detach keep no /run/slate).
-fn sweep_state(settings: &Settings) {
-    if !settings.state_dir.is_dir() {
-        return;
-    }
-    let res = crate::state::StateDir::open(&settings.state_dir).and_then(|sd| {
-        let _lock = sd.lock()?;
-        crate::containers::sweep(&sd)
-    });
-    if let Err(e) = res {
-        tracing::warn!("cannot clean up after dead containers: {e:#}");
     }
 }

@@ -230,6 +230,16 @@ fn delegated(dir: &Path) -> bool {
     })
 }
 
+/// The systemd service this process runs in (`app.service`), when systemd started it as
+/// part of one: what `slate ps` and `inspect` show, and what restarting the container means.
+pub fn systemd_unit() -> Option<String> {
+    std::env::var_os("INVOCATION_ID")?;
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    // The v2 line where there is one, else the name=systemd hierarchy of a v1 host.
+    let unit = unit_cgroup(&text, true).or_else(|| unit_cgroup(&text, false))?;
+    unit.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
 /// The cgroup of the systemd service in `/proc/self/cgroup` text: the path up to and
 /// including its last `*.service` component (slate may already sit in a leaf below it).
 pub(crate) fn unit_cgroup(self_cgroup: &str, v2: bool) -> Option<PathBuf> {

@@ -38,6 +38,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
 pub use devices::DeviceRuleError;
+pub use host::systemd_unit;
 pub(crate) use host::{FsOps, Host, Layout};
 
 /// Name of the parent cgroup under which slate creates container cgroups.

@@ -228,8 +228,13 @@ impl V1Cgroup {
             .and_then(|pids| kill_pids(&pids, self.paths.first().map_or(Path::new(""), |p| p)));
         if frozen {
             if let Some(s) = &state {
-                if let Err(source) = write_file(s, "THAWED") {
-                    tracing::warn!(path = %s.display(), error = %source, "cannot thaw cgroup");
+                match write_file(s, "THAWED") {
+                    Ok(()) => {}
+                    // Its processes died and its owner removed it meanwhile: nothing to thaw.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        tracing::warn!(path = %s.display(), error = %source, "cannot thaw cgroup")
+                    }
                 }
             }
         }

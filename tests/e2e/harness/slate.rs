@@ -233,6 +233,15 @@ fn indent(s: &str) -> String {
 }
 
 /// The slate binary with a store and config of its own.
+/// The config line that keeps a test's container records in its own temp dir: every
+/// container has one, foreground runs too, and the host's /run/slate is not the test's.
+pub fn state_dir_line(test_dir: &Path) -> String {
+    format!(
+        "state_dir = {:?}\n",
+        test_dir.join("state").display().to_string()
+    )
+}
+
 pub struct Slate {
     dir: TestDir,
     root: PathBuf,
@@ -246,7 +255,10 @@ impl Slate {
         let config = dir.path().join("config.toml");
         fs::write(
             &config,
-            "# slate e2e: defaults, so tests do not depend on the host's /etc/slate\n",
+            format!(
+                "# slate e2e: defaults, so tests do not depend on the host's /etc/slate\n{}",
+                state_dir_line(dir.path())
+            ),
         )
         .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
         Slate { dir, root, config }

@@ -11,9 +11,15 @@ use std::process::{Child, Command, Stdio};
 
 use super::slate::{Output, Slate, SLATE_BIN};
 
-/// Replaces the test's `config.toml` (the one every slate command of `slate` reads).
+/// Replaces the test's `config.toml` (the one every slate command of `slate` reads); the
+/// test's own state dir stays set unless `text` sets one.
 pub fn write_config(slate: &Slate, text: &str) {
     let p = slate.dir().path().join("config.toml");
+    let text = if text.contains("state_dir") {
+        text.to_string()
+    } else {
+        format!("{}{text}", super::slate::state_dir_line(slate.dir().path()))
+    };
     std::fs::write(&p, text).unwrap_or_else(|e| panic!("writing {}: {e}", p.display()));
 }
 

@@ -44,7 +44,7 @@ echo "# cgroup root controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 
 # The first run unpacks the image into the store; the units below start from a warm store.
 t=$(now)
-out=$("$SLATE" run --rm "$IMG" 2>&1)
+out=$("$SLATE" run --rm -q "$IMG" 2>&1)
 check "slate run of the oci-archive prints the image's hello ($(since "$t") s, first run)" \
   "got: $(echo "$out" | one_line)" \
   test "$out" = "hello from slate's x86_64 test image"
@@ -56,7 +56,8 @@ cat > /etc/systemd/system/app.service <<'EOF'
 [Unit]
 Description=slate test app
 [Service]
-ExecStart=/usr/local/bin/slate run --rm --name app oci-archive:/images/busybox.tar sh -c 'if [ -e /written-by-run ]; then echo "app: stale rootfs"; else echo "app: fresh rootfs"; fi; echo x > /written-by-run; trap "echo app: got TERM; exit 0" TERM; echo "app: started"; sleep 1000 & wait'
+Type=notify
+ExecStart=/usr/local/bin/slate run --rm -q --name app oci-archive:/images/busybox.tar sh -c 'if [ -e /written-by-run ]; then echo "app: stale rootfs"; else echo "app: fresh rootfs"; fi; echo x > /written-by-run; trap "echo app: got TERM; exit 0" TERM; echo "app: started"; sleep 1000 & wait'
 Delegate=yes
 MemoryMax=64M
 TimeoutStopSec=30
@@ -70,14 +71,37 @@ app_said() { app_log "$1" | grep -qx "$2"; }
 app_pid() { pgrep -f '^sleep 1000$' | head -1; }
 unit_cg=""
 
+# Type=notify: `systemctl start` returns once slate said READY=1 (or fails at the timeout).
+t=$(now)
 systemctl start app.service
+start_rc=$?
+dt=$(since "$t")
 inv1=$(invocation)
-if wait_for 60 app_said "$inv1" "app: started" && [ "$(systemctl is-active app.service)" = active ]; then
-  ok "unit: slate run in a Delegate=yes service becomes active"
+if [ "$start_rc" -eq 0 ] && [ "$(systemctl is-active app.service)" = active ] && wait_for 60 app_said "$inv1" "app: started"; then
+  ok "unit: Type=notify slate run in a Delegate=yes service becomes active ($dt s)"
 else
-  nok "unit: slate run in a Delegate=yes service becomes active" \
-    "$(systemctl is-active app.service); log: $(journalctl -q --no-pager -u app.service | tail -5 | one_line)"
+  nok "unit: Type=notify slate run in a Delegate=yes service becomes active" \
+    "start status $start_rc after $dt s, $(systemctl is-active app.service); log: $(journalctl -q --no-pager -u app.service | tail -5 | one_line)"
 fi
+main_pid=$(systemctl show -p MainPID --value app.service)
+check "unit: systemd's MainPID is slate run (pid $main_pid)" \
+  "MainPID $main_pid is $(tr '\0' ' ' < "/proc/$main_pid/cmdline" 2>/dev/null)" \
+  sh -c "tr '\\0' ' ' < /proc/$main_pid/cmdline | grep -q '^/usr/local/bin/slate run '"
+
+# The unit's container is slate's like any other: ps, exec, inspect.
+ps_out=$("$SLATE" ps 2>&1)
+check "records: slate ps lists the unit's foreground container" \
+  "ps: $(echo "$ps_out" | one_line)" sh -c "echo \"\$1\" | grep -q ' app\$'" _ "$ps_out"
+ex=$("$SLATE" exec app sh -c 'echo in-app; test -e /written-by-run && echo sees-rootfs' 2>&1)
+check "records: slate exec app sh -c ... runs in the unit's container" \
+  "exec said: $(echo "$ex" | one_line)" test "$ex" = $'in-app\nsees-rootfs'
+unit_in=$("$SLATE" inspect app 2>/dev/null | grep -o '"unit": *"[^"]*"' | one_line)
+check "records: inspect names the unit" "inspect: ${unit_in:-no unit}" \
+  sh -c "echo '$unit_in' | grep -q app.service"
+dup=$("$SLATE" run --rm -q --name app "$IMG" true 2>&1)
+dup_rc=$?
+check "records: the unit's name is taken for another run (status $dup_rc)" \
+  "said: $(echo "$dup" | one_line)" sh -c "[ $dup_rc -eq 125 ] && echo \"\$1\" | grep -q 'app.service'" _ "$dup"
 
 unit_cg=$(systemctl show -p ControlGroup --value app.service)
 pid=$(app_pid)
@@ -97,15 +121,15 @@ check "unit: MemoryMax=64M is memory.max of the unit's cgroup, above the contain
 
 # The limit holds: a 100 MB allocation dies under MemoryMax=64M, a 16 MB one does not.
 big=$(systemd-run -q -P -p Delegate=yes -p MemoryMax=64M -p MemorySwapMax=0 \
-  "$SLATE" run --rm "$IMG" busybox dd if=/dev/zero of=/dev/null bs=100M count=1 2>&1)
+  "$SLATE" run --rm -q "$IMG" busybox dd if=/dev/zero of=/dev/null bs=100M count=1 2>&1)
 big_rc=$?
 small=$(systemd-run -q -P -p Delegate=yes -p MemoryMax=64M -p MemorySwapMax=0 \
-  "$SLATE" run --rm "$IMG" busybox dd if=/dev/zero of=/dev/null bs=16M count=1 2>&1)
+  "$SLATE" run --rm -q "$IMG" busybox dd if=/dev/zero of=/dev/null bs=16M count=1 2>&1)
 small_rc=$?
 check "unit: MemoryMax=64M holds for the container (100M allocation killed, status $big_rc; 16M fine)" \
   "100M: status $big_rc ($(echo "$big" | one_line)); 16M: status $small_rc ($(echo "$small" | one_line))" \
   test "$big_rc" -ne 0 -a "$small_rc" -eq 0
-inside=$(systemd-run -q -P -p Delegate=yes -p MemoryMax=64M "$SLATE" run --rm "$IMG" cat /sys/fs/cgroup/memory.max 2>&1)
+inside=$(systemd-run -q -P -p Delegate=yes -p MemoryMax=64M "$SLATE" run --rm -q "$IMG" cat /sys/fs/cgroup/memory.max 2>&1)
 todo "unit: the container sees the unit's 64M limit in its own memory.max" \
   "it reads '$(echo "$inside" | one_line)'" "issue 12 part 4" \
   test "$inside" = 67108864
@@ -134,6 +158,28 @@ else
   nok "restart: the second run starts from a fresh rootfs" \
     "run 1: $(app_log "$inv1" | one_line); run 2: $(app_log "$inv2" | one_line)"
 fi
+
+# --- slate stop app: the stop signal reaches the app, slate run exits, systemd sees its
+# main process exit cleanly (the unit goes inactive, no restart: Restart= is not set).
+inv=$(invocation)
+t=$(now)
+stop_out=$("$SLATE" stop -t 20 app 2>&1)
+stop_rc=$?
+wait_for 20 sh -c '! systemctl is-active -q app.service'
+dt=$(since "$t")
+res=$(systemctl show -p Result --value app.service)
+state=$(systemctl is-active app.service)
+if [ "$stop_rc" -eq 0 ] && app_said "$inv" "app: got TERM" && [ "$state" = inactive ] && [ "$res" = success ]; then
+  ok "records: slate stop app stops the unit's container; systemd saw slate run exit 0 ($dt s)"
+else
+  nok "records: slate stop app stops the unit's container and systemd sees it" \
+    "stop status $stop_rc ($(echo "$stop_out" | one_line)), unit $state/$res after $dt s, app: $(app_log "$inv" | one_line)"
+fi
+left=$(ls /run/slate 2>/dev/null | grep -c '^[0-9a-f]\{64\}$')
+check "records: the record went with the run" "$left record(s) left in /run/slate" test "$left" -eq 0
+systemctl start app.service
+inv1=$(invocation)
+wait_for 60 app_said "$inv1" "app: started"
 
 # --- systemctl kill -s KILL: slate gets no chance to clean up; nothing may stay behind.
 # Entries of slate's per-run directories (store runs, /run state), one per line.
@@ -175,7 +221,7 @@ systemctl reset-failed app.service 2>/dev/null
 
 # --- Limits outside a unit of its own. systemd-run --scope as from a login shell: this
 # script runs in a service, whose INVOCATION_ID a shell would not have.
-limits_cmd=("$SLATE" run --rm --memory 32m --pids-limit 16 "$IMG" cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max)
+limits_cmd=("$SLATE" run --rm -q --memory 32m --pids-limit 16 "$IMG" cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max)
 want=$'33554432\n16'
 out=$(env -u INVOCATION_ID systemd-run -q --scope "${limits_cmd[@]}" 2>&1)
 check "scope: --memory 32m --pids-limit 16 read back in the container" \
@@ -183,25 +229,19 @@ check "scope: --memory 32m --pids-limit 16 read back in the container" \
 out=$("${limits_cmd[@]}" 2>&1)
 check "plain (from the test's own Delegate=yes unit): --memory 32m --pids-limit 16 read back" \
   "got: $(echo "$out" | one_line)" test "$out" = "$want"
-out=$(systemd-run -q -P "$SLATE" run --rm --memory 32m "$IMG" true 2>&1)
+out=$(systemd-run -q -P "$SLATE" run --rm -q --memory 32m "$IMG" true 2>&1)
 rc=$?
 check "service without Delegate=yes: --memory refused with a hint (status $rc)" \
   "status $rc, said: $(echo "$out" | one_line)" \
   sh -c "[ $rc -eq 125 ] && echo \"\$1\" | grep -q 'Delegate=yes'" _ "$out"
 
-# --- Devices (issue 11): a container may mknod the guest's disk but must not open it. Today
-# slate has no cgroup v2 device filter, so the open succeeds: an expected failure until
-# SLATE_VM_DEVICE_FILTER=1 says the binary has the filter.
+# --- Devices (issue 11): a container may mknod the guest's disk but must not open it (the
+# eBPF device filter on cgroup v2).
 dev=$(cat /sys/block/vda/dev)
-out=$("$SLATE" run --rm -u 0 "$IMG" sh -c "busybox mkdir -p /tmp && busybox mknod /tmp/d b ${dev%:*} ${dev#*:} && echo mknod-ok && busybox head -c 512 /tmp/d | busybox wc -c" 2>&1)
+out=$("$SLATE" run --rm -q -u 0 "$IMG" sh -c "busybox mkdir -p /tmp && busybox mknod /tmp/d b ${dev%:*} ${dev#*:} && echo mknod-ok && busybox head -c 512 /tmp/d | busybox wc -c" 2>&1)
 dev_ok() { echo "$out" | grep -qx mknod-ok && echo "$out" | grep -q 'Operation not permitted'; }
 dev_why="disk $dev: $(echo "$out" | one_line)"
-if [ "${SLATE_VM_DEVICE_FILTER:-}" = 1 ]; then
-  check "devices: mknod of the guest disk works, open fails EPERM" "$dev_why" dev_ok
-else
-  todo "devices: mknod of the guest disk works, open fails EPERM" "$dev_why" \
-    "issue 11: no device filter on cgroup v2 yet (SLATE_VM_DEVICE_FILTER=1 counts it)" dev_ok
-fi
+check "devices: mknod of the guest disk works, open fails EPERM" "$dev_why" dev_ok
 
 [ "$todos" -eq 0 ] || echo "# $todos expected failure(s) marked TODO, not counted"
 echo "$passed passed, $failed failed"

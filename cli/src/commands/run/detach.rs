@@ -12,7 +12,6 @@ use std::io::Read as _;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
@@ -21,7 +20,7 @@ use crate::cli::RunArgs;
 use crate::commands::ExitWith;
 use crate::config::Settings;
 use crate::containers;
-use crate::state::{self, Record, RestartPolicy, StateDir, Status};
+use crate::state::{self, RestartPolicy, StateDir};
 use crate::supervisor::READY_FD;
 use crate::EXIT_SLATE_FAILED;
 
@@ -31,11 +30,12 @@ pub struct SuperviseArgs {
     pub id: String,
 }
 
-/// How long `--replace` gives the old container to stop before SIGKILL.
-const REPLACE_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
-    detach(settings, &args).map_err(|e| {
+pub fn run(
+    settings: &Settings,
+    args: RunArgs,
+    notifier: Option<&crate::sdnotify::Notifier>,
+) -> anyhow::Result<u8> {
+    detach(settings, &args, notifier).map_err(|e| {
         if e.downcast_ref::<ExitWith>().is_some() {
             e
         } else {
@@ -44,16 +44,15 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn detach(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
+fn detach(
+    settings: &Settings,
+    args: &RunArgs,
+    notifier: Option<&crate::sdnotify::Notifier>,
+) -> anyhow::Result<u8> {
     if args.tty || args.interactive {
         bail!("-t and -i cannot be used with -d: a detached container has no terminal (use `slate exec -it` to get one)");
     }
     let restart: RestartPolicy = args.restart.parse()?;
-    let log_max_size = crate::config::parse_size(&args.log_max_size)
-        .with_context(|| format!("invalid --log-max-size {:?}", args.log_max_size))?;
-    if let Some(n) = &args.name {
-        state::validate_name(n)?;
-    }
     if args.log_driver == state::LogDriver::Journald
         && !std::path::Path::new(crate::logs::JOURNAL_SOCKET).exists()
     {
@@ -67,96 +66,18 @@ fn detach(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
     containers::sweep(&sd)?;
     let existing = sd.list()?;
     remove_orphaned_logs(&settings.root.join("containers"), &sd);
-    if let Some(name) = &args.name {
-        for old in existing.iter().filter(|r| &r.name == name) {
-            if !args.replace {
-                bail!(
-                    "the name {name:?} is in use by container {} ({}): remove it with `slate rm -f {name}`, or use --replace",
-                    old.short_id(),
-                    old.status.as_str()
-                );
-            }
-            containers::stop(&sd, old, REPLACE_TIMEOUT)
-                .with_context(|| format!("cannot stop the container {name} to replace it"))?;
-            containers::remove(&sd, old, true)?;
-        }
-    }
+    super::claim_name(&sd, &existing, args)?;
 
-    let Prepared {
-        run_dir,
-        options,
-        _guard,
-        _pin,
-        digest,
-        stop_signal,
-    } = prepare(settings, args)?;
-    let id = options.id.clone();
+    let id = super::new_id()?;
+    let prepared = prepare(settings, args, &id, notifier)?;
     let name = match &args.name {
         Some(n) => n.clone(),
         None => state::generate_name(&id, &|n| existing.iter().any(|r| r.name == n)),
     };
-    let lower = match &options.rootfs {
-        slate_runtime::Rootfs::Overlay { lower, .. } => lower.clone(),
-        slate_runtime::Rootfs::Dir(d) => vec![d.clone()],
-    };
-    let dir = sd.dir(&id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let spec_json =
-        serde_json::to_vec_pretty(&options.spec).context("cannot serialise the spec")?;
-    state::write_atomic(&dir.join("spec.json"), &spec_json)?;
-    if let Some(p) = &options.seccomp {
-        state::write_atomic(&dir.join("seccomp.bpf"), &p.to_bytes())?;
-    }
-    let rec = Record {
-        id: id.clone(),
-        name,
-        image: args.image().to_string(),
-        image_digest: digest,
-        command: options
-            .spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.args().clone())
-            .unwrap_or_default(),
-        status: Status::Created,
-        pid: None,
-        pid_start: None,
-        supervisor_pid: None,
-        supervisor_start: None,
-        exit_code: None,
-        error: None,
-        created: state::now_rfc3339(),
-        started: None,
-        finished: None,
-        run_dir: run_dir.clone(),
-        log_dir: settings.root.join("containers").join(&id),
-        store_root: settings.root.clone(),
-        cgroups_path: options
-            .spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().clone()),
-        cgroup_paths: Vec::new(),
-        stop_signal: stop_signal.as_str().to_string(),
-        restart,
-        restart_count: 0,
-        log_driver: args.log_driver,
-        log_max_size,
-        log_max_files: args.log_max_files,
-        auto_remove: args.rm,
-        init: options.init,
-        lower,
-        read_only: args.read_only,
-        seccomp_file: options.seccomp.is_some(),
-        labels: args
-            .label
-            .iter()
-            .map(|l| match l.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (l.clone(), String::new()),
-            })
-            .collect(),
-    };
+    let mut rec = super::base_record(settings, args, &id, name)?;
+    rec.restart = restart;
+    super::write_bundle(&sd, &mut rec, &prepared)?;
+    let Prepared { _guard, _pin, .. } = prepared;
     sd.save(&rec)?;
     // Which state dir the logs belong to: once its record is gone (a reboot empties
     // /run/slate), a later `run -d` removes them.
@@ -169,9 +90,13 @@ fn detach(settings: &Settings, args: &RunArgs) -> anyhow::Result<u8> {
     .with_context(|| format!("cannot write {}", rec.log_dir.display()))?;
 
     match start_supervisor(settings, &sd, &id) {
-        Ok(()) => {
+        Ok(supervisor) => {
             _guard.disarm();
             drop(lock);
+            // systemd follows the supervisor from now on: `run -d` is about to exit.
+            if let Some(n) = notifier {
+                n.started(supervisor, args.image());
+            }
             println!("{id}");
             Ok(0)
         }
@@ -208,8 +133,8 @@ fn remove_orphaned_logs(containers: &std::path::Path, sd: &StateDir) {
     }
 }
 
-/// Starts `slate supervise <id>` and waits for its ready line.
-fn start_supervisor(settings: &Settings, sd: &StateDir, id: &str) -> anyhow::Result<()> {
+/// Starts `slate supervise <id>` and waits for its ready line; returns the supervisor's PID.
+fn start_supervisor(settings: &Settings, sd: &StateDir, id: &str) -> anyhow::Result<u32> {
     let (ready_r, ready_w): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let raw_w = ready_w.as_raw_fd();
@@ -256,9 +181,10 @@ fn start_supervisor(settings: &Settings, sd: &StateDir, id: &str) -> anyhow::Res
         .context("cannot read from the supervisor")?;
     let line = line.trim();
     if line == "ok" {
+        let pid = child.id();
         // Not waited for: it outlives us, and init reaps it once we are gone.
         drop(child);
-        return Ok(());
+        return Ok(pid);
     }
     let mut child = child;
     if let Some(rest) = line.strip_prefix("err ") {
