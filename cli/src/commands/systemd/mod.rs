@@ -39,6 +39,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{ArgMatches, CommandFactory, ValueEnum};
 
 use crate::cli::RunArgs;
+use crate::sdnotify::Mode;
 
 /// Where units for the system manager go by default (systemd.unit(5): the local
 /// administrator's directory, above the distribution's `/usr/lib/systemd/system`).
@@ -159,7 +160,7 @@ impl Unit {
             .map(|v| v.get_name().to_owned())
             .filter(|_| flags::given(m, "pull"))
             .unwrap_or_else(|| "always".to_owned());
-        let sdnotify = sdnotify(m)?;
+        let sdnotify = sdnotify(args, m)?;
         let fixed = [
             "--rm",
             "--replace",
@@ -240,18 +241,16 @@ WantedBy=multi-user.target
 }
 
 /// `--sdnotify` for the unit: slate's own READY=1 unless the user chose the app's.
-fn sdnotify(m: &ArgMatches) -> anyhow::Result<String> {
-    let typed = match m.try_get_raw("sdnotify") {
-        Ok(Some(mut v)) if flags::given(m, "sdnotify") => v.next().map(|s| s.to_owned()),
-        _ => None,
-    };
-    match typed.as_deref().map(|s| s.to_str()) {
-        None => Ok("conmon".to_owned()),
-        Some(Some("ignore")) => bail!(
+fn sdnotify(args: &UnitArgs, m: &ArgMatches) -> anyhow::Result<&'static str> {
+    if !flags::given(m, "sdnotify") {
+        return Ok("conmon");
+    }
+    match args.run.sdnotify {
+        Mode::Conmon => Ok("conmon"),
+        Mode::Container => Ok("container"),
+        Mode::Ignore => bail!(
             "--sdnotify=ignore makes no sense in a unit: it is Type=notify and would never become ready"
         ),
-        Some(Some(v)) => Ok(v.to_owned()),
-        Some(None) => bail!("--sdnotify is not UTF-8"),
     }
 }
 

@@ -61,9 +61,7 @@ fn exec_start(u: &Unit) -> Vec<String> {
 
 /// The unit's command line parsed as slate would parse it: `slate ... run ...`.
 fn run_of(u: &Unit) -> (Cli, RunArgs) {
-    let mut argv = exec_start(u);
-    // TEMP until main's `slate run --sdnotify` is merged.
-    argv.retain(|a| a != "--sdnotify=conmon");
+    let argv = exec_start(u);
     assert_eq!(argv[0], SLATE);
     let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{e}: {argv:?}"));
     let Verb::Run(run) = &cli.command else {
@@ -87,6 +85,10 @@ fn expected_run(args: &[&str]) -> RunArgs {
     }
     // Turned into Restart=, not given to slate run.
     run.restart = "no".to_owned();
+    // The unit's default is slate run's: set explicitly, so the unit says which.
+    if !args.iter().any(|a| a.starts_with("--sdnotify")) {
+        run.sdnotify = crate::sdnotify::Mode::Conmon;
+    }
     run
 }
 
@@ -208,6 +210,14 @@ fn explicit_pull_restart_and_sdnotify_choices_are_kept() {
     assert_eq!(setting(&u.render(), "Restart").unwrap(), "on-abnormal");
     let u = unit(&["--restart", "unless-stopped", "--name", "web", "img"]).unwrap();
     assert_eq!(setting(&u.render(), "Restart").unwrap(), "always");
+    assert_round_trip(&["--sdnotify", "container", "--name", "web", "img"]);
+    let u = unit(&["--sdnotify=container", "--name", "web", "img"]).unwrap();
+    assert!(exec_start(&u).contains(&"--sdnotify=container".to_owned()));
+    let msg = err(&["--sdnotify", "ignore", "--name", "web", "img"]);
+    assert!(
+        msg.contains("--sdnotify=ignore") && msg.contains("Type=notify"),
+        "{msg}"
+    );
 }
 
 #[test]
