@@ -69,7 +69,7 @@ fn cleanup_dead(sd: &StateDir, mut rec: Record) {
 
 /// Kills whatever is left in the container's cgroup and deletes it.
 fn remove_cgroup(rec: &Record) {
-    match Cgroup::open(&rec.id, rec.cgroups_path.as_deref()) {
+    match Cgroup::open_recorded(&rec.id, rec.cgroups_path.as_deref(), &rec.cgroup_paths) {
         Ok(cg) => {
             if let Err(e) = cg.remove() {
                 tracing::warn!(id = %rec.short_id(), error = %e, "cannot remove the cgroup of a dead container");
@@ -207,7 +207,7 @@ pub fn kill_hard(sd: &StateDir, id: &str) -> anyhow::Result<()> {
     if !signal(&rec, Signal::SIGKILL)? {
         signal_starting_foreground(&rec, Signal::SIGKILL)?;
     }
-    if let Ok(cg) = Cgroup::open(&rec.id, rec.cgroups_path.as_deref()) {
+    if let Ok(cg) = Cgroup::open_recorded(&rec.id, rec.cgroups_path.as_deref(), &rec.cgroup_paths) {
         let _ = cg.kill_all();
     }
     Ok(())

@@ -131,8 +131,12 @@ fn prepare(settings: &Settings, args: &ExecArgs) -> anyhow::Result<(ExecOptions,
     } else {
         None
     };
-    let cgroup = slate_runtime::cgroups::Cgroup::open(&rec.id, rec.cgroups_path.as_deref())
-        .with_context(|| format!("cannot find the cgroup of container {}", rec.name))?;
+    let cgroup = slate_runtime::cgroups::Cgroup::open_recorded(
+        &rec.id,
+        rec.cgroups_path.as_deref(),
+        &rec.cgroup_paths,
+    )
+    .with_context(|| format!("cannot find the cgroup of container {}", rec.name))?;
     // Last look before joining: still the same process (not a reused PID)?
     if !rec.container_alive() {
         bail!("container {} is not running", rec.name);

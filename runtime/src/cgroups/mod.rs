@@ -204,6 +204,37 @@ impl Cgroup {
         Self::open_on(&host, id, cgroups_path)
     }
 
+    /// As [`Cgroup::open`], trying first the directories recorded when the container started
+    /// ([`Cgroup::paths`]): under systemd the container's cgroup is inside the unit that ran
+    /// it, which a slate started elsewhere (a shell, another unit) would not look in.
+    pub fn open_recorded(
+        id: &str,
+        cgroups_path: Option<&Path>,
+        recorded: &[PathBuf],
+    ) -> Result<Cgroup, CgroupError> {
+        Self::open_recorded_on(&Host::detect()?, id, cgroups_path, recorded)
+    }
+
+    pub(crate) fn open_recorded_on(
+        host: &Host,
+        id: &str,
+        cgroups_path: Option<&Path>,
+        recorded: &[PathBuf],
+    ) -> Result<Cgroup, CgroupError> {
+        validate_id(id)?;
+        let inner = match &host.layout {
+            Layout::Unified { .. } => v2::V2Cgroup::open_recorded(host, recorded).map(Inner::V2),
+            Layout::V1 { .. } => v1::V1Cgroup::open_recorded(host, recorded).map(Inner::V1),
+        };
+        match inner {
+            Some(inner) => Ok(Cgroup {
+                id: id.to_string(),
+                inner,
+            }),
+            None => Self::open_on(host, id, cgroups_path),
+        }
+    }
+
     pub(crate) fn create_on(
         host: &Host,
         id: &str,

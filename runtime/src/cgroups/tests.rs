@@ -660,3 +660,29 @@ fn device_filter_errors_tell_unsupported_from_rejected() {
         CgroupError::DeviceFilterRejected { .. }
     ));
 }
+
+#[test]
+fn v2_a_units_container_is_found_from_elsewhere_through_its_recorded_path() {
+    let (_tmp, root) = fake_root("cpuset cpu io memory pids");
+    let _unit = fake_unit(&root, "cpu memory pids");
+    let in_unit = fake_host(&root, Some("system.slice/app.service"));
+    let cg = Cgroup::create_on(&in_unit, "web", None, None).expect("create");
+    let recorded = cg.paths();
+    // `slate exec web` from a shell, or from another unit: its own guess misses the cgroup.
+    for elsewhere in [
+        fake_host(&root, None),
+        fake_host(&root, Some("system.slice/other.service")),
+    ] {
+        assert!(matches!(
+            Cgroup::open_on(&elsewhere, "web", None),
+            Err(CgroupError::NotFound { .. })
+        ));
+        let found =
+            Cgroup::open_recorded_on(&elsewhere, "web", None, &recorded).expect("recorded");
+        assert_eq!(found.paths(), recorded);
+    }
+    // A recorded path outside the hierarchy is not trusted; without a match, the usual lookup.
+    let bogus = vec![PathBuf::from("/etc")];
+    assert!(Cgroup::open_recorded_on(&fake_host(&root, None), "web", None, &bogus).is_err());
+    cg.remove().expect("remove");
+}

@@ -111,6 +111,18 @@ impl V1Cgroup {
         Ok(None)
     }
 
+    /// The cgroup at directories recorded when it was created (`paths()` then): right
+    /// wherever the opener runs, another unit's cgroup included.
+    pub fn open_recorded(host: &Host, recorded: &[PathBuf]) -> Option<V1Cgroup> {
+        let rel = recorded.iter().find_map(|p| {
+            host.mounts()
+                .iter()
+                .find_map(|m| p.strip_prefix(m).ok().map(Path::to_path_buf))
+        })?;
+        let cg = V1Cgroup::at(host, rel);
+        cg.paths.iter().any(|p| p.is_dir()).then_some(cg)
+    }
+
     pub fn paths(&self) -> &[PathBuf] {
         &self.paths
     }

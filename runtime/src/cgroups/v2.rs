@@ -159,6 +159,19 @@ impl V2Cgroup {
         Ok(None)
     }
 
+    /// The cgroup at a directory recorded when it was created: right wherever the opener
+    /// runs (a unit's container, opened from a shell or another unit).
+    pub fn open_recorded(host: &Host, recorded: &[PathBuf]) -> Option<V2Cgroup> {
+        let root = root_of(host);
+        recorded
+            .iter()
+            .find(|p| p.starts_with(&root) && p.is_dir())
+            .map(|p| V2Cgroup {
+                path: p.clone(),
+                fs: host.fs,
+            })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -185,17 +185,21 @@ wait_for 60 app_said "$inv1" "app: started"
 # Entries of slate's per-run directories (store runs, /run state), one per line.
 runs_now() {
   local e
-  for e in /var/lib/slate/runs/* /run/slate/*; do [ -e "$e" ] && echo "$e"; done | sort
+  for e in /var/lib/slate/runs/* /run/slate/*; do
+    # Containers only: not the state dir's lock, nor the seal's empty dir.
+    case "${e##*/}" in lock|.*) continue ;; esac
+    [ -e "$e" ] && echo "$e"
+  done | sort
 }
 pid=$(app_pid)
 cg=$(sed -n 's/^0:://p' "/proc/$pid/cgroup" 2>/dev/null)
 runs_during=$(runs_now)
-mounts_during=$(grep -c -e /var/lib/slate -e /run/slate /proc/1/mountinfo)
+mounts_during=$(grep -c -e ' /var/lib/slate/' -e ' /run/slate/' /proc/1/mountinfo)
 systemctl kill -s KILL app.service
 wait_for 30 sh -c '! systemctl is-active -q app.service'
 sleep 1
 left_procs=$(pgrep -a -f '^sleep 1000$|^/usr/local/bin/slate run' | one_line)
-left_mounts=$(grep -e /var/lib/slate -e /run/slate /proc/1/mountinfo | awk '{print $5}' | one_line)
+left_mounts=$(grep -e ' /var/lib/slate/' -e ' /run/slate/' /proc/1/mountinfo | awk '{print $5}' | one_line)
 left_cg=""
 [ -n "$cg" ] && [ -d "/sys/fs/cgroup$cg" ] && left_cg="$cg"
 [ -d "/sys/fs/cgroup$unit_cg" ] && left_cg="$left_cg $unit_cg"
