@@ -64,7 +64,10 @@ pub enum CgroupError {
     #[error("cgroup controller {controller} is not available: {hint}")]
     MissingController { controller: String, hint: String },
     #[error(
-        "the systemd unit {} is not delegated, and the limits need the {controllers} cgroup          controller(s) in it, which systemd takes back: add `Delegate=yes` to the [Service]          section of the unit and restart it", unit.display()
+        "the systemd unit {} is not delegated (no Delegate=yes), and systemd takes back the \
+         cgroup controllers the limits need there ({controllers}): add `Delegate=yes` to the \
+         [Service] section of the unit and restart it",
+        unit.display()
     )]
     NotDelegated { unit: PathBuf, controllers: String },
     #[error("cgroup {path} already exists and has processes in it")]

@@ -326,6 +326,10 @@ fn v2_unit_without_delegate_refuses_limits_and_says_delegate() {
         msg.contains("Delegate=yes") && msg.contains("memory"),
         "{msg}"
     );
+    assert!(
+        !msg.contains("  ") && !msg.contains('\n'),
+        "one line: {msg}"
+    );
     assert!(!unit.join("slate").exists(), "nothing created");
     assert!(!unit.join("supervisor").exists(), "nothing moved");
     assert_eq!(read(&unit.join("cgroup.subtree_control")), "");
@@ -677,8 +681,7 @@ fn v2_a_units_container_is_found_from_elsewhere_through_its_recorded_path() {
             Cgroup::open_on(&elsewhere, "web", None),
             Err(CgroupError::NotFound { .. })
         ));
-        let found =
-            Cgroup::open_recorded_on(&elsewhere, "web", None, &recorded).expect("recorded");
+        let found = Cgroup::open_recorded_on(&elsewhere, "web", None, &recorded).expect("recorded");
         assert_eq!(found.paths(), recorded);
     }
     // A recorded path outside the hierarchy is not trusted; without a match, the usual lookup.

@@ -77,7 +77,8 @@ impl V2Cgroup {
                 });
             }
             tracing::warn!(
-                "slate runs in the systemd unit {} without Delegate=yes, so the container's cgroup                  is created in a tree systemd owns; add Delegate=yes to the unit's [Service] section",
+                "slate runs in the systemd unit {} without Delegate=yes, so the container's cgroup \
+                 is created in a tree systemd owns; add Delegate=yes to the unit's [Service] section",
                 start_dir.display()
             );
         }
