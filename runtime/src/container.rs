@@ -263,7 +263,7 @@ impl Container {
             ));
         }
         let linux_seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-        let plan = Plan {
+        let mut plan = Plan {
             mounts: MountPlan::new(spec, &opts.rootfs, ns.private(CloneFlags::CLONE_NEWIPC))?,
             exec: ExecPlan::new(process)?,
             caps: CapsPlan::new(process.capabilities().as_ref())?,
@@ -306,7 +306,26 @@ impl Container {
             linux.and_then(|l| l.cgroups_path().as_deref()),
             linux.and_then(|l| l.resources().as_ref()),
         )?;
-        let cloned = match clone_into(plan.ns.pid_join.as_ref(), flags) {
+        // What /sys/fs/cgroup shows depends on the cgroup's directories, known only now.
+        let own_cgroupns = plan.ns.clone_flags.contains(CloneFlags::CLONE_NEWCGROUP);
+        if let Err(e) = plan.mounts.show_cgroups(&cgroup.view(), own_cgroupns) {
+            if let Err(ce) = cgroup.remove() {
+                tracing::warn!(error = %ce, "removing the cgroup of a failed start");
+            }
+            return Err(e);
+        }
+        // On cgroup v2 the child is born in its cgroup (clone3), so it never runs outside it
+        // and there is no cgroup.procs to write. O_RDONLY, not O_PATH: clone3 refuses those.
+        let cgroup_dir = cgroup.unified_dir().and_then(|d| {
+            std::fs::File::open(d)
+                .map_err(|e| tracing::debug!(dir = %d.display(), error = %e, "cannot open the cgroup for clone3"))
+                .ok()
+        });
+        let (cloned, in_cgroup) = match clone_into(
+            plan.ns.pid_join.as_ref(),
+            flags,
+            cgroup_dir.as_ref().map(|f| f.as_fd()),
+        ) {
             Ok(c) => c,
             Err(e) => {
                 if let Err(ce) = cgroup.remove() {
@@ -323,6 +342,10 @@ impl Container {
             Cloned::Parent(pid) => pid,
         };
         drop(child_sock);
+        drop(cgroup_dir);
+        if in_cgroup {
+            tracing::debug!(pid = pid.as_raw(), "cloned into its cgroup (clone3)");
+        }
         let mut container = Container {
             id: opts.id,
             pid,
@@ -333,13 +356,13 @@ impl Container {
         };
         tracing::debug!(id = %container.id, pid = pid.as_raw(), "container process cloned");
         // From here on, dropping `container` on an error kills and reaps the child.
-        container.release(&plan, &parent_sock)?;
+        container.release(&plan, &parent_sock, in_cgroup)?;
         Ok(container)
     }
 
-    fn release(&mut self, plan: &Plan, sock: &OwnedFd) -> Result<(), Error> {
+    fn release(&mut self, plan: &Plan, sock: &OwnedFd, in_cgroup: bool) -> Result<(), Error> {
         // The container must be in its cgroup before it execs (and before it can fork).
-        if let Some(cg) = &self.cgroup {
+        if let Some(cg) = self.cgroup.as_ref().filter(|_| !in_cgroup) {
             cg.add_task(self.pid)?;
         }
         plan.ns.write_id_maps(self.pid)?;

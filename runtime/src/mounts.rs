@@ -16,6 +16,10 @@
 //!   `/proc/self/fd/N` of the resolved descriptor, so nothing can swap the path in between.
 //! - `pivot_root`, not `chroot`, and the old root is detached: nothing of the host's tree stays
 //!   reachable from inside.
+//! - A `cgroup` mount shows the container its own cgroups only, on v1, hybrid and v2 hosts
+//!   alike (see `cgroupfs`).
+
+mod cgroupfs;
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -29,6 +33,7 @@ use nix::sys::stat::{makedev, mkdirat, mknodat, Mode, SFlag};
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 use oci_spec::runtime::{LinuxDeviceType, Mount, Spec};
 
+use crate::cgroups::View;
 use crate::error::{ChildFailure, Error, Stage};
 use crate::syscall::{file_type, openat2_in_root};
 
@@ -93,6 +98,8 @@ pub(crate) struct MountOp {
     pub file: bool,
     /// A tmpfs at /dev: populate it with the standard devices afterwards.
     pub populate_dev: bool,
+    /// The container's cgroup filesystem (`type: cgroup`), made as `MountPlan::cgroupfs` says.
+    pub cgroup: bool,
 }
 
 /// A device node to create.
@@ -124,6 +131,8 @@ pub(crate) struct MountPlan {
     pub readonly: Vec<CString>,
     /// The working directory relative to the rootfs, created if missing.
     pub cwd: CString,
+    /// The form of the `cgroup` mounts, known once the container's cgroup exists.
+    pub cgroupfs: cgroupfs::Form,
 }
 
 #[derive(Debug)]
@@ -406,6 +415,7 @@ impl MountPlan {
                 propagation: None,
                 file: false,
                 populate_dev: dest == "/dev",
+                cgroup: false,
             });
         }
         for m in &spec_mounts {
@@ -470,7 +480,16 @@ impl MountPlan {
             masked,
             readonly,
             cwd: rel_cstring("cwd", &cwd)?,
+            cgroupfs: cgroupfs::Form::Cgroup2,
         })
+    }
+
+    /// Makes the `cgroup` mounts show the container's cgroups `view` (the directories of the
+    /// cgroup the parent has just created); `own_namespace`: the container creates a cgroup
+    /// namespace of its own once it sits in that cgroup.
+    pub fn show_cgroups(&mut self, view: &View, own_namespace: bool) -> Result<(), Error> {
+        self.cgroupfs = cgroupfs::Form::new(view, own_namespace)?;
+        Ok(())
     }
 
     fn op(m: &Mount) -> Result<MountOp, Error> {
@@ -503,11 +522,9 @@ impl MountPlan {
         } else {
             (set, None)
         };
+        let cgroup = typ == "cgroup" && !bind;
         let fstype = match typ.as_str() {
             "" | "bind" | "none" => None,
-            // A cgroup filesystem for the container shows its own subtree thanks to the cgroup
-            // namespace; the unified hierarchy exists on v1, hybrid and v2 hosts alike.
-            "cgroup" => Some(cstring("mount type", b"cgroup2")?),
             t => Some(cstring("mount type", t.as_bytes())?),
         };
         let source = match m.source() {
@@ -530,6 +547,7 @@ impl MountPlan {
             propagation,
             file,
             populate_dev,
+            cgroup,
         })
     }
 
@@ -539,6 +557,12 @@ impl MountPlan {
         let lossy = |c: &CString| format!("/{}", c.to_string_lossy());
         match stage {
             Stage::Mount => match self.ops.get(i) {
+                Some(op) if op.cgroup => {
+                    format!(
+                        "mount the container's cgroups at {}",
+                        op.destination.display()
+                    )
+                }
                 Some(op) => format!(
                     "mount {} at {}",
                     op.fstype
@@ -607,6 +631,10 @@ impl MountPlan {
 
         for (i, op) in self.ops.iter().enumerate() {
             let at = fail(Stage::Mount, i as u32);
+            if op.cgroup {
+                cgroupfs::mount_op(root.as_fd(), op, &self.cgroupfs).map_err(at)?;
+                continue;
+            }
             let create = if op.file { Create::File } else { Create::Dir };
             let target = resolve(root.as_fd(), &op.target, create).map_err(at)?;
             mount(
@@ -648,6 +676,12 @@ impl MountPlan {
             if op.populate_dev {
                 populate_dev(root.as_fd(), &op.target)
                     .map_err(fail(Stage::CreateDevice, u32::MAX))?;
+            }
+        }
+        for (i, op) in self.ops.iter().enumerate() {
+            if op.cgroup {
+                cgroupfs::seal(root.as_fd(), op, &self.cgroupfs)
+                    .map_err(fail(Stage::Mount, i as u32))?;
             }
         }
         for (i, d) in self.devices.iter().enumerate() {

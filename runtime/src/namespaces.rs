@@ -9,9 +9,10 @@
 //! namespace gets its id maps from the (privileged) parent before the child goes on; slate itself
 //! running unprivileged (rootless) is not supported.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
+use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
@@ -145,9 +146,29 @@ pub(crate) fn flag(t: LinuxNamespaceType) -> CloneFlags {
 /// Clones the container process with `flags`, inside the PID namespace `join` when the spec
 /// names one: the parent's namespace for children is switched to it around the clone and back
 /// afterwards (in the parent only: the child lives in `join` and could not go back anyway).
-pub(crate) fn clone_into(join: Option<&Join>, flags: CloneFlags) -> Result<Cloned, Error> {
+///
+/// With `cgroup` (a cgroup v2 directory), the child is born in it (`clone3`'s
+/// CLONE_INTO_CGROUP) where the kernel allows; the returned flag says whether it was, else
+/// the caller moves it there. Any clone3 failure falls back on clone(2): clone3 has no effect
+/// when it fails, and the move then reports a real problem with the cgroup in its own words.
+pub(crate) fn clone_into(
+    join: Option<&Join>,
+    flags: CloneFlags,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<(Cloned, bool), Error> {
+    let clone = || -> Result<(Cloned, bool), Errno> {
+        if let Some(fd) = cgroup {
+            match crate::syscall::clone_into_cgroup(flags.bits(), fd) {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "clone3 into the cgroup: falling back on clone")
+                }
+            }
+        }
+        clone_process(flags.bits()).map(|c| (c, false))
+    };
     let join = match join {
-        None => return clone_process(flags.bits()).map_err(Error::sys("clone")),
+        None => return clone().map_err(Error::sys("clone")),
         Some(j) => j,
     };
     let own = open(
@@ -164,9 +185,9 @@ pub(crate) fn clone_into(join: Option<&Join>, flags: CloneFlags) -> Result<Clone
             source,
         }
     })?;
-    let cloned = clone_process(flags.bits());
-    if let Ok(Cloned::Child) = cloned {
-        return Ok(Cloned::Child);
+    let cloned = clone();
+    if let Ok((Cloned::Child, in_cgroup)) = cloned {
+        return Ok((Cloned::Child, in_cgroup));
     }
     let back = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
     let cloned = cloned.map_err(Error::sys("clone"))?;

@@ -24,6 +24,12 @@ fn require_v1_host() {
     assert!(!unified, "{NEEDS_V1}: /sys/fs/cgroup is cgroup2");
 }
 
+fn is_cgroup2(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
 /// Owns what a test created, and cleans it up even when an assertion fails.
 struct Guard {
     id: String,
@@ -147,6 +153,14 @@ fn v1_limits_tasks_and_removal() {
             own.lines().any(|l| l.ends_with(&want)),
             "{ctrl} not joined: {own}"
         );
+    }
+    // A hybrid host's cgroup2 hierarchy: the container has its own directory there too (what
+    // its /sys/fs/cgroup/unified shows), not slate's.
+    if is_cgroup2(Path::new("/sys/fs/cgroup/unified")) {
+        let unified = Path::new("/sys/fs/cgroup/unified/slate").join(&g.id);
+        assert!(paths.contains(&unified), "{paths:?}");
+        let want = format!("0::/slate/{}", g.id);
+        assert!(own.lines().any(|l| l == want), "unified not joined: {own}");
     }
     // the forked sleep starts right after; give it a moment to show up
     let mut found = Vec::new();

@@ -299,6 +299,95 @@ fn mount_targets_stay_inside_the_rootfs() {
     b.assert_clean();
 }
 
+/// The spec's `cgroup` mount is the container's own cgroups also without a cgroup namespace
+/// (where a fresh cgroup2 mount would show the host's whole tree): on this host's form, its
+/// own limit at the top and nothing of slate's parent.
+#[test]
+fn cgroup_view_is_the_containers_own_without_a_cgroup_namespace() {
+    let mut b = Bundle::new("cgview-nons");
+    b.spec["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}, {"type": "network"}
+    ]);
+    b.spec["mounts"] = json!([
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+    ]);
+    b.spec["linux"]["resources"] = json!({"memory": {"limit": 48 << 20}});
+    b.args(&[
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+         ls /sys/fs/cgroup/memory/slate /sys/fs/cgroup/slate 2>/dev/null | grep -c .; \
+         grep -c slate /proc/self/cgroup",
+    ]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "50331648", "{out:#?}");
+    assert_eq!(lines[1], "0", "slate's parent is visible: {out:#?}");
+    // Without a namespace of its own, /proc/self/cgroup names the host's paths: the view is
+    // the mount's doing, not the namespace's.
+    assert_ne!(lines[2], "0", "{out:#?}");
+    b.assert_clean();
+}
+
+/// Issue 12: the container's cgroup view goes where its destination resolves inside the
+/// rootfs, never onto the host, whatever links a hostile image has on the way (/sys here is a
+/// bind of an image directory, so its `fs/cgroup` is the image's own link).
+#[test]
+fn cgroup_view_through_a_symlink_stays_inside_the_rootfs() {
+    let mut b = Bundle::new("cgview-escape");
+    let root = b.path().join("rootfs");
+    let outside = b.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let sys = root.join("hostile-sys");
+    std::fs::create_dir_all(sys.join("fs")).unwrap();
+    // From the host, hostile-sys/fs/../../../outside is the bundle's `outside`; inside, ".."
+    // stops at the root, so it is the rootfs's own /outside.
+    std::os::unix::fs::symlink("../../../outside", sys.join("fs/cgroup")).unwrap();
+    std::fs::create_dir_all(root.join("outside")).unwrap();
+    b.spec["mounts"] = json!([
+        {"destination": "/sys", "type": "bind", "source": sys, "options": ["rbind", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+    ]);
+    b.spec["linux"]["resources"] = json!({"memory": {"limit": 64 << 20}});
+    b.args(&[
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+         ls /outside | grep -c .",
+    ]);
+    let out = b.run(&[]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "67108864", "{out:#?}");
+    assert_ne!(
+        lines[1], "0",
+        "the view is at the rootfs's /outside: {out:#?}"
+    );
+    let host_entries = std::fs::read_dir(&outside).unwrap().count();
+    assert_eq!(
+        host_entries, 0,
+        "something was made in the host's directory"
+    );
+
+    // An absolute link to the host directory: that path is not in the rootfs, so the mount
+    // fails with a clear error instead of landing on the host.
+    std::fs::remove_file(sys.join("fs/cgroup")).unwrap();
+    std::os::unix::fs::symlink(&outside, sys.join("fs/cgroup")).unwrap();
+    let out = b.run(&[]);
+    assert_eq!(out.code, 125, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("mount the container's cgroups at /sys/fs/cgroup"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    b.assert_clean();
+}
+
 #[test]
 fn overlay_rootfs_is_mounted_inside_the_container_only() {
     let mut b = Bundle::new("overlay");

@@ -1,7 +1,7 @@
 //! `slate run`'s exit codes (docker's), signals to slate reaching the app, and resource
-//! limits: read back from the container's cgroups on the host while it runs (on this hybrid
-//! host the container's own /sys/fs/cgroup is the empty cgroup2 root of its namespace), and
-//! seen to bite (memory: 137, pids: fork fails).
+//! limits: read back from the container's cgroups on the host while it runs, and seen to bite
+//! (memory: 137, pids: fork fails). What the container itself reads at /sys/fs/cgroup is
+//! `run_cgroupfs`'s.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -135,8 +135,14 @@ fn sigterm_to_slate_kills_a_plain_app_under_init_with_143() {
 }
 
 /// A file of a container cgroup, whichever hierarchy has it (v1: per controller; v2: one).
+/// A hybrid host's cgroup2 directory of the container holds no controller, only core files
+/// (its `cpu.stat` lacks the cpu controller's lines): not the place for limits.
 fn cgroup_file(id: &str, names: &[&str]) -> Option<(PathBuf, String)> {
-    for dir in cgroup_dirs(id) {
+    let hybrid_unified = Path::new("/sys/fs/cgroup/unified");
+    for dir in cgroup_dirs(id)
+        .into_iter()
+        .filter(|d| !d.starts_with(hybrid_unified))
+    {
         for n in names {
             let p = dir.join(n);
             if let Ok(v) = std::fs::read_to_string(&p) {

@@ -377,8 +377,8 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
-        // The container sees its own cgroup as the root of /sys/fs/cgroup, as docker's do on
-        // cgroup v2 hosts; the runtime creates it once the child sits in its cgroup.
+        // /proc/self/cgroup names the container's own cgroups as the root, as docker's do; the
+        // runtime creates it once the child sits in its cgroup.
         LinuxNamespaceType::Cgroup,
     ];
     if network == Network::None {

@@ -15,18 +15,27 @@ pub(crate) const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
 pub(crate) enum Layout {
     /// Pure cgroup v2, mounted at `root`.
     Unified { root: PathBuf },
-    /// Legacy or hybrid: each v1 controller by name with its hierarchy's mount point. A
-    /// cgroup2 mount of a hybrid host has no controllers and is not used.
-    V1 { hierarchies: Vec<(String, PathBuf)> },
+    /// Legacy or hybrid: each v1 controller by name with its hierarchy's mount point, and a
+    /// hybrid host's cgroup2 mount. That one holds no controller slate uses, but the container
+    /// gets its own cgroup there too (as runc does), so that what the container is shown of
+    /// it is its own subtree, not the host's whole tree.
+    V1 {
+        hierarchies: Vec<(String, PathBuf)>,
+        unified: Option<PathBuf>,
+    },
 }
 
 /// The operations a fake cgroupfs must emulate: directory creation and removal (the kernel
 /// populates a new cgroup with its interface files, and removes a cgroup that still has them),
-/// and attaching a v2 device filter (only a real cgroup2 directory takes one).
+/// writes to `cgroup.subtree_control` (the kernel refuses a controller the cgroup does not
+/// have, or one for the children of a cgroup with processes of its own, and the children's
+/// `cgroup.controllers` follow), and attaching a v2 device filter (only a real cgroup2
+/// directory takes one).
 #[derive(Clone, Copy)]
 pub(crate) struct FsOps {
     pub mkdir: fn(&Path) -> std::io::Result<()>,
     pub rmdir: fn(&Path) -> std::io::Result<()>,
+    pub subtree_control: fn(&Path, &str) -> std::io::Result<()>,
     pub attach_devices: fn(&Path, &[Insn]) -> Result<(), CgroupError>,
 }
 
@@ -42,6 +51,7 @@ impl FsOps {
     pub const REAL: FsOps = FsOps {
         mkdir: real_mkdir,
         rmdir: real_rmdir,
+        subtree_control: super::write_file,
         attach_devices: super::devices::attach,
     };
 }
@@ -81,6 +91,7 @@ impl Host {
             })?;
             Layout::V1 {
                 hierarchies: v1_hierarchies(&mountinfo),
+                unified: mountinfo.lines().find_map(cgroup2_mount_point),
             }
         };
         let self_path = Path::new("/proc/self/cgroup");
@@ -115,13 +126,17 @@ impl Host {
         })
     }
 
-    /// Unique mount points of the hierarchies slate creates cgroups in.
+    /// Unique mount points of the hierarchies slate creates cgroups in (on a hybrid host, the
+    /// cgroup2 mount last).
     pub fn mounts(&self) -> Vec<PathBuf> {
         match &self.layout {
             Layout::Unified { root } => vec![root.clone()],
-            Layout::V1 { hierarchies } => {
+            Layout::V1 {
+                hierarchies,
+                unified,
+            } => {
                 let mut out: Vec<PathBuf> = Vec::new();
-                for (_, m) in hierarchies {
+                for m in hierarchies.iter().map(|(_, m)| m).chain(unified) {
                     if !out.contains(m) {
                         out.push(m.clone());
                     }
@@ -180,14 +195,24 @@ pub(crate) fn v1_hierarchies(mountinfo: &str) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// The mount point of a mountinfo line if it is a cgroup v1 mount (`proc(5)`: the fifth
-/// field; the filesystem type follows the ` - ` separator).
+/// The mount point of a mountinfo line if it is a cgroup v1 mount.
 fn cgroup1_mount_point(line: &str) -> Option<PathBuf> {
+    mount_point_of_type(line, "cgroup")
+}
+
+/// The mount point of a mountinfo line if it is a cgroup2 mount (a hybrid host's).
+pub(crate) fn cgroup2_mount_point(line: &str) -> Option<PathBuf> {
+    mount_point_of_type(line, "cgroup2")
+}
+
+/// `proc(5)`: the mount point is the fifth field; the filesystem type follows the ` - `
+/// separator.
+fn mount_point_of_type(line: &str, fstype: &str) -> Option<PathBuf> {
     let mut fields = line.split(' ');
     let mount_point = fields.nth(4)?;
     let mut rest = fields.skip_while(|f| *f != "-");
     rest.next()?;
-    if rest.next()? != "cgroup" {
+    if rest.next()? != fstype {
         return None;
     }
     Some(PathBuf::from(unescape_octal(mount_point)))

@@ -11,7 +11,11 @@
 //!   does not compile for armv7, so that case is handled here on the plain filesystem);
 //! - checking that every controller the resources need is there, with an error that says how
 //!   to enable it, instead of libcgroups' best-effort enabling that silently drops limits;
-//! - killing, waiting for the cgroup to empty and deleting it on every hierarchy.
+//! - killing, waiting for the cgroup to empty and deleting it on every hierarchy;
+//! - on v2, every controller the parent offers enabled for the container, and the limits of
+//!   its ancestors shown in its own cgroup where it has none of its own (`inherit`), so that
+//!   what it reads at /sys/fs/cgroup binds it; `Cgroup::view` tells the mounts which
+//!   directories to show it there.
 //!
 //! Guarantees: a requested limit is either in effect or `create` fails (and leaves nothing
 //! behind); `remove` deletes exactly the directories of this container and never touches a
@@ -29,9 +33,11 @@
 
 mod devices;
 mod host;
+mod inherit;
 mod v1;
 mod v2;
 
+use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 
 use nix::unistd::Pid;
@@ -331,12 +337,52 @@ impl Cgroup {
     }
 
     /// Every directory of this cgroup (one per hierarchy on v1).
+    /// The cgroup v2 directory of the container (none on v1/hybrid hosts), for
+    /// `clone3(CLONE_INTO_CGROUP)`.
+    pub(crate) fn unified_dir(&self) -> Option<&Path> {
+        match &self.inner {
+            Inner::V1(_) => None,
+            Inner::V2(c) => Some(c.path()),
+        }
+    }
+
     pub fn paths(&self) -> Vec<PathBuf> {
         match &self.inner {
             Inner::V1(c) => c.paths().to_vec(),
             Inner::V2(c) => vec![c.path().to_path_buf()],
         }
     }
+
+    /// What the container is shown of its cgroups at /sys/fs/cgroup.
+    pub(crate) fn view(&self) -> View {
+        match &self.inner {
+            Inner::V2(c) => View::Unified(c.path().to_path_buf()),
+            Inner::V1(c) => {
+                let mut out: Vec<(OsString, PathBuf)> = Vec::new();
+                for (name, dir) in c.named_paths() {
+                    // Two hierarchies mounted under the same name (never seen on a real
+                    // host) cannot both be shown; the first one wins.
+                    if name.is_empty() || out.iter().any(|(n, _)| n == name) {
+                        continue;
+                    }
+                    out.push((name.to_os_string(), dir.to_path_buf()));
+                }
+                View::Hierarchies(out)
+            }
+        }
+    }
+}
+
+/// Where the container's own cgroup directories are on the host: what the runtime shows the
+/// container at /sys/fs/cgroup (its own cgroups, nothing above or beside them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum View {
+    /// Pure cgroup v2: the container's directory.
+    Unified(PathBuf),
+    /// v1 or hybrid: per hierarchy, the name the container sees it by under /sys/fs/cgroup
+    /// (the host's mount point name: `memory`, `cpu,cpuacct`, `unified`), and the
+    /// container's directory in it. One path component each.
+    Hierarchies(Vec<(OsString, PathBuf)>),
 }
 
 /// Ids of the container cgroups found under slate's parent cgroup(s), on any hierarchy: the

@@ -17,6 +17,9 @@ use super::*;
 
 const FAKE_PID: i32 = 999_999_999;
 
+/// A new cgroup's interface files. They start empty (for the limits, that stands for the
+/// kernel's `max`): libcgroups writes without truncating, as a real cgroup file wants, so
+/// a shorter value written over a longer one would leave a mix in a plain file.
 const FILES: &[&str] = &[
     "cgroup.procs",
     "cgroup.subtree_control",
@@ -24,6 +27,7 @@ const FILES: &[&str] = &[
     "cgroup.kill",
     "cgroup.freeze",
     "memory.max",
+    "memory.high",
     "memory.swap.max",
     "memory.low",
     "cpu.max",
@@ -33,11 +37,78 @@ const FILES: &[&str] = &[
     "cpuset.mems",
 ];
 
-/// What the kernel does on mkdir in cgroupfs: the directory comes with its interface files.
+/// What the kernel does on mkdir in cgroupfs: the directory comes with its interface files,
+/// and its controllers are those its parent enables for its children.
 fn fake_mkdir(p: &Path) -> std::io::Result<()> {
     fs::create_dir(p)?;
     for f in FILES {
         fs::write(p.join(f), "")?;
+    }
+    if let Some(parent) = p.parent() {
+        if let Ok(enabled) = fs::read_to_string(parent.join("cgroup.subtree_control")) {
+            fs::write(p.join("cgroup.controllers"), enabled)?;
+        }
+    }
+    Ok(())
+}
+
+/// Controllers a fake cgroup's kernel refuses to enable for its children (EINVAL), listed
+/// in this file of the cgroup: what the cpu controller does next to a realtime task.
+const FAKE_REFUSED: &str = "slate.refused";
+
+/// How many writes to a fake cgroup's `cgroup.subtree_control` fail with EBUSY before they
+/// work (what the kernel does for a moment after the cgroup's processes moved out).
+const FAKE_BUSY: &str = "slate.busy";
+
+fn words(p: &Path) -> Vec<String> {
+    fs::read_to_string(p)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the kernel does on a write to `cgroup.subtree_control`: all of the line's `+c`/`-c`
+/// or none; ENOENT for a controller the cgroup does not have, EINVAL for one listed in
+/// [`FAKE_REFUSED`]; the children's `cgroup.controllers` follow. (The kernel's EBUSY for a
+/// cgroup with processes of its own is not modelled: the fake cannot move processes.)
+fn fake_subtree_control(file: &Path, line: &str) -> std::io::Result<()> {
+    let err = std::io::Error::from_raw_os_error;
+    let dir = file.parent().ok_or_else(|| err(libc::EINVAL))?;
+    let available = words(&dir.join("cgroup.controllers"));
+    let refused = words(&dir.join(FAKE_REFUSED));
+    if let Ok(n) = fs::read_to_string(dir.join(FAKE_BUSY)) {
+        let n: u32 = n.trim().parse().unwrap_or(0);
+        if n > 0 {
+            fs::write(dir.join(FAKE_BUSY), (n - 1).to_string())?;
+            return Err(err(libc::EBUSY));
+        }
+    }
+    let mut enabled = words(file);
+    for token in line.split_whitespace() {
+        let (on, c) = match token.split_at(1) {
+            ("+", c) => (true, c),
+            ("-", c) => (false, c),
+            _ => return Err(err(libc::EINVAL)),
+        };
+        if !available.iter().any(|a| a == c) {
+            return Err(err(libc::ENOENT));
+        }
+        if refused.iter().any(|r| r == c) {
+            return Err(err(libc::EINVAL));
+        }
+        enabled.retain(|e| e != c);
+        if on {
+            enabled.push(c.to_owned());
+        }
+    }
+    let text = enabled.join(" ");
+    fs::write(file, &text)?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            fs::write(entry.path().join("cgroup.controllers"), &text)?;
+        }
     }
     Ok(())
 }
@@ -68,6 +139,7 @@ const FAKE_DEVICE_PROGRAM: &str = "slate.device-program";
 const FAKE_OPS: FsOps = FsOps {
     mkdir: fake_mkdir,
     rmdir: fake_rmdir,
+    subtree_control: fake_subtree_control,
     attach_devices: fake_attach_devices,
 };
 
@@ -79,7 +151,8 @@ fn fake_root(controllers: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let root = tmp.path().join("cgroup");
     fs::create_dir(&root).expect("root");
-    for f in FILES {
+    // The root cgroup has no limit files, as on a real host.
+    for f in FILES.iter().filter(|f| f.starts_with("cgroup.")) {
         fs::write(root.join(f), "").expect("file");
     }
     fs::write(root.join("cgroup.controllers"), controllers).expect("controllers");
@@ -100,6 +173,11 @@ fn fake_host(root: &Path, unit: Option<&str>) -> Host {
 
 fn read(p: &Path) -> String {
     fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
 }
 
 fn limits() -> LinuxResources {
@@ -134,14 +212,13 @@ fn v2_create_writes_limits_and_enables_controllers() {
 
     let leaf = root.join("slate/c1");
     assert_eq!(cg.unified_path(), Some(leaf.as_path()));
+    // The limits' controllers, and every other one offered (io, hugetlb), as docker's.
     for dir in [&root, &root.join("slate")] {
-        let sc = read(&dir.join("cgroup.subtree_control"));
-        for c in ["+memory", "+cpu", "+cpuset", "+pids"] {
-            assert!(sc.contains(c), "{} lacks {c}: {sc}", dir.display());
-        }
-        assert!(
-            !sc.contains("+io"),
-            "io enabled without being asked for: {sc}"
+        assert_eq!(
+            sorted(words(&dir.join("cgroup.subtree_control"))),
+            ["cpu", "cpuset", "hugetlb", "io", "memory", "pids"],
+            "{}",
+            dir.display()
         );
     }
     assert_eq!(read(&leaf.join("memory.max")), "134217728");
@@ -283,8 +360,14 @@ fn v2_systemd_unit_nests_and_moves_slate_to_a_leaf() {
     assert_eq!(read(&leaf.join("pids.max")), "10");
     let supervisor = unit.join("supervisor/cgroup.procs");
     assert!(!read(&supervisor).is_empty(), "unit processes not moved");
-    assert!(read(&unit.join("cgroup.subtree_control")).contains("+pids"));
-    assert!(read(&unit.join("slate/cgroup.subtree_control")).contains("+pids"));
+    for dir in [&unit, &unit.join("slate")] {
+        assert_eq!(
+            sorted(words(&dir.join("cgroup.subtree_control"))),
+            ["cpu", "memory", "pids"],
+            "{}",
+            dir.display()
+        );
+    }
     // above the unit is systemd's
     assert_eq!(read(&root.join("cgroup.subtree_control")), "");
     assert_eq!(read(&root.join("system.slice/cgroup.subtree_control")), "");
@@ -362,7 +445,7 @@ fn v2_absolute_cgroups_path_is_from_the_root() {
     let cg =
         Cgroup::create_on(&host, "x", Some(Path::new("/k8s/pod1/x")), Some(&r)).expect("create");
     assert_eq!(read(&root.join("k8s/pod1/x/pids.max")), "5");
-    assert!(read(&root.join("k8s/pod1/cgroup.subtree_control")).contains("+pids"));
+    assert!(words(&root.join("k8s/pod1/cgroup.subtree_control")).contains(&"pids".to_owned()));
     cg.remove().expect("remove");
     assert!(!root.join("k8s/pod1/x").exists());
 }
@@ -455,9 +538,14 @@ fn v2_systemd_unit_without_limits_still_nests() {
     let unit = fake_unit(&root, "cpu memory pids");
     let host = fake_host(&root, Some("system.slice/app.service"));
     let cg = Cgroup::create_on(&host, "plain", None, None).expect("create");
-    assert_eq!(cg.paths(), vec![unit.join("slate/plain")]);
+    let leaf = unit.join("slate/plain");
+    assert_eq!(cg.paths(), vec![leaf.clone()]);
     assert!(!read(&unit.join("supervisor/cgroup.procs")).is_empty());
-    assert_eq!(read(&unit.join("cgroup.subtree_control")), "");
+    // Without limits too, the container gets every delegated controller's files.
+    assert_eq!(
+        sorted(words(&leaf.join("cgroup.controllers"))),
+        ["cpu", "memory", "pids"]
+    );
     cg.remove().expect("remove");
 }
 
@@ -473,6 +561,7 @@ fn v1_missing_memory_hierarchy_names_cmdline_and_creates_nothing() {
                 ("devices".to_owned(), tmp.path().join("devices")),
                 ("pids".to_owned(), tmp.path().join("pids")),
             ],
+            unified: None,
         },
         proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
         unit: None,
@@ -687,5 +776,210 @@ fn v2_a_units_container_is_found_from_elsewhere_through_its_recorded_path() {
     // A recorded path outside the hierarchy is not trusted; without a match, the usual lookup.
     let bogus = vec![PathBuf::from("/etc")];
     assert!(Cgroup::open_recorded_on(&fake_host(&root, None), "web", None, &bogus).is_err());
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn v2_optional_controllers_are_best_effort_required_ones_are_not() {
+    let (_tmp, root) = fake_root("cpuset cpu io memory pids rdma");
+    // The kernel refuses cpu here (a realtime task, say) and rdma.
+    fs::write(root.join(FAKE_REFUSED), "cpu rdma").expect("refused");
+    let host = fake_host(&root, None);
+    let cg = Cgroup::create_on(&host, "opt", None, None).expect("create without limits");
+    assert_eq!(
+        sorted(words(&root.join("cgroup.subtree_control"))),
+        ["cpuset", "io", "memory", "pids"]
+    );
+    assert_eq!(
+        sorted(words(&root.join("slate/opt/cgroup.controllers"))),
+        ["cpuset", "io", "memory", "pids"]
+    );
+    cg.remove().expect("remove");
+
+    // A cpu limit needs cpu: that failure is the user's business.
+    let r = LinuxResourcesBuilder::default()
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(50_000)
+                .period(100_000u64)
+                .build()
+                .expect("cpu"),
+        )
+        .build()
+        .expect("resources");
+    let err = Cgroup::create_on(&host, "req", None, Some(&r)).expect_err("must fail");
+    assert!(
+        matches!(&err, CgroupError::EnableController { controller, .. } if controller == "cpu"),
+        "{err}"
+    );
+    assert!(!root.join("slate/req").exists(), "nothing left behind");
+}
+
+fn memory_limit(bytes: i64) -> LinuxResources {
+    LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes)
+                .build()
+                .expect("memory"),
+        )
+        .build()
+        .expect("resources")
+}
+
+/// Issue 12: under a unit with `MemoryMax=256M`, the container reads 256M as its own
+/// memory.max without --memory, its own 64M with --memory 64m, and `max` when nothing above
+/// it limits memory.
+#[test]
+fn v2_container_shows_the_units_memory_max_unless_it_has_its_own() {
+    let (_tmp, root) = fake_root("cpu memory pids");
+    let unit = fake_unit(&root, "cpu memory pids");
+    fs::write(unit.join("memory.max"), "268435456\n").expect("MemoryMax=256M");
+    let mut host = fake_host(&root, Some("system.slice/app.service"));
+    // The kernel's default in a new cgroup (written values here are all longer, so a plain
+    // file written without truncation still reads right).
+    host.fs.mkdir = |p| {
+        fake_mkdir(p)?;
+        fs::write(p.join("memory.max"), "max\n")
+    };
+
+    let cg = Cgroup::create_on(&host, "inherit", None, None).expect("create");
+    assert_eq!(
+        read(&unit.join("slate/inherit/memory.max")),
+        "268435456",
+        "the unit's MemoryMax= is the container's memory.max"
+    );
+    cg.remove().expect("remove");
+
+    let cg = Cgroup::create_on(&host, "own", None, Some(&memory_limit(64 << 20))).expect("create");
+    assert_eq!(read(&unit.join("slate/own/memory.max")), "67108864");
+    cg.remove().expect("remove");
+
+    fs::write(unit.join("memory.max"), "max\n").expect("no MemoryMax=");
+    let cg = Cgroup::create_on(&host, "none", None, None).expect("create");
+    assert_eq!(read(&unit.join("slate/none/memory.max")), "max\n");
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn v2_inherited_limits_are_the_tightest_of_all_ancestors() {
+    let (_tmp, root) = fake_root("cpu memory pids");
+    let unit = fake_unit(&root, "cpu memory pids");
+    let slice = root.join("system.slice");
+    let limits = [
+        // (file, the slice's, the unit's, what the container must read)
+        ("memory.max", "134217728", "268435456", "134217728"),
+        ("memory.high", "max", "201326592", "201326592"),
+        ("memory.swap.max", "0", "max", "0"),
+        ("pids.max", "max", "4915", "4915"),
+        // 0.25 CPU with its own 1 s period is tighter than the unit's 0.5 CPU
+        (
+            "cpu.max",
+            "250000 1000000",
+            "50000 100000",
+            "250000 1000000",
+        ),
+    ];
+    for (file, s, u, _) in limits {
+        fs::write(slice.join(file), format!("{s}\n")).expect("slice");
+        fs::write(unit.join(file), format!("{u}\n")).expect("unit");
+    }
+    let host = fake_host(&root, Some("system.slice/app.service"));
+    let cg = Cgroup::create_on(&host, "tight", None, None).expect("create");
+    let leaf = unit.join("slate/tight");
+    for (file, _, _, want) in limits {
+        assert_eq!(read(&leaf.join(file)), want, "{file}");
+    }
+    cg.remove().expect("remove");
+
+    // The user's own limits win, each kind on its own: --pids-limit and --cpus here, the
+    // memory ones still inherited.
+    let r = LinuxResourcesBuilder::default()
+        .pids(LinuxPidsBuilder::default().limit(50).build().expect("pids"))
+        .cpu(
+            LinuxCpuBuilder::default()
+                .quota(150_000)
+                .period(100_000u64)
+                .build()
+                .expect("cpu"),
+        )
+        .build()
+        .expect("resources");
+    let cg = Cgroup::create_on(&host, "mine", None, Some(&r)).expect("create");
+    let leaf = unit.join("slate/mine");
+    assert_eq!(read(&leaf.join("pids.max")), "50");
+    assert_eq!(read(&leaf.join("cpu.max")), "150000 100000");
+    assert_eq!(read(&leaf.join("memory.max")), "134217728");
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn v2_inherited_limits_need_the_controller_in_the_container() {
+    let (_tmp, root) = fake_root("pids");
+    let unit = fake_unit(&root, "pids");
+    fs::write(unit.join("memory.max"), "268435456\n").expect("unit");
+    let mut host = fake_host(&root, Some("system.slice/app.service"));
+    // A cgroup without the memory controller has no memory.max: none is made up.
+    host.fs.mkdir = |p| {
+        fake_mkdir(p)?;
+        fs::remove_file(p.join("memory.max"))
+    };
+    let cg = Cgroup::create_on(&host, "nomem", None, None).expect("create");
+    assert!(!unit.join("slate/nomem/memory.max").exists());
+    cg.remove().expect("remove");
+}
+
+/// A hybrid host: cpu and cpuacct co-mounted, memory, pids, and the cgroup2 mount; the
+/// container's view names each hierarchy as its mount point and includes the cgroup2 one.
+#[test]
+fn v1_hybrid_view_has_every_hierarchy_and_the_unified_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = |n: &str| tmp.path().join(n);
+    let unified = m("unified");
+    let host = Host {
+        layout: Layout::V1 {
+            hierarchies: vec![
+                ("cpu".to_owned(), m("cpu,cpuacct")),
+                ("cpuacct".to_owned(), m("cpu,cpuacct")),
+                ("memory".to_owned(), m("memory")),
+                ("pids".to_owned(), m("pids")),
+            ],
+            unified: Some(unified.clone()),
+        },
+        proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
+        unit: None,
+        fs: FAKE_OPS,
+    };
+    for h in ["cpu,cpuacct", "memory", "pids", "unified"] {
+        fs::create_dir_all(m(h).join("slate/hy")).expect("dirs");
+    }
+    let cg = Cgroup::open_on(&host, "hy", None).expect("open");
+    let want: Vec<(std::ffi::OsString, PathBuf)> = ["cpu,cpuacct", "memory", "pids", "unified"]
+        .iter()
+        .map(|h| (h.into(), m(h).join("slate/hy")))
+        .collect();
+    assert_eq!(cg.view(), View::Hierarchies(want));
+    assert!(cg.paths().contains(&unified.join("slate/hy")));
+    // Only the unified hierarchy left: still found, for the clean-up after a crash.
+    for h in ["cpu,cpuacct", "memory", "pids"] {
+        fs::remove_dir(m(h).join("slate/hy")).expect("rmdir");
+    }
+    assert_eq!(
+        list_leftovers_on(&host).expect("list"),
+        vec!["hy".to_owned()]
+    );
+}
+
+#[test]
+fn v2_a_moment_of_ebusy_after_the_evacuation_is_waited_out() {
+    let (_tmp, root) = fake_root("cpu memory pids");
+    let unit = fake_unit(&root, "cpu memory pids");
+    fs::write(unit.join(FAKE_BUSY), "2").expect("busy");
+    let host = fake_host(&root, Some("system.slice/app.service"));
+    let cg = Cgroup::create_on(&host, "busy", None, None).expect("create");
+    assert_eq!(
+        sorted(words(&unit.join("cgroup.subtree_control"))),
+        ["cpu", "memory", "pids"]
+    );
     cg.remove().expect("remove");
 }

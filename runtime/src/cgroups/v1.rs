@@ -9,8 +9,11 @@
 //! remove gives up after ~300 ms without waiting for killed processes to go).
 //! The `name=systemd` hierarchy is never touched: it is systemd's bookkeeping, and a
 //! container process inherits slate's place in it, which is what makes `systemctl stop`
-//! reach it.
+//! reach it. A hybrid host's cgroup2 hierarchy gets a directory like the v1 ones (nested in
+//! the unit's cgroup under systemd, so its tracking still sees the container): no limit goes
+//! there, it is what the container is shown as its `/sys/fs/cgroup/unified`.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use libcgroups::common::{CgroupManager, ControllerOpt};
@@ -25,21 +28,30 @@ use super::{
 
 pub(super) struct V1Cgroup {
     rel: PathBuf,
+    /// One per hierarchy, in the order of `Host::mounts` (a hybrid host's cgroup2 last).
     paths: Vec<PathBuf>,
+    /// The name of each hierarchy's mount point (`memory`, `cpu,cpuacct`, `unified`), by
+    /// which the container sees it under /sys/fs/cgroup; same order as `paths`.
+    names: Vec<OsString>,
     freezer: Option<PathBuf>,
     fs: FsOps,
 }
 
 fn hierarchies(host: &Host) -> &[(String, PathBuf)] {
     match &host.layout {
-        Layout::V1 { hierarchies } => hierarchies,
+        Layout::V1 { hierarchies, .. } => hierarchies,
         Layout::Unified { .. } => &[],
     }
 }
 
 impl V1Cgroup {
     fn at(host: &Host, rel: PathBuf) -> V1Cgroup {
-        let paths = host.mounts().iter().map(|m| join_rel(m, &rel)).collect();
+        let mounts = host.mounts();
+        let paths = mounts.iter().map(|m| join_rel(m, &rel)).collect();
+        let names = mounts
+            .iter()
+            .map(|m| m.file_name().unwrap_or_default().to_os_string())
+            .collect();
         let freezer = hierarchies(host)
             .iter()
             .find(|(c, _)| c == "freezer")
@@ -47,6 +59,7 @@ impl V1Cgroup {
         V1Cgroup {
             rel,
             paths,
+            names,
             freezer,
             fs: host.fs,
         }
@@ -125,6 +138,14 @@ impl V1Cgroup {
 
     pub fn paths(&self) -> &[PathBuf] {
         &self.paths
+    }
+
+    /// Each hierarchy's mount point name with the container's directory in it.
+    pub fn named_paths(&self) -> impl Iterator<Item = (&OsStr, &Path)> {
+        self.names
+            .iter()
+            .map(OsString::as_os_str)
+            .zip(self.paths.iter().map(PathBuf::as_path))
     }
 
     /// Creates the container's directory in each hierarchy; records the ones it created.

@@ -5,6 +5,13 @@
 //! would have to be written) and enables controllers best-effort, ignoring failures; a limit
 //! whose controller is not enabled then fails late with a bare ENOENT, or is not applied at
 //! all. So directories and `cgroup.subtree_control` are handled here, with checks first.
+//!
+//! Every controller the parent offers is enabled on the way down, as runc, crun and podman do,
+//! so that the container finds `memory.max`, `cpu.max`, `pids.max`, `io.*`, `cpuset.*` in its
+//! own cgroup even without limits (JVMs, .NET, Go's automaxprocs and node size themselves from
+//! them): the ones the limits need must succeed, the others are best effort. Where the user
+//! set no limit of a kind, the tightest one of the ancestors is written into the container's
+//! cgroup, so that what it reads is what binds it (see `inherit`).
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +20,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
 use super::devices::{self, DeviceFilter};
+use super::inherit;
 use super::{
     container_rel_path, join_rel, kill_pids, missing_hint, read_pids_recursive, remove_tree,
     required_controllers, wait_empty, write_file, CgroupError, FsOps, Host, Layout,
@@ -109,7 +117,7 @@ impl V2Cgroup {
             .unwrap_or(&rel)
             .components()
             .collect();
-        enable_controllers(&dir, &required)?;
+        enable_controllers(host.fs, &dir, &required)?;
         for (i, comp) in below.iter().enumerate() {
             dir.push(comp);
             let is_leaf = i + 1 == below.len();
@@ -117,7 +125,7 @@ impl V2Cgroup {
                 break;
             }
             make_dir(host.fs, &dir)?;
-            enable_controllers(&dir, &required)?;
+            enable_controllers(host.fs, &dir, &required)?;
         }
 
         let created = make_leaf(host.fs, &leaf)?;
@@ -138,6 +146,7 @@ impl V2Cgroup {
             }
             return Err(e);
         }
+        inherit::show_ancestor_limits(&root, &leaf, resources);
         Ok(cg)
     }
 
@@ -302,15 +311,21 @@ fn make_leaf(fs: FsOps, leaf: &Path) -> Result<bool, CgroupError> {
     }
 }
 
-/// Enables `controllers` for the children of `dir`, in one write when possible.
-fn enable_controllers(dir: &Path, controllers: &[&str]) -> Result<(), CgroupError> {
+/// Enables for the children of `dir` every controller `dir` has, in one write when possible:
+/// each of `required` (the limits need it) must succeed, the others are best effort (one the
+/// kernel refuses, say cpu next to a realtime task, or one delegated but unusable, only costs
+/// the container the sight of its files).
+fn enable_controllers(fs: FsOps, dir: &Path, required: &[&str]) -> Result<(), CgroupError> {
     let file = dir.join("cgroup.subtree_control");
+    let available = read_list(&dir.join("cgroup.controllers"))?;
     let enabled = read_list(&file)?;
-    let missing: Vec<&str> = controllers
-        .iter()
-        .copied()
-        .filter(|c| !enabled.iter().any(|e| e == c))
-        .collect();
+    let mut missing: Vec<&str> = required.to_vec();
+    for c in &available {
+        if !missing.contains(&c.as_str()) {
+            missing.push(c);
+        }
+    }
+    missing.retain(|c| !enabled.iter().any(|e| e == c));
     if missing.is_empty() {
         return Ok(());
     }
@@ -319,25 +334,39 @@ fn enable_controllers(dir: &Path, controllers: &[&str]) -> Result<(), CgroupErro
         .map(|c| format!("+{c}"))
         .collect::<Vec<_>>()
         .join(" ");
-    if write_file(&file, &line).is_ok() {
-        return Ok(());
-    }
-    // The kernel rejects the whole write if one controller fails: find which, to name it.
-    for c in missing {
-        write_file(&file, &format!("+{c}")).map_err(|source| {
-            let hint = if source.raw_os_error() == Some(libc::EBUSY) {
-                "; that cgroup has processes of its own, which cgroup v2 forbids once \
-                 controllers are enabled for its children"
-            } else {
-                ""
-            };
-            CgroupError::EnableController {
-                controller: c.to_owned(),
-                path: dir.to_path_buf(),
-                hint,
-                source,
+    // Right after the unit's processes moved into their leaf, the kernel may still count them
+    // for a moment and answer EBUSY (crun retries the same way); a few ms at most.
+    for attempt in 0..5 {
+        match (fs.subtree_control)(&file, &line) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 4 => {
+                std::thread::sleep(std::time::Duration::from_millis(1 << attempt));
             }
-        })?;
+            Err(_) => break,
+        }
+    }
+    // The kernel rejects the whole write if one controller fails: one by one, to name a
+    // required one that fails and to keep the optional ones that work.
+    for c in missing {
+        let Err(source) = (fs.subtree_control)(&file, &format!("+{c}")) else {
+            continue;
+        };
+        if !required.contains(&c) {
+            tracing::debug!(controller = c, path = %dir.display(), error = %source, "optional controller not enabled");
+            continue;
+        }
+        let hint = if source.raw_os_error() == Some(libc::EBUSY) {
+            "; that cgroup has processes of its own, which cgroup v2 forbids once \
+             controllers are enabled for its children"
+        } else {
+            ""
+        };
+        return Err(CgroupError::EnableController {
+            controller: c.to_owned(),
+            path: dir.to_path_buf(),
+            hint,
+            source,
+        });
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //!
 //! Life of the record: written (status created) under the state dir's lock before the image
 //! is pulled, so the name is taken at once and a second `slate run --name app` fails instead
-//! of pulling for nothing; filled in once the run is prepared; running once the container
+//! of pulling for nothing; running, with everything `exec` needs, once the container
 //! process exists; removed when the run ends (the output was the caller's, nothing is kept).
 //! When this process dies without removing it (`systemctl kill -s KILL`, a power cut), the
 //! next slate command's sweep finds its supervisor gone and removes the container's
@@ -52,10 +52,11 @@ impl Record {
         self.sd.save(&self.rec)
     }
 
-    /// The image, spec and rootfs are known.
+    /// The image, spec and rootfs are known: the spec `exec` will need is written now; the
+    /// record itself only once the container runs (one write less on every start: until
+    /// then "created" with the image's name says all there is to say).
     pub fn prepared(&mut self, prepared: &Prepared) -> anyhow::Result<()> {
-        super::write_bundle(&self.sd, &mut self.rec, prepared)?;
-        self.save_or_fail()
+        super::write_bundle(&self.sd, &mut self.rec, prepared)
     }
 
     /// The container's process exists.
