@@ -948,6 +948,7 @@ fn v1_hybrid_view_has_every_hierarchy_and_the_unified_one() {
         },
         proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
         unit: None,
+        unit_not_delegated: false,
         fs: FAKE_OPS,
     };
     for h in ["cpu,cpuacct", "memory", "pids", "unified"] {

@@ -117,7 +117,13 @@ impl V2Cgroup {
             .unwrap_or(&rel)
             .components()
             .collect();
-        enable_controllers(host.fs, &dir, &required)?;
+        // The subtree_control of a unit that is not delegated is systemd's (and slate, not
+        // moved out of it, would make the kernel refuse anyway): no controller is enabled
+        // there, so none can be below it either. (`required` is empty then, see above.)
+        let enable = !(in_unit && host.unit_not_delegated);
+        if enable {
+            enable_controllers(host.fs, &dir, &required)?;
+        }
         for (i, comp) in below.iter().enumerate() {
             dir.push(comp);
             let is_leaf = i + 1 == below.len();
@@ -125,7 +131,9 @@ impl V2Cgroup {
                 break;
             }
             make_dir(host.fs, &dir)?;
-            enable_controllers(host.fs, &dir, &required)?;
+            if enable {
+                enable_controllers(host.fs, &dir, &required)?;
+            }
         }
 
         let created = make_leaf(host.fs, &leaf)?;
