@@ -430,7 +430,12 @@ fn v2_unit_without_delegate_runs_without_limits_and_moves_nothing() {
         !unit.join("supervisor").exists(),
         "slate stays where systemd put it"
     );
-    assert_eq!(read(&unit.join("cgroup.subtree_control")), "");
+    assert_eq!(
+        read(&unit.join("cgroup.subtree_control")),
+        "",
+        "systemd's to set"
+    );
+    assert_eq!(read(&unit.join("slate/cgroup.subtree_control")), "");
     cg.remove().expect("remove");
 }
 
