@@ -81,6 +81,9 @@ pub enum Command {
     Wait(crate::commands::wait::WaitArgs),
     /// Check this host: kernel, cgroups, seccomp, store, registries; each problem with its fix
     Doctor(crate::commands::doctor::DoctorArgs),
+    /// Generate systemd units that run containers
+    #[command(subcommand)]
+    Systemd(SystemdCommand),
     /// Supervise a detached container (started by `slate run -d`; not for direct use)
     #[command(hide = true)]
     Supervise(crate::commands::run::SuperviseArgs),
@@ -90,6 +93,18 @@ pub enum Command {
 pub enum SystemCommand {
     /// Show disk usage of images, layers, blobs and work in progress
     Df(DfArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemdCommand {
+    /// Print a systemd service that runs a container (with --install, write and load it).
+    /// Takes `slate run`'s flags; every start of the unit runs the newest image on a fresh
+    /// root filesystem, as `slate run --rm --replace --name NAME --pull always`
+    #[command(
+        disable_help_flag = true,
+        override_usage = "slate systemd unit --name NAME [--install [--enable] [--now]] [OPTIONS] IMAGE [COMMAND] [ARG...]"
+    )]
+    Unit(Box<crate::commands::systemd::UnitArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -108,6 +108,9 @@ fn init_logging(level: Option<&str>) {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                // Colours for a terminal only: a unit's stderr is the journal, which would
+                // keep the escape codes.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_target(false)
                 .without_time(),
         )

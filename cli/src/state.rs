@@ -341,6 +341,11 @@ pub fn find_in<'a>(all: &'a [Record], key: &str) -> anyhow::Result<&'a Record> {
 
 /// Temp file, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+/// [`write_atomic`] with the file's mode (a systemd unit is 0644, as systemd's own are).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
@@ -356,8 +361,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
             .create(true)
             .truncate(true)
             .write(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)?;
+        // The mode as asked, whatever the umask.
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

@@ -14,6 +14,7 @@
 //! - `auth`, `resume`, `concurrent`, `flaky`, `prune`: issue 3's.
 //! - `detached`: issue 6's (`run -d`, ps, logs, exec, stop, rm, restarts, crash clean-up).
 //! - `run`, `run_security`, `run_limits`, `run_pull`: issue 5's (`slate run`).
+//! - `systemd_unit`: issue 12's `slate systemd unit` (the VM runs its units under systemd).
 //! - `run_cgroupfs`: issue 12's container-own /sys/fs/cgroup (the v1 ones `#[ignore]`d,
 //!   run by `tests/run` on a v1 or hybrid host).
 //! - `doctor`: issue 12's `slate doctor` on this host.
@@ -44,3 +45,4 @@ mod run_limits;
 mod run_pull;
 mod run_security;
 mod save_load;
+mod systemd_unit;

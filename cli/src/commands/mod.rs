@@ -17,6 +17,7 @@ pub(crate) mod run;
 pub(crate) mod save;
 pub(crate) mod stop;
 mod system;
+pub(crate) mod systemd;
 pub(crate) mod wait;
 
 use std::fmt;
@@ -24,7 +25,7 @@ use std::fmt;
 use anyhow::Context;
 use slate_image::store::Store;
 
-use crate::cli::{Cli, Command, ImageCommand, SystemCommand};
+use crate::cli::{Cli, Command, ImageCommand, SystemCommand, SystemdCommand};
 use crate::config::Settings;
 
 /// An error that asks for a specific exit status (docker's 125/126/127 for `run`). It
@@ -83,6 +84,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Inspect(a) => inspect::run(&settings, a),
         Command::Wait(a) => wait::run(&settings, a),
         Command::Doctor(a) => doctor::run(&settings, a),
+        Command::Systemd(SystemdCommand::Unit(a)) => systemd::run(*a),
         Command::Supervise(a) => crate::supervisor::run(&settings, &a.id),
     }
 }

@@ -37,6 +37,7 @@ use serde_json::Value;
 
 use crate::cli::RunArgs;
 
+pub(crate) use mounts::{clean_abs, is_cwd_relative};
 pub use security::SeccompChoice;
 
 /// Everything [`build`] needs besides the host itself.

@@ -83,7 +83,7 @@ fn default_mounts(privileged: bool) -> Vec<Mount> {
 
 /// `/a/./b/../c/` -> `/a/c`; `None` unless absolute. Lexical only: the runtime resolves the
 /// destination inside the rootfs at mount time.
-fn clean_abs(p: &str) -> Option<PathBuf> {
+pub(crate) fn clean_abs(p: &str) -> Option<PathBuf> {
     if !p.starts_with('/') || p.contains('\0') {
         return None;
     }
@@ -98,6 +98,13 @@ fn clean_abs(p: &str) -> Option<PathBuf> {
         }
     }
     Some(out)
+}
+
+/// Whether a `-v` host part is a path relative to the current directory (`.`, `..`, `./x`,
+/// `../x`): docker's CLI (23.0 and later) takes those against it, and any other relative name
+/// as a named volume.
+pub(crate) fn is_cwd_relative(src: &str) -> bool {
+    src == "." || src == ".." || src.starts_with("./") || src.starts_with("../")
 }
 
 /// Options of `-v` after the second colon.
@@ -180,11 +187,9 @@ fn volume(value: &str, host: &dyn Host) -> Result<Mount, SpecError> {
     if src.is_empty() || dst.is_empty() {
         return Err(bad("expected HOST:CONTAINER[:OPTIONS]"));
     }
-    // docker's CLI (23.0 and later) takes `.`-relative host paths against the current
-    // directory; any other relative name is a named volume.
     let src_path = if src.starts_with('/') {
         PathBuf::from(src)
-    } else if src == "." || src == ".." || src.starts_with("./") || src.starts_with("../") {
+    } else if is_cwd_relative(src) {
         match host.cwd() {
             Some(cwd) => cwd.join(src),
             None => {

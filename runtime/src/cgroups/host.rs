@@ -64,6 +64,11 @@ pub(crate) struct Host {
     /// The cgroup of the systemd service slate runs in, relative to the hierarchy root, when
     /// it runs in one: container cgroups go inside it so that stopping the unit stops them.
     pub unit: Option<PathBuf>,
+    /// The unit (v2) is known not to be delegated to slate (no `Delegate=yes`): systemd keeps
+    /// owning its cgroup tree, and may remove what slate creates there or disable controllers
+    /// slate enabled whenever it realizes the unit again (CGROUP_DELEGATION.md: "never create
+    /// your own cgroups below arbitrary cgroups systemd manages").
+    pub unit_not_delegated: bool,
     pub fs: FsOps,
     /// The boot configuration, for the fix in a missing-controller message. `None`: read it
     /// when a message needs it (never on the path of a start that succeeds).
@@ -111,10 +116,16 @@ impl Host {
         if let Some(u) = &unit {
             tracing::debug!(unit = %u.display(), "running in a systemd service, nesting container cgroups in it");
         }
+        // v1 hosts keep their unit handling (per hierarchy; systemd's v1 delegation differs).
+        let unit_not_delegated = match (&layout, &unit) {
+            (Layout::Unified { root }, Some(u)) => !delegated(&root.join(u)),
+            _ => false,
+        };
         Ok(Host {
             layout,
             proc_cgroups,
             unit,
+            unit_not_delegated,
             fs: FsOps::REAL,
             boot: None,
         })
@@ -237,6 +248,16 @@ fn unescape_octal(s: &str) -> std::ffi::OsString {
         }
     }
     std::ffi::OsString::from_vec(out)
+}
+
+/// Whether systemd marked a unit's cgroup as delegated: `trusted.delegate` = `1` on units with
+/// `Delegate=yes` (systemd 252 on Debian 12, Raspberry Pi OS and AL2023; Ubuntu 22.04's 249),
+/// and from v251 also `user.delegate`, as systemd's own `cg_is_delegated` reads them.
+fn delegated(dir: &Path) -> bool {
+    ["trusted.delegate", "user.delegate"].iter().any(|name| {
+        let mut buf = [0u8; 8];
+        rustix::fs::getxattr(dir, *name, &mut buf[..]).is_ok_and(|n| buf[..n] == *b"1")
+    })
 }
 
 /// The systemd service this process runs in (`app.service`), when systemd started it as

@@ -72,6 +72,13 @@ pub enum CgroupError {
     InvalidPath { path: PathBuf, reason: &'static str },
     #[error("cgroup controller {controller} is not available: {hint}")]
     MissingController { controller: String, hint: String },
+    #[error(
+        "the systemd unit {} is not delegated (no Delegate=yes), and systemd takes back the \
+         cgroup controllers the limits need there ({controllers}): add `Delegate=yes` to the \
+         [Service] section of the unit and restart it",
+        unit.display()
+    )]
+    NotDelegated { unit: PathBuf, controllers: String },
     #[error("cgroup {path} already exists and has processes in it")]
     InUse { path: PathBuf },
     #[error("cannot create cgroup {path}: {source}")]

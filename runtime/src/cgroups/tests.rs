@@ -167,6 +167,7 @@ fn fake_host(root: &Path, unit: Option<&str>) -> Host {
         },
         proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
         unit: unit.map(PathBuf::from),
+        unit_not_delegated: false,
         fs: FAKE_OPS,
         boot: Some(BootInfo::default()),
     }
@@ -398,6 +399,49 @@ fn v2_systemd_unit_without_delegation_says_delegate() {
 }
 
 #[test]
+fn v2_unit_without_delegate_refuses_limits_and_says_delegate() {
+    let (_tmp, root) = fake_root("cpuset cpu io memory pids");
+    // systemd gave the unit controllers (accounting), but not the unit to slate.
+    let unit = fake_unit(&root, "cpu memory pids");
+    let mut host = fake_host(&root, Some("system.slice/app.service"));
+    host.unit_not_delegated = true;
+    let err = Cgroup::create_on(&host, "web", None, Some(&limits())).expect_err("must fail");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Delegate=yes") && msg.contains("memory"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("  ") && !msg.contains('\n'),
+        "one line: {msg}"
+    );
+    assert!(!unit.join("slate").exists(), "nothing created");
+    assert!(!unit.join("supervisor").exists(), "nothing moved");
+    assert_eq!(read(&unit.join("cgroup.subtree_control")), "");
+}
+
+#[test]
+fn v2_unit_without_delegate_runs_without_limits_and_moves_nothing() {
+    let (_tmp, root) = fake_root("cpuset cpu io memory pids");
+    let unit = fake_unit(&root, "cpu memory pids");
+    let mut host = fake_host(&root, Some("system.slice/app.service"));
+    host.unit_not_delegated = true;
+    let cg = Cgroup::create_on(&host, "web", None, None).expect("create");
+    assert_eq!(cg.paths(), vec![unit.join("slate/web")]);
+    assert!(
+        !unit.join("supervisor").exists(),
+        "slate stays where systemd put it"
+    );
+    assert_eq!(
+        read(&unit.join("cgroup.subtree_control")),
+        "",
+        "systemd's to set"
+    );
+    assert_eq!(read(&unit.join("slate/cgroup.subtree_control")), "");
+    cg.remove().expect("remove");
+}
+
+#[test]
 fn v2_absolute_cgroups_path_is_from_the_root() {
     let (_tmp, root) = fake_root("cpu memory pids");
     let host = fake_host(&root, None);
@@ -528,6 +572,7 @@ fn v1_missing_memory_hierarchy_names_cmdline_and_creates_nothing() {
         },
         proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
         unit: None,
+        unit_not_delegated: false,
         fs: FAKE_OPS,
         boot: Some(BootInfo::default()),
     };
@@ -911,6 +956,7 @@ fn v1_hybrid_view_has_every_hierarchy_and_the_unified_one() {
         },
         proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
         unit: None,
+        unit_not_delegated: false,
         fs: FAKE_OPS,
         boot: Some(BootInfo::default()),
     };

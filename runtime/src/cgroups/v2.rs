@@ -74,6 +74,22 @@ impl V2Cgroup {
             PathBuf::new()
         };
         let start_dir = join_rel(&root, &start);
+        let in_unit = host.unit.is_some() && start == base;
+        if in_unit && host.unit_not_delegated {
+            // Limits need controllers enabled in the unit's cgroup, which systemd disables
+            // again on its next realization of the unit: the limit would silently go.
+            if !required.is_empty() {
+                return Err(CgroupError::NotDelegated {
+                    unit: start_dir,
+                    controllers: required.join(" "),
+                });
+            }
+            tracing::warn!(
+                "slate runs in the systemd unit {} without Delegate=yes, so the container's cgroup \
+                 is created in a tree systemd owns; add Delegate=yes to the unit's [Service] section",
+                start_dir.display()
+            );
+        }
         let available = read_list(&start_dir.join("cgroup.controllers"))?;
         for c in &required {
             if !available.iter().any(|a| a == c) {
@@ -86,7 +102,9 @@ impl V2Cgroup {
 
         // Also without limits to apply, so the unit's layout does not depend on the first
         // container: a later one in the same unit that needs controllers finds it ready.
-        if host.unit.is_some() && start == base {
+        // Not in a unit that is not delegated: no controller is enabled there, so slate may
+        // stay where systemd put it, and moves nothing systemd did not give it.
+        if in_unit && !host.unit_not_delegated {
             evacuate_unit(host, &start_dir)?;
         }
         // Compiled before anything is created, so that a bad rule leaves nothing behind.
@@ -99,7 +117,13 @@ impl V2Cgroup {
             .unwrap_or(&rel)
             .components()
             .collect();
-        enable_controllers(host.fs, &dir, &required)?;
+        // The subtree_control of a unit that is not delegated is systemd's (and slate, not
+        // moved out of it, would make the kernel refuse anyway): no controller is enabled
+        // there, so none can be below it either. (`required` is empty then, see above.)
+        let enable = !(in_unit && host.unit_not_delegated);
+        if enable {
+            enable_controllers(host.fs, &dir, &required)?;
+        }
         for (i, comp) in below.iter().enumerate() {
             dir.push(comp);
             let is_leaf = i + 1 == below.len();
@@ -107,7 +131,9 @@ impl V2Cgroup {
                 break;
             }
             make_dir(host.fs, &dir)?;
-            enable_controllers(host.fs, &dir, &required)?;
+            if enable {
+                enable_controllers(host.fs, &dir, &required)?;
+            }
         }
 
         let created = make_leaf(host.fs, &leaf)?;

@@ -258,6 +258,10 @@ dev_ok() { echo "$out" | grep -qx mknod-ok && echo "$out" | grep -q 'Operation n
 dev_why="disk $dev: $(echo "$out" | one_line)"
 check "devices: mknod of the guest disk works, open fails EPERM" "$dev_why" dev_ok
 
+# --- `slate systemd unit`: generated units under systemd.
+# shellcheck source=tests/vm/guest/unit.sh
+. "$(dirname "$0")/unit.sh"
+
 . "$(dirname "$0")/doctor.sh"  # slate doctor on this host (tests/vm/guest/doctor.sh)
 
 [ "$todos" -eq 0 ] || echo "# $todos expected failure(s) marked TODO, not counted"

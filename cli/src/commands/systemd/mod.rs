@@ -1,0 +1,350 @@
+//! `slate systemd unit`: a systemd service for one container, in the shape systemd's and
+//! podman's documentation give a containerised service. Printed, or with `--install` written
+//! to `/etc/systemd/system/slate-NAME.service` and loaded (`systemctl daemon-reload`).
+//!
+//! Every start of the unit deploys the image anew on a fresh root filesystem:
+//! `slate run --rm --replace --name NAME --pull always --sdnotify=conmon [run flags] IMAGE`,
+//! in the foreground, as the unit's main process. What each setting is for:
+//! - `Type=notify`, `NotifyAccess=all`: the unit is active once the container runs (slate
+//!   sends READY=1 and its own PID as MAINPID; with `--sdnotify=container` the app does, from
+//!   inside the container, hence `all`). A pull on a slow link counts as starting:
+//!   `TimeoutStartSec=` (`--start-timeout`).
+//! - `Delegate=yes`: slate creates the container's cgroup inside the unit's and enables
+//!   controllers there (runtime `cgroups`); without delegation systemd owns that tree and may
+//!   take the controllers back whenever it realizes the unit again.
+//! - `ExecStop=slate stop -t T NAME`: the image's StopSignal to the container's PID 1, T
+//!   seconds, then SIGKILL to its cgroup (`--stop-timeout`). `KillMode=mixed`: should that not
+//!   end it, systemd's SIGTERM goes to slate alone, which forwards it, and the final SIGKILL to
+//!   everything in the unit. `TimeoutStopSec=` is T plus a margin for slate's clean-up.
+//! - `SuccessExitStatus=143`: slate exits 128+N when the app dies of signal N (docker's
+//!   convention), so an app that ends on the SIGTERM of a stop is a clean stop.
+//! - `Restart=on-failure` (`--restart-policy`/`--restart`), `RestartSec=5`: a crash restarts it
+//!   on a fresh rootfs, without running into systemd's start limit (5 starts in 10 s) when,
+//!   say, DNS is not up yet at boot.
+//! - `Wants=`/`After=network-online.target`: the pull needs the network.
+//!
+//! The unit is named `slate-NAME.service` (podman uses `container-NAME.service`): the prefix
+//! keeps it apart from a distribution's own `nginx.service` and lists slate's units together
+//! (`systemctl list-units 'slate-*'`).
+
+mod flags;
+mod quote;
+
+use std::ffi::OsStr;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{ArgMatches, CommandFactory, ValueEnum};
+
+use crate::cli::RunArgs;
+use crate::sdnotify::Mode;
+
+/// Where units for the system manager go by default (systemd.unit(5): the local
+/// administrator's directory, above the distribution's `/usr/lib/systemd/system`).
+const UNIT_DIR: &str = "/etc/systemd/system";
+
+/// Seconds `TimeoutStopSec=` adds to `--stop-timeout`: `slate stop`'s kill and wait, then slate
+/// unmounting and deleting the run's writable layer (slow on an SD card).
+const STOP_MARGIN_SECS: u64 = 20;
+
+#[derive(Debug, clap::Args)]
+pub struct UnitArgs {
+    /// Write the unit to /etc/systemd/system/slate-NAME.service and run `systemctl daemon-reload`
+    #[arg(long)]
+    pub install: bool,
+    /// With --install: `systemctl enable` the unit, so it starts at boot
+    #[arg(long, requires = "install")]
+    pub enable: bool,
+    /// With --install: `systemctl restart` the unit now (starts it, or deploys the new unit if it runs)
+    #[arg(long, requires = "install")]
+    pub now: bool,
+    /// Label the container io.slate.autoupdate=registry, for `slate auto-update` (issue 13, not
+    /// built yet: it will pull the image of each labelled container and restart its unit when
+    /// the registry has a newer one)
+    #[arg(long)]
+    pub auto_update: bool,
+    /// Seconds `slate stop` gives the app after its stop signal before killing it; the unit's
+    /// TimeoutStopSec= adds 20
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub stop_timeout: u64,
+    /// Seconds the unit may take to start, the pull included (TimeoutStartSec=; 0: no limit)
+    #[arg(long, default_value_t = 900, value_name = "SECS")]
+    pub start_timeout: u64,
+    /// systemd's Restart=: no, on-success, on-failure (the default), on-abnormal, on-watchdog,
+    /// on-abort or always (--restart takes the same, and docker's unless-stopped)
+    #[arg(long, value_name = "POLICY", conflicts_with = "restart")]
+    pub restart_policy: Option<String>,
+    /// The slate binary the unit runs [default: this one's real path]
+    #[arg(long, value_name = "PATH")]
+    pub slate_path: Option<PathBuf>,
+    /// Directory to install the unit in instead of /etc/systemd/system (for tests)
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub unit_dir: Option<PathBuf>,
+    #[command(
+        flatten,
+        next_help_heading = "Options of slate run (-d, -i, -t and --log-* are refused; --rm and --replace are always set)"
+    )]
+    pub run: RunArgs,
+}
+
+pub fn run(args: UnitArgs) -> anyhow::Result<u8> {
+    // clap's derive keeps the values, not which flags were typed; the matches do, and the unit
+    // re-emits exactly the typed ones.
+    let matches = crate::cli::Cli::command()
+        .try_get_matches_from(std::env::args_os())
+        .context("cannot read the command line again")?;
+    let m = matches
+        .subcommand_matches("systemd")
+        .and_then(|m| m.subcommand_matches("unit"))
+        .ok_or_else(|| anyhow!("cannot read the command line again: no `systemd unit` in it"))?;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let slate = match &args.slate_path {
+        Some(p) if p.is_absolute() => p.clone(),
+        Some(p) => bail!("--slate-path {}: give an absolute path", p.display()),
+        None => own_binary()?,
+    };
+    let unit = Unit::new(&args, m, &cwd, &slate)?;
+    for w in &unit.line.warnings {
+        tracing::warn!("{w}");
+    }
+    let text = unit.render();
+    if !args.install {
+        print!("{text}");
+        return Ok(0);
+    }
+    let dir = args.unit_dir.as_deref().unwrap_or(Path::new(UNIT_DIR));
+    install(dir, &unit.file_name, &text, args.enable, args.now)
+}
+
+/// This binary's real path: what the unit runs unless `--slate-path` says otherwise.
+fn own_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::fs::canonicalize("/proc/self/exe")
+        .context("cannot tell where slate's binary is (/proc/self/exe): give --slate-path")?;
+    if exe.to_string_lossy().ends_with(" (deleted)") {
+        bail!(
+            "slate's binary {} was deleted or replaced while running: give --slate-path",
+            exe.display()
+        );
+    }
+    Ok(exe)
+}
+
+/// Everything the unit file says, decided and quoted.
+struct Unit {
+    file_name: String,
+    name: String,
+    image: String,
+    program: String,
+    line: flags::RunLine,
+    /// The run flags the unit sets itself, before the user's.
+    fixed: Vec<String>,
+    restart: String,
+    stop_timeout: u64,
+    start_timeout: u64,
+}
+
+impl Unit {
+    fn new(args: &UnitArgs, m: &ArgMatches, cwd: &Path, slate: &Path) -> anyhow::Result<Unit> {
+        let name = args.run.name.clone().ok_or_else(|| {
+            anyhow!("give the container a --name: the unit is named after it and stops it by name")
+        })?;
+        crate::state::validate_name(&name)?;
+        let program = quote::program(slate.as_os_str()).context("invalid slate path")?;
+        let line = flags::run_line(m, cwd, args.auto_update)?;
+        let pull = args
+            .run
+            .pull
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .filter(|_| flags::given(m, "pull"))
+            .unwrap_or_else(|| "always".to_owned());
+        let sdnotify = sdnotify(args, m)?;
+        let fixed = [
+            "--rm",
+            "--replace",
+            "--name",
+            &name,
+            "--pull",
+            &pull,
+            &format!("--sdnotify={sdnotify}"),
+        ]
+        .iter()
+        .map(|w| quote::word(OsStr::new(w)))
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(Unit {
+            file_name: format!("slate-{name}.service"),
+            image: args.run.image().to_owned(),
+            name,
+            program,
+            line,
+            fixed,
+            restart: restart_policy(args, m)?,
+            stop_timeout: args.stop_timeout,
+            start_timeout: args.start_timeout,
+        })
+    }
+
+    fn render(&self) -> String {
+        let globals: String = self.line.globals.iter().map(|g| format!(" {g}")).collect();
+        let mut exec_start = format!("{}{globals} run {}", self.program, self.fixed.join(" "));
+        // One flag per line, and the image with its command last: readable in `systemctl
+        // cat`. A continuation line never starts with `#` or `;` (quote::word), which systemd
+        // would drop as a comment even here.
+        for f in &self.line.flags {
+            exec_start.push_str(" \\\n        ");
+            exec_start.push_str(f);
+        }
+        exec_start.push_str(" \\\n        ");
+        exec_start.push_str(&self.line.image_and_command.join(" "));
+        let exec_stop = format!(
+            "-{}{globals} stop -t {} {}",
+            self.program, self.stop_timeout, self.name
+        );
+        let file = &self.file_name;
+        let version = env!("CARGO_PKG_VERSION");
+        let doc = env!("CARGO_PKG_REPOSITORY");
+        let description = quote::text(&format!("slate container {} ({})", self.name, self.image));
+        let start_timeout = self.start_timeout;
+        let stop_secs = self.stop_timeout + STOP_MARGIN_SECS;
+        let restart = &self.restart;
+        format!(
+            "\
+# {file}: written by `slate systemd unit` (slate {version}). Every start runs the
+# container on a fresh root filesystem; `systemctl restart` deploys the newest image.
+[Unit]
+Description={description}
+Documentation={doc}
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=all
+Delegate=yes
+ExecStart={exec_start}
+ExecStop={exec_stop}
+KillMode=mixed
+TimeoutStartSec={start_timeout}
+TimeoutStopSec={stop_secs}
+SuccessExitStatus=143
+Restart={restart}
+RestartSec=5
+SyslogIdentifier=%N
+
+[Install]
+WantedBy=multi-user.target
+"
+        )
+    }
+}
+
+/// `--sdnotify` for the unit: slate's own READY=1 unless the user chose the app's.
+fn sdnotify(args: &UnitArgs, m: &ArgMatches) -> anyhow::Result<&'static str> {
+    if !flags::given(m, "sdnotify") {
+        return Ok("conmon");
+    }
+    match args.run.sdnotify {
+        Mode::Conmon => Ok("conmon"),
+        Mode::Container => Ok("container"),
+        Mode::Ignore => bail!(
+            "--sdnotify=ignore makes no sense in a unit: it is Type=notify and would never become ready"
+        ),
+    }
+}
+
+/// systemd's `Restart=` from `--restart-policy` or `--restart` (default on-failure).
+fn restart_policy(args: &UnitArgs, m: &ArgMatches) -> anyhow::Result<String> {
+    let (flag, value) = match &args.restart_policy {
+        Some(p) => ("--restart-policy", p.as_str()),
+        None if flags::given(m, "restart") => ("--restart", args.run.restart.as_str()),
+        None => return Ok("on-failure".to_owned()),
+    };
+    match value {
+        "no" | "on-success" | "on-failure" | "on-abnormal" | "on-watchdog" | "on-abort"
+        | "always" => Ok(value.to_owned()),
+        // `systemctl stop` never restarts a unit: docker's unless-stopped is systemd's always.
+        "unless-stopped" => Ok("always".to_owned()),
+        v if v.starts_with("on-failure:") => bail!(
+            "{flag} {v}: systemd's Restart= takes no count; use on-failure, and cap restarts \
+             with StartLimitBurst= in a drop-in"
+        ),
+        v => bail!(
+            "invalid {flag} {v:?}: expected no, on-success, on-failure, on-abnormal, \
+             on-watchdog, on-abort or always"
+        ),
+    }
+}
+
+/// Whether systemd runs this host (sd_booted(3): it creates /run/systemd/system at boot).
+fn systemd_running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+fn install(dir: &Path, file_name: &str, text: &str, enable: bool, now: bool) -> anyhow::Result<u8> {
+    let path = dir.join(file_name);
+    let existed = path.exists();
+    crate::state::write_atomic_mode(&path, text.as_bytes(), 0o644).with_context(|| {
+        if nix::unistd::geteuid().is_root() {
+            format!("cannot write {}", path.display())
+        } else {
+            format!("cannot write {} (run it with sudo)", path.display())
+        }
+    })?;
+    println!(
+        "{} {}",
+        if existed { "replaced" } else { "wrote" },
+        path.display()
+    );
+    if !systemd_running() {
+        let skipped = if enable || now {
+            "daemon-reload, enable and start"
+        } else {
+            "daemon-reload"
+        };
+        // Not a failure: a chroot or an image build writes units that systemd reads when it
+        // boots. But a unit that was asked to start and did not is one.
+        let why = format!(
+            "systemd is not running on this host (no /run/systemd/system): skipped systemctl \
+             {skipped}; systemd reads {file_name} when it boots"
+        );
+        if enable || now {
+            bail!("{why}");
+        }
+        eprintln!("slate: {why}");
+        return Ok(0);
+    }
+    systemctl(&["daemon-reload"])?;
+    if enable {
+        systemctl(&["enable", file_name])?;
+    }
+    if now {
+        systemctl(&["restart", file_name])?;
+    } else {
+        println!("start it with: systemctl start {file_name}");
+    }
+    Ok(0)
+}
+
+fn systemctl(args: &[&str]) -> anyhow::Result<()> {
+    let what = format!("systemctl {}", args.join(" "));
+    let out = match Command::new("systemctl").args(args).output() {
+        Ok(o) => o,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            bail!("cannot run {what}: systemctl is not installed, though systemd runs")
+        }
+        Err(e) => return Err(anyhow!(e).context(format!("cannot run {what}"))),
+    };
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .replace('\n', " ");
+        bail!("{what} failed ({}): {said}", out.status);
+    }
+    println!("ran {what}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
