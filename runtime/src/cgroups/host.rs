@@ -117,8 +117,17 @@ impl Host {
             tracing::debug!(unit = %u.display(), "running in a systemd service, nesting container cgroups in it");
         }
         // v1 hosts keep their unit handling (per hierarchy; systemd's v1 delegation differs).
+        // No mark may also mean a systemd older than the mark (Raspberry Pi OS bullseye's
+        // 247): then systemd itself is asked, and when it cannot say, slate goes on as a
+        // delegated unit would rather than refuse limits a Delegate=yes unit allows.
         let unit_not_delegated = match (&layout, &unit) {
-            (Layout::Unified { root }, Some(u)) => !delegated(&root.join(u)),
+            (Layout::Unified { root }, Some(u)) => {
+                !delegated(&root.join(u))
+                    && u.file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(systemctl_delegate)
+                        == Some(false)
+            }
             _ => false,
         };
         Ok(Host {
@@ -250,9 +259,28 @@ fn unescape_octal(s: &str) -> std::ffi::OsString {
     std::ffi::OsString::from_vec(out)
 }
 
+/// `systemctl show -p Delegate --value UNIT`: `Some(true)`/`Some(false)`, or `None` when
+/// systemctl is missing or says nothing usable. Only asked when systemd's mark is absent.
+pub fn systemctl_delegate(unit: &str) -> Option<bool> {
+    let out = std::process::Command::new("systemctl")
+        .args(["show", "-p", "Delegate", "--value", unit])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
+}
+
 /// Whether systemd marked a unit's cgroup as delegated: `trusted.delegate` = `1` on units with
-/// `Delegate=yes` (systemd 252 on Debian 12, Raspberry Pi OS and AL2023; Ubuntu 22.04's 249),
-/// and from v251 also `user.delegate`, as systemd's own `cg_is_delegated` reads them.
+/// `Delegate=yes`, and from v251 also `user.delegate`, as systemd's own `cg_is_delegated`
+/// reads them (Debian 12's, Raspberry Pi OS bookworm's and AL2023's 252 set both).
 fn delegated(dir: &Path) -> bool {
     ["trusted.delegate", "user.delegate"].iter().any(|name| {
         let mut buf = [0u8; 8];

@@ -46,7 +46,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
 pub use devices::DeviceRuleError;
-pub use host::systemd_unit;
+pub use host::{systemctl_delegate, systemd_unit};
 pub(crate) use host::{FsOps, Host, Layout};
 pub use report::{probe_device_filter, report, Availability, Controller, Mode, Report, Unit};
 

@@ -219,6 +219,7 @@ mod tests {
             },
             proc_cgroups: Some(proc_cgroups.to_owned()),
             unit: None,
+            unit_not_delegated: false,
             fs: FsOps::REAL,
             boot: Some(pi_boot()),
         };
@@ -276,6 +277,7 @@ mod tests {
             },
             proc_cgroups: Some("#subsys_name\thierarchy\tnum_cgroups\tenabled\n".to_owned()),
             unit: Some(PathBuf::from("system.slice/app.service")),
+            unit_not_delegated: false,
             fs: FsOps::REAL,
             boot: Some(BootInfo::default()),
         };
@@ -306,6 +308,7 @@ mod tests {
                     .to_owned(),
             ),
             unit: None,
+            unit_not_delegated: false,
             fs: FsOps::REAL,
             boot: Some(BootInfo::default()),
         };

@@ -37,7 +37,7 @@ pub fn checks() -> Vec<Check> {
         .unit
         .as_ref()
         .filter(|u| u.delegate_mark != Some(true))
-        .and_then(|u| systemctl_delegate(&u.name));
+        .and_then(|u| slate_runtime::cgroups::systemctl_delegate(&u.name));
     out.push(systemd_check(&pid1, report.unit.as_ref(), delegate));
     out
 }
@@ -145,25 +145,6 @@ fn devices_check(r: &Report, probe: impl FnOnce() -> Result<usize, String>) -> C
             "slate did not look for the devices controller",
             "report this as a bug of slate doctor",
         ),
-    }
-}
-
-/// `systemctl show -p Delegate --value UNIT`: `Some(true)`/`Some(false)`, or `None` when
-/// systemctl is missing or says nothing usable.
-fn systemctl_delegate(unit: &str) -> Option<bool> {
-    let out = std::process::Command::new("systemctl")
-        .args(["show", "-p", "Delegate", "--value", unit])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    match String::from_utf8_lossy(&out.stdout).trim() {
-        "yes" => Some(true),
-        "no" => Some(false),
-        _ => None,
     }
 }
 
