@@ -31,6 +31,8 @@ const FILES: &[&str] = &[
     "pids.max",
     "cpuset.cpus",
     "cpuset.mems",
+    "io.max",
+    "io.weight",
 ];
 
 /// What the kernel does on mkdir in cgroupfs: the directory comes with its interface files.
@@ -641,8 +643,7 @@ fn v2_a_units_container_is_found_from_elsewhere_through_its_recorded_path() {
             Cgroup::open_on(&elsewhere, "web", None),
             Err(CgroupError::NotFound { .. })
         ));
-        let found =
-            Cgroup::open_recorded_on(&elsewhere, "web", None, &recorded).expect("recorded");
+        let found = Cgroup::open_recorded_on(&elsewhere, "web", None, &recorded).expect("recorded");
         assert_eq!(found.paths(), recorded);
     }
     // A recorded path outside the hierarchy is not trusted; without a match, the usual lookup.
@@ -650,3 +651,6 @@ fn v2_a_units_container_is_found_from_elsewhere_through_its_recorded_path() {
     assert!(Cgroup::open_recorded_on(&fake_host(&root, None), "web", None, &bogus).is_err());
     cg.remove().expect("remove");
 }
+
+#[path = "limits_tests.rs"]
+mod limits_tests;
