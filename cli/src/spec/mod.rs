@@ -157,7 +157,7 @@ pub enum SpecError {
         value: String,
         reason: String,
     },
-    #[error("{flag} {value:?}: cannot use {}: {source}", path.display())]
+    #[error("{flag} {value:?}: cannot use {}", path.display())]
     BlkioDeviceHost {
         flag: &'static str,
         value: String,

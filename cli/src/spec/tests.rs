@@ -1058,10 +1058,18 @@ fn block_io_errors() {
         r.err(&["--blkio-weight-device", "/etc/passwd:100", "nginx"]),
         "invalid --blkio-weight-device \"/etc/passwd:100\": /etc/passwd is not a block device"
     );
+    let err = r
+        .try_build(&["--device-read-iops", "/dev/nope:100", "nginx"])
+        .unwrap_err();
     assert_eq!(
-        r.err(&["--device-read-iops", "/dev/nope:100", "nginx"]),
-        "--device-read-iops \"/dev/nope:100\": cannot use /dev/nope: No such file or directory \
-         (os error 2)"
+        err.to_string(),
+        "--device-read-iops \"/dev/nope:100\": cannot use /dev/nope"
+    );
+    // the cause follows once, as the source (printed by the CLI's `{:#}`)
+    let cause = std::error::Error::source(&err).map(|c| c.to_string());
+    assert_eq!(
+        cause.as_deref(),
+        Some("No such file or directory (os error 2)")
     );
     assert_eq!(
         r.err(&["--device-write-iops", "/dev/sda1:100", "nginx"]),

@@ -243,15 +243,17 @@ pub(super) fn apply_v1(blkio_dir: &Path, resources: &LinuxResources) -> Result<(
     Ok(())
 }
 
+/// Writes one value; a refusal says why in the kernel's terms where errno tells (the errno
+/// itself follows as the error's source).
 fn write_blkio(file: &Path, value: &str) -> Result<(), CgroupError> {
     write_file(file, value).map_err(|source| {
         let hint = match source.raw_os_error() {
             Some(libc::ENODEV) => {
-                "; the kernel knows no such disk (limits and weights apply to whole disks, \
+                " (the kernel knows no such disk; limits and weights apply to whole disks, \
                  not partitions)"
             }
             Some(libc::EOPNOTSUPP) => {
-                "; that disk's I/O scheduler does not weight cgroups (BFQ does: \
+                " (that disk's I/O scheduler does not weight cgroups; BFQ does: \
                  `echo bfq > /sys/block/<disk>/queue/scheduler`)"
             }
             _ => "",

@@ -170,7 +170,7 @@ pub enum CgroupError {
     },
     #[error("block I/O leaf weights do not exist on cgroup v2 (they were CFQ's); set none")]
     BlkioLeafWeightV2,
-    #[error("cannot write `{value}` to {path}: {source}{hint}")]
+    #[error("cannot write `{value}` to {path}{hint}")]
     BlkioWrite {
         path: PathBuf,
         value: String,
