@@ -14,6 +14,7 @@
 //! - `auth`, `resume`, `concurrent`, `flaky`, `prune`: issue 3's.
 //! - `detached`: issue 6's (`run -d`, ps, logs, exec, stop, rm, restarts, crash clean-up).
 //! - `run`, `run_security`, `run_limits`, `run_pull`: issue 5's (`slate run`).
+//! - `run_resources`: issue 12 part 4's (block I/O, cpuset, swap and soft-limit flags).
 
 mod archive;
 mod auth;
@@ -37,5 +38,6 @@ mod run_devices;
 mod run_foreground;
 mod run_limits;
 mod run_pull;
+mod run_resources;
 mod run_security;
 mod save_load;
