@@ -239,6 +239,8 @@ check "service without Delegate=yes: --memory refused with a hint (status $rc)" 
   "status $rc, said: $(echo "$out" | one_line)" \
   sh -c "[ $rc -eq 125 ] && echo \"\$1\" | grep -q 'Delegate=yes'" _ "$out"
 
+. "$(dirname "$0")/resources.sh"
+
 # --- Devices (issue 11): a container may mknod the guest's disk but must not open it (the
 # eBPF device filter on cgroup v2).
 dev=$(cat /sys/block/vda/dev)
