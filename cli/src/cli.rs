@@ -293,12 +293,39 @@ pub struct RunArgs {
     /// Memory plus swap limit; -1 for unlimited swap
     #[arg(long, allow_hyphen_values = true)]
     pub memory_swap: Option<String>,
+    /// Memory soft limit (e.g. 64m): what the container is trimmed to first under memory pressure
+    #[arg(long, value_name = "SIZE")]
+    pub memory_reservation: Option<String>,
     /// Number of CPUs (e.g. 0.5)
     #[arg(long)]
     pub cpus: Option<f64>,
     /// CPU shares (relative weight, default 1024)
     #[arg(long, short = 'c')]
     pub cpu_shares: Option<u64>,
+    /// CPUs the container may run on, e.g. 0-1,3
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes (NUMA) the container may allocate from, e.g. 0
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+    /// Block I/O weight (relative), 10 to 1000; 0 for the default
+    #[arg(long, value_name = "N")]
+    pub blkio_weight: Option<u32>,
+    /// Block I/O weight of one disk: DEVICE:N, e.g. /dev/sda:200
+    #[arg(long, value_name = "DEVICE:N")]
+    pub blkio_weight_device: Vec<String>,
+    /// Limit the read rate from a disk: DEVICE:RATE, e.g. /dev/sda:1mb (units b, kb, mb, gb)
+    #[arg(long, value_name = "DEVICE:RATE")]
+    pub device_read_bps: Vec<String>,
+    /// Limit the write rate to a disk: DEVICE:RATE, e.g. /dev/sda:1mb
+    #[arg(long, value_name = "DEVICE:RATE")]
+    pub device_write_bps: Vec<String>,
+    /// Limit read operations per second from a disk: DEVICE:N
+    #[arg(long, value_name = "DEVICE:N")]
+    pub device_read_iops: Vec<String>,
+    /// Limit write operations per second to a disk: DEVICE:N
+    #[arg(long, value_name = "DEVICE:N")]
+    pub device_write_iops: Vec<String>,
     /// Maximum number of processes (-1 for unlimited)
     #[arg(long, allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,

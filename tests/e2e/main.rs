@@ -18,6 +18,7 @@
 //! - `run_cgroupfs`: issue 12's container-own /sys/fs/cgroup (the v1 ones `#[ignore]`d,
 //!   run by `tests/run` on a v1 or hybrid host).
 //! - `doctor`: issue 12's `slate doctor` on this host.
+//! - `run_resources`: issue 12 part 4's (block I/O, cpuset, swap and soft-limit flags).
 
 mod archive;
 mod auth;
@@ -43,6 +44,7 @@ mod run_devices;
 mod run_foreground;
 mod run_limits;
 mod run_pull;
+mod run_resources;
 mod run_security;
 mod save_load;
 mod systemd_unit;

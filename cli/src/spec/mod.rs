@@ -140,6 +140,31 @@ pub enum SpecError {
     SwapWithoutMemory,
     #[error("invalid --memory-swap {swap:?}: it is the total of memory and swap, so it must be at least --memory {memory:?} (or -1 for unlimited swap)")]
     SwapBelowMemory { swap: String, memory: String },
+    #[error("invalid --memory-reservation {0:?}: the minimum is 6m")]
+    ReservationTooSmall(String),
+    #[error("invalid --memory-reservation {reservation:?}: a soft limit cannot be above --memory {memory:?}")]
+    ReservationAboveMemory { reservation: String, memory: String },
+    #[error("invalid {flag} {value:?}: {reason}")]
+    Cpuset {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid --blkio-weight {0}: expected 10 to 1000 (or 0 for the default)")]
+    BlkioWeight(u32),
+    #[error("invalid {flag} {value:?}: {reason}")]
+    Blkio {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{flag} {value:?}: cannot use {}", path.display())]
+    BlkioDeviceHost {
+        flag: &'static str,
+        value: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "invalid --cpus {value}: expected a number from 0.01 to {max} (this host has {max} cpus)"
     )]

@@ -1,9 +1,15 @@
-//! `linux.resources` (memory, swap, cpu, pids, the device allowlist) and `process.rlimits`,
-//! with docker's units, defaults and limits.
+//! `linux.resources` (memory, swap, cpu, cpuset, pids, block I/O, the device allowlist) and
+//! `process.rlimits`, with docker's units, defaults and limits. Disks named by block I/O flags
+//! are resolved to major:minor here, at run time, and cpusets checked against the host's
+//! online cpus and memory nodes, so that a typo is one line naming the flag, not a kernel
+//! error from the cgroup write.
+
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxPids, LinuxResources,
-    PosixRlimit, PosixRlimitBuilder, PosixRlimitType,
+    LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxPids,
+    LinuxResources, LinuxThrottleDevice, LinuxThrottleDeviceBuilder, LinuxWeightDevice,
+    LinuxWeightDeviceBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType,
 };
 
 use super::{Host, SpecError};
@@ -73,48 +79,68 @@ pub(crate) fn build(args: &RunArgs, host: &dyn Host) -> Result<LinuxResources, S
         }
         None => None,
     };
-    let swap = match &args.memory_swap {
-        None => None,
-        Some(s) if s.trim() == "-1" => {
-            // Unlimited swap: leaving the limit unset is exactly that, and it does not ask
-            // the host for swap accounting it may not have.
-            if memory.is_none() {
-                return Err(SpecError::SwapWithoutMemory);
+    let reservation = match &args.memory_reservation {
+        Some(r) => {
+            let bytes = parse_size(r).ok_or_else(|| SpecError::Size {
+                flag: "--memory-reservation",
+                value: r.clone(),
+            })?;
+            // docker: 0 means none, and the floor is --memory's.
+            if bytes != 0 && bytes < MIN_MEMORY {
+                return Err(SpecError::ReservationTooSmall(r.clone()));
             }
-            None
+            if memory.is_some_and(|m| bytes > m) {
+                return Err(SpecError::ReservationAboveMemory {
+                    reservation: r.clone(),
+                    memory: args.memory.clone().unwrap_or_default(),
+                });
+            }
+            Some(bytes).filter(|&b| b > 0)
         }
+        None => None,
+    };
+    /// What `--memory-swap` says: nothing (docker's default applies), unlimited, or a total.
+    enum Swap {
+        Default,
+        Unlimited,
+        Total(i64),
+    }
+    let swap = match &args.memory_swap {
+        None => Swap::Default,
+        // docker takes it without --memory too.
+        Some(s) if s.trim() == "-1" => Swap::Unlimited,
         Some(s) => {
             let bytes = parse_size(s).ok_or_else(|| SpecError::Size {
                 flag: "--memory-swap",
                 value: s.clone(),
             })?;
             match memory {
-                None if bytes == 0 => None,
+                // 0 is docker's "unset": the default applies.
+                _ if bytes == 0 => Swap::Default,
                 None => return Err(SpecError::SwapWithoutMemory),
-                Some(mem) if bytes != 0 && bytes < mem => {
+                Some(mem) if bytes < mem => {
                     return Err(SpecError::SwapBelowMemory {
                         swap: s.clone(),
                         memory: args.memory.clone().unwrap_or_default(),
                     })
                 }
-                // 0 is docker's "unset": the default below applies.
-                Some(_) if bytes == 0 => None,
-                Some(_) => Some(bytes),
+                Some(_) => Swap::Total(bytes),
             }
         }
     };
-    if let Some(mem) = memory {
+    if memory.is_some() || reservation.is_some() {
         let mut m = LinuxMemory::default();
-        m.set_limit(Some(mem));
+        m.set_limit(memory);
+        m.set_reservation(reservation);
         // docker: with --memory alone, memory+swap is twice the memory, where the kernel can
         // account swap per cgroup; where it cannot (Raspberry Pi OS by default) docker warns
         // and limits memory only, and so does slate (the runtime would refuse the spec).
-        let swap = match swap {
-            Some(s) => Some(s),
-            None if args.memory_swap.is_none() && host.swap_accounting() => {
-                Some(mem.saturating_mul(2))
-            }
-            None => None,
+        let swap = match (swap, memory) {
+            (Swap::Total(t), _) => Some(t),
+            (Swap::Default, Some(mem)) if host.swap_accounting() => Some(mem.saturating_mul(2)),
+            // Unlimited: leaving the limit unset is exactly that, and it does not ask the
+            // host for swap accounting it may not have.
+            _ => None,
         };
         m.set_swap(swap);
         res.set_memory(Some(m));
@@ -138,6 +164,28 @@ pub(crate) fn build(args: &RunArgs, host: &dyn Host) -> Result<LinuxResources, S
             cpu_set = true;
         }
     }
+    if let Some(cpus) = cpuset(
+        "--cpuset-cpus",
+        args.cpuset_cpus.as_deref(),
+        host.read_file("/sys/devices/system/cpu/online"),
+        "cpus",
+    )? {
+        cpu.set_cpus(Some(cpus));
+        cpu_set = true;
+    }
+    // No node directory: a kernel without NUMA, whose memory is all node 0.
+    let mems_online = host
+        .read_file("/sys/devices/system/node/online")
+        .or_else(|| Some("0".to_owned()));
+    if let Some(mems) = cpuset(
+        "--cpuset-mems",
+        args.cpuset_mems.as_deref(),
+        mems_online,
+        "memory nodes",
+    )? {
+        cpu.set_mems(Some(mems));
+        cpu_set = true;
+    }
     if cpu_set {
         res.set_cpu(Some(cpu));
     }
@@ -155,8 +203,234 @@ pub(crate) fn build(args: &RunArgs, host: &dyn Host) -> Result<LinuxResources, S
         }
     }
 
+    res.set_block_io(block_io(args, host)?);
     res.set_devices(Some(device_rules(args.privileged)));
     Ok(res)
+}
+
+/// A cpu or memory node list as the kernel writes and reads them (`0-2,4`): inclusive
+/// ranges, in any order, duplicates allowed (docker's `ParseUintList`). `None` if malformed.
+pub(crate) fn parse_list(s: &str) -> Option<Vec<(u32, u32)>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let num = |n: &str| {
+            (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| n.parse::<u32>().ok())
+                .flatten()
+        };
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(part)?, num(part)?),
+        };
+        if lo > hi {
+            return None;
+        }
+        out.push((lo, hi));
+    }
+    Some(out)
+}
+
+/// `--cpuset-cpus` / `--cpuset-mems`: the list as given, once it parses and every member is
+/// online (docker's check); `None` for no flag or an empty one (docker: unset). Where the
+/// host's online list cannot be read, the kernel is left to judge at the cgroup write.
+fn cpuset(
+    flag: &'static str,
+    value: Option<&str>,
+    online: Option<String>,
+    what: &str,
+) -> Result<Option<String>, SpecError> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = |reason: String| SpecError::Cpuset {
+        flag,
+        value: value.to_owned(),
+        reason,
+    };
+    let wanted = parse_list(value)
+        .ok_or_else(|| bad("expected a list of numbers and ranges like 0-2,4".to_owned()))?;
+    if let Some(online) = online {
+        let online = online.trim();
+        let have = parse_list(online).unwrap_or_default();
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|&&(lo, hi)| !covered(&have, lo, hi))
+            .map(|&(lo, hi)| {
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                }
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(bad(format!(
+                "{what} {} not available on this host, which has {what} {online}",
+                missing.join(",")
+            )));
+        }
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// Whether every number of `lo..=hi` is in one of `ranges` (in any order, overlapping).
+fn covered(ranges: &[(u32, u32)], lo: u32, hi: u32) -> bool {
+    let mut next = lo;
+    loop {
+        match ranges.iter().find(|&&(a, b)| a <= next && next <= b) {
+            Some(&(_, b)) if b >= hi => return true,
+            Some(&(_, b)) => next = b + 1,
+            None => return false,
+        }
+    }
+}
+
+/// The block I/O flags as `linux.resources.blockIO`; `None` when none is given.
+fn block_io(args: &RunArgs, host: &dyn Host) -> Result<Option<LinuxBlockIo>, SpecError> {
+    let mut io = LinuxBlockIo::default();
+    let mut any = false;
+    match args.blkio_weight {
+        // docker: 0 is the default weight, i.e. none set.
+        None | Some(0) => {}
+        Some(w @ 10..=1000) => {
+            io.set_weight(Some(w as u16));
+            any = true;
+        }
+        Some(w) => return Err(SpecError::BlkioWeight(w)),
+    }
+
+    let mut weights: Vec<LinuxWeightDevice> = Vec::new();
+    for value in &args.blkio_weight_device {
+        let flag = "--blkio-weight-device";
+        let (dev, n) = disk_and_value(flag, value, host)?;
+        let w = match n.parse::<u16>() {
+            Ok(w @ (0 | 10..=1000)) => w,
+            _ => {
+                return Err(SpecError::Blkio {
+                    flag,
+                    value: value.clone(),
+                    reason: "expected DEVICE:N with a weight N from 10 to 1000".to_owned(),
+                })
+            }
+        };
+        weights.retain(|d| (d.major(), d.minor()) != dev);
+        // A device weight of 0 is docker's "unset": nothing is written for it.
+        if w != 0 {
+            // The type has only a builder; with every field given it cannot fail.
+            let d = LinuxWeightDeviceBuilder::default()
+                .major(dev.0)
+                .minor(dev.1)
+                .weight(w)
+                .build()
+                .map_err(|_| unrepresentable(flag, value))?;
+            weights.push(d);
+        }
+    }
+    if !weights.is_empty() {
+        io.set_weight_device(Some(weights));
+        any = true;
+    }
+
+    let rate = |s: &str| parse_size(s).and_then(|b| u64::try_from(b).ok());
+    let count = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    const BPS: &str = "expected DEVICE:RATE with a rate above 0, like /dev/sda:1mb (b, kb, mb, gb)";
+    const IOPS: &str = "expected DEVICE:N with N operations per second, above 0";
+    type Parse<'a> = &'a dyn Fn(&str) -> Option<u64>;
+    let throttles: [(&str, &[String], Parse, &str); 4] = [
+        ("--device-read-bps", &args.device_read_bps, &rate, BPS),
+        ("--device-write-bps", &args.device_write_bps, &rate, BPS),
+        ("--device-read-iops", &args.device_read_iops, &count, IOPS),
+        ("--device-write-iops", &args.device_write_iops, &count, IOPS),
+    ];
+    for (i, (flag, values, parse, expected)) in throttles.into_iter().enumerate() {
+        let mut list: Vec<LinuxThrottleDevice> = Vec::new();
+        for value in values {
+            let (dev, n) = disk_and_value(flag, value, host)?;
+            // 0 would be "no limit" on v1 and is refused by v2's io.max: not a rate.
+            let n = parse(n)
+                .filter(|&n| n > 0)
+                .ok_or_else(|| SpecError::Blkio {
+                    flag,
+                    value: value.clone(),
+                    reason: expected.to_owned(),
+                })?;
+            list.retain(|d| (d.major(), d.minor()) != dev);
+            let d = LinuxThrottleDeviceBuilder::default()
+                .major(dev.0)
+                .minor(dev.1)
+                .rate(n)
+                .build()
+                .map_err(|_| unrepresentable(flag, value))?;
+            list.push(d);
+        }
+        if list.is_empty() {
+            continue;
+        }
+        any = true;
+        match i {
+            0 => io.set_throttle_read_bps_device(Some(list)),
+            1 => io.set_throttle_write_bps_device(Some(list)),
+            2 => io.set_throttle_read_iops_device(Some(list)),
+            _ => io.set_throttle_write_iops_device(Some(list)),
+        };
+    }
+    Ok(any.then_some(io))
+}
+
+fn unrepresentable(flag: &'static str, value: &str) -> SpecError {
+    SpecError::Blkio {
+        flag,
+        value: value.to_owned(),
+        reason: "cannot be represented in the spec".to_owned(),
+    }
+}
+
+/// Splits `DEVICE:VALUE` at its last colon (a `/dev/disk/by-path/...` name has colons of its
+/// own) and resolves DEVICE to the (major, minor) of a whole disk.
+fn disk_and_value<'a>(
+    flag: &'static str,
+    value: &'a str,
+    host: &dyn Host,
+) -> Result<((i64, i64), &'a str), SpecError> {
+    let bad = |reason: String| SpecError::Blkio {
+        flag,
+        value: value.to_owned(),
+        reason,
+    };
+    let (path, n) = value
+        .rsplit_once(':')
+        .filter(|(p, _)| p.starts_with('/'))
+        .ok_or_else(|| {
+            bad("expected DEVICE:VALUE with an absolute device path, e.g. /dev/sda:1mb".to_owned())
+        })?;
+    let dev = host
+        .device(Path::new(path))
+        .map_err(|source| SpecError::BlkioDeviceHost {
+            flag,
+            value: value.to_owned(),
+            path: PathBuf::from(path),
+            source,
+        })?
+        .filter(|d| d.block)
+        .ok_or_else(|| bad(format!("{path} is not a block device")))?;
+    // The kernel's block cgroup files take whole disks only (ENODEV for a partition).
+    if host
+        .read_file(&format!(
+            "/sys/dev/block/{}:{}/partition",
+            dev.major, dev.minor
+        ))
+        .is_some()
+    {
+        return Err(bad(format!(
+            "{path} is a partition ({}:{}); block I/O limits apply to whole disks, give the disk it is on",
+            dev.major, dev.minor
+        )));
+    }
+    Ok(((dev.major as i64, dev.minor as i64), n))
 }
 
 fn rule(

@@ -767,6 +767,351 @@ fn memory_errors() {
 }
 
 #[test]
+fn memory_reservation_and_dockers_swap_rules() {
+    let r = Run::new();
+    let s = r
+        .build(&["-m", "128m", "--memory-reservation", "64m", "nginx"])
+        .spec;
+    let m = resources(&s).memory().unwrap();
+    assert_eq!(
+        (m.limit(), m.reservation(), m.swap()),
+        (Some(128 << 20), Some(64 << 20), Some(256 << 20))
+    );
+    // A soft limit alone: no hard limit, and so no swap limit either.
+    let s = r.build(&["--memory-reservation", "64m", "nginx"]).spec;
+    let m = resources(&s).memory().unwrap();
+    assert_eq!(
+        (m.limit(), m.reservation(), m.swap()),
+        (None, Some(64 << 20), None)
+    );
+    // docker: 0 is none at all.
+    let s = r.build(&["--memory-reservation", "0", "nginx"]).spec;
+    assert!(resources(&s).memory().is_none());
+    // --memory-swap equal to --memory: no swap (the runtime writes memory.swap.max 0).
+    let s = r
+        .build(&["-m", "64m", "--memory-swap", "64m", "nginx"])
+        .spec;
+    let m = resources(&s).memory().unwrap();
+    assert_eq!((m.limit(), m.swap()), (Some(64 << 20), Some(64 << 20)));
+    // --memory-swap -1 without --memory: docker takes it, and it changes nothing.
+    let s = r.build(&["--memory-swap=-1", "nginx"]).spec;
+    assert!(resources(&s).memory().is_none());
+    // docker's --memory-swap 0 is unset: the default of twice the memory.
+    let s = r.build(&["-m", "64m", "--memory-swap", "0", "nginx"]).spec;
+    assert_eq!(resources(&s).memory().unwrap().swap(), Some(128 << 20));
+}
+
+#[test]
+fn memory_reservation_and_swap_errors() {
+    let r = Run::new();
+    assert_eq!(
+        r.err(&["--memory-reservation", "1m", "nginx"]),
+        "invalid --memory-reservation \"1m\": the minimum is 6m"
+    );
+    assert_eq!(
+        r.err(&["-m", "64m", "--memory-reservation", "128m", "nginx"]),
+        "invalid --memory-reservation \"128m\": a soft limit cannot be above --memory \"64m\""
+    );
+    assert_eq!(
+        r.err(&["--memory-reservation", "lots", "nginx"]),
+        "invalid --memory-reservation \"lots\": expected a size like 128m or 1g"
+    );
+    assert_eq!(
+        r.err(&["--memory-swap", "128m", "nginx"]),
+        "--memory-swap needs --memory: it is the total of memory and swap"
+    );
+    assert_eq!(
+        r.err(&["-m", "128m", "--memory-swap", "64m", "nginx"]),
+        "invalid --memory-swap \"64m\": it is the total of memory and swap, so it must be at \
+         least --memory \"128m\" (or -1 for unlimited swap)"
+    );
+}
+
+/// A host with four cpus online and (unless a test removes it) one NUMA node.
+fn cpuset_run() -> Run {
+    let mut r = Run::new();
+    r.host
+        .files
+        .insert("/sys/devices/system/cpu/online", "0-3\n".to_string());
+    r.host
+        .files
+        .insert("/sys/devices/system/node/online", "0\n".to_string());
+    r
+}
+
+#[test]
+fn cpuset_cpus_and_mems() {
+    let mut r = cpuset_run();
+    let s = r
+        .build(&["--cpuset-cpus", "0-1,3", "--cpuset-mems", "0", "nginx"])
+        .spec;
+    let cpu = resources(&s).cpu().as_ref().unwrap();
+    assert_eq!(cpu.cpus().as_deref(), Some("0-1,3"));
+    assert_eq!(cpu.mems().as_deref(), Some("0"));
+    assert_eq!(cpu.quota(), None, "a cpuset sets no quota");
+    // docker's ParseUintList forms: any order, overlaps and duplicates
+    for ok in ["3,2,1", "0-0,0,1-3", "0-3", "2"] {
+        let s = r.build(&["--cpuset-cpus", ok, "nginx"]).spec;
+        assert_eq!(
+            resources(&s).cpu().as_ref().unwrap().cpus().as_deref(),
+            Some(ok)
+        );
+    }
+    // an empty list is docker's unset
+    let s = r.build(&["--cpuset-cpus", "", "nginx"]).spec;
+    assert!(resources(&s).cpu().is_none());
+    // together with --cpus
+    let s = r
+        .build(&["--cpus", "1.5", "--cpuset-cpus", "1-2", "nginx"])
+        .spec;
+    let cpu = resources(&s).cpu().as_ref().unwrap();
+    assert_eq!(
+        (cpu.quota(), cpu.cpus().as_deref()),
+        (Some(150_000), Some("1-2"))
+    );
+    // no node directory: a kernel without NUMA, all memory is node 0
+    r.host.files.remove("/sys/devices/system/node/online");
+    let s = r.build(&["--cpuset-mems", "0", "nginx"]).spec;
+    assert_eq!(
+        resources(&s).cpu().as_ref().unwrap().mems().as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        r.err(&["--cpuset-mems", "1", "nginx"]),
+        "invalid --cpuset-mems \"1\": memory nodes 1 not available on this host, which has \
+         memory nodes 0"
+    );
+}
+
+#[test]
+fn cpuset_errors() {
+    let r = cpuset_run();
+    assert_eq!(
+        r.err(&["--cpuset-cpus", "0-4", "nginx"]),
+        "invalid --cpuset-cpus \"0-4\": cpus 0-4 not available on this host, which has cpus 0-3"
+    );
+    assert_eq!(
+        r.err(&["--cpuset-cpus", "1,7,9-10", "nginx"]),
+        "invalid --cpuset-cpus \"1,7,9-10\": cpus 7,9-10 not available on this host, which has \
+         cpus 0-3"
+    );
+    for bad in ["1-", "-1", "a", "3-1", "0,,1", "1 ,2", "0x1", "99999999999"] {
+        assert_eq!(
+            r.err(&["--cpuset-cpus", bad, "nginx"]),
+            format!(
+                "invalid --cpuset-cpus {bad:?}: expected a list of numbers and ranges like 0-2,4"
+            ),
+            "{bad}"
+        );
+        assert!(
+            r.err(&["--cpuset-mems", bad, "nginx"])
+                .starts_with("invalid --cpuset-mems"),
+            "{bad}"
+        );
+    }
+    // online cpus with a hole (cpu 2 offline)
+    let mut r = cpuset_run();
+    r.host
+        .files
+        .insert("/sys/devices/system/cpu/online", "0-1,3\n".to_string());
+    assert!(r
+        .err(&["--cpuset-cpus", "1-3", "nginx"])
+        .contains("cpus 1-3 not available"));
+    r.build(&["--cpuset-cpus", "0,1,3", "nginx"]);
+}
+
+fn block_io(s: &Spec) -> &oci_spec::runtime::LinuxBlockIo {
+    resources(s).block_io().as_ref().unwrap()
+}
+
+/// (major, minor, rate) of each throttled device.
+fn throttled(l: &Option<Vec<oci_spec::runtime::LinuxThrottleDevice>>) -> Vec<(i64, i64, u64)> {
+    l.iter()
+        .flatten()
+        .map(|d| (d.major(), d.minor(), d.rate()))
+        .collect()
+}
+
+#[test]
+fn block_io_flags() {
+    let mut r = Run::new();
+    r.host
+        .devices
+        .insert("/dev/vda", host_dev(true, 254, 0, 0o660, 6));
+    let s = r
+        .build(&[
+            "--blkio-weight",
+            "300",
+            "--blkio-weight-device",
+            "/dev/sda:200",
+            "--device-read-bps",
+            "/dev/sda:512kb",
+            "--device-write-bps",
+            "/dev/vda:1mb",
+            "--device-write-bps",
+            "/dev/sda:1g",
+            "--device-read-iops",
+            "/dev/vda:100",
+            "--device-write-iops",
+            "/dev/vda:50",
+            "nginx",
+        ])
+        .spec;
+    let io = block_io(&s);
+    assert_eq!(
+        io.weight(),
+        Some(300),
+        "v1's scale: the runtime converts for v2"
+    );
+    let wd: Vec<_> = io
+        .weight_device()
+        .iter()
+        .flatten()
+        .map(|d| (d.major(), d.minor(), d.weight()))
+        .collect();
+    assert_eq!(wd, vec![(8, 0, Some(200))]);
+    assert_eq!(
+        throttled(io.throttle_read_bps_device()),
+        vec![(8, 0, 512 << 10)]
+    );
+    assert_eq!(
+        throttled(io.throttle_write_bps_device()),
+        vec![(254, 0, 1 << 20), (8, 0, 1 << 30)]
+    );
+    assert_eq!(
+        throttled(io.throttle_read_iops_device()),
+        vec![(254, 0, 100)]
+    );
+    assert_eq!(
+        throttled(io.throttle_write_iops_device()),
+        vec![(254, 0, 50)]
+    );
+    // a later flag for the same disk replaces the earlier one, as the kernel would
+    let s = r
+        .build(&[
+            "--device-write-bps",
+            "/dev/sda:1mb",
+            "--device-write-bps",
+            "/dev/sda:2mb",
+            "nginx",
+        ])
+        .spec;
+    assert_eq!(
+        throttled(block_io(&s).throttle_write_bps_device()),
+        vec![(8, 0, 2 << 20)]
+    );
+    // docker's 0s are "unset": no blockIO section at all, so no io/blkio controller is needed
+    let s = r
+        .build(&[
+            "--blkio-weight",
+            "0",
+            "--blkio-weight-device",
+            "/dev/sda:0",
+            "nginx",
+        ])
+        .spec;
+    assert!(resources(&s).block_io().is_none());
+    assert!(resources(&r.build(&["nginx"]).spec).block_io().is_none());
+    // a device name with colons of its own (by-path names) splits at the last one
+    r.host.devices.insert(
+        "/dev/disk/by-path/pci-0000:00:04.0",
+        host_dev(true, 254, 0, 0o660, 6),
+    );
+    let s = r
+        .build(&[
+            "--device-read-iops",
+            "/dev/disk/by-path/pci-0000:00:04.0:10",
+            "nginx",
+        ])
+        .spec;
+    assert_eq!(
+        throttled(block_io(&s).throttle_read_iops_device()),
+        vec![(254, 0, 10)]
+    );
+}
+
+#[test]
+fn block_io_errors() {
+    let mut r = Run::new();
+    r.host
+        .devices
+        .insert("/dev/sda1", host_dev(true, 8, 1, 0o660, 6));
+    r.host
+        .files
+        .insert("/sys/dev/block/8:1/partition", "1\n".to_string());
+    assert_eq!(
+        r.err(&["--blkio-weight", "5", "nginx"]),
+        "invalid --blkio-weight 5: expected 10 to 1000 (or 0 for the default)"
+    );
+    assert!(r
+        .err(&["--blkio-weight", "1001", "nginx"])
+        .starts_with("invalid --blkio-weight 1001"));
+    assert_eq!(
+        r.err(&["--device-write-bps", "/dev/null:1mb", "nginx"]),
+        "invalid --device-write-bps \"/dev/null:1mb\": /dev/null is not a block device"
+    );
+    assert_eq!(
+        r.err(&["--device-read-bps", "/dev/ttyUSB0:1mb", "nginx"]),
+        "invalid --device-read-bps \"/dev/ttyUSB0:1mb\": /dev/ttyUSB0 is not a block device"
+    );
+    assert_eq!(
+        r.err(&["--blkio-weight-device", "/etc/passwd:100", "nginx"]),
+        "invalid --blkio-weight-device \"/etc/passwd:100\": /etc/passwd is not a block device"
+    );
+    let err = r
+        .try_build(&["--device-read-iops", "/dev/nope:100", "nginx"])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "--device-read-iops \"/dev/nope:100\": cannot use /dev/nope"
+    );
+    // the cause follows once, as the source (printed by the CLI's `{:#}`)
+    let cause = std::error::Error::source(&err).map(|c| c.to_string());
+    assert_eq!(
+        cause.as_deref(),
+        Some("No such file or directory (os error 2)")
+    );
+    assert_eq!(
+        r.err(&["--device-write-iops", "/dev/sda1:100", "nginx"]),
+        "invalid --device-write-iops \"/dev/sda1:100\": /dev/sda1 is a partition (8:1); block \
+         I/O limits apply to whole disks, give the disk it is on"
+    );
+    for (flag, value, reason) in [
+        (
+            "--blkio-weight-device",
+            "/dev/sda:5",
+            "a weight N from 10 to 1000",
+        ),
+        (
+            "--blkio-weight-device",
+            "/dev/sda:1001",
+            "a weight N from 10 to 1000",
+        ),
+        (
+            "--blkio-weight-device",
+            "/dev/sda:x",
+            "a weight N from 10 to 1000",
+        ),
+        ("--device-read-bps", "/dev/sda:fast", "a rate above 0"),
+        ("--device-read-bps", "/dev/sda:0", "a rate above 0"),
+        ("--device-write-bps", "/dev/sda:-1mb", "a rate above 0"),
+        ("--device-read-iops", "/dev/sda:1k", "operations per second"),
+        ("--device-write-iops", "/dev/sda:0", "operations per second"),
+        ("--device-write-iops", "/dev/sda:", "operations per second"),
+        ("--device-write-bps", "sda:1mb", "an absolute device path"),
+        ("--device-write-bps", "/dev/sda", "an absolute device path"),
+        ("--device-write-bps", "", "an absolute device path"),
+    ] {
+        let msg = r.err(&[flag, value, "nginx"]);
+        assert!(
+            msg.starts_with(&format!("invalid {flag} {value:?}: expected "))
+                && msg.contains(reason),
+            "{flag} {value}: {msg}"
+        );
+    }
+}
+
+#[test]
 fn size_units() {
     use resources::parse_size;
     assert_eq!(parse_size("100"), Some(100));
@@ -1383,6 +1728,12 @@ fn junk_flag_values_never_panic() {
             ("--env", j.as_str()),
             ("--workdir", j.as_str()),
             ("--volume", vol.as_str()),
+            ("--memory-reservation", j.as_str()),
+            ("--cpuset-cpus", j.as_str()),
+            ("--cpuset-mems", j.as_str()),
+            ("--blkio-weight-device", j.as_str()),
+            ("--device-write-bps", j.as_str()),
+            ("--device-read-iops", j.as_str()),
         ] {
             let mut a = parsed.clone();
             match flag {
@@ -1400,6 +1751,12 @@ fn junk_flag_values_never_panic() {
                 "--label" => a.label = vec![value.into()],
                 "--env" => a.env = vec![value.into()],
                 "--workdir" => a.workdir = Some(value.into()),
+                "--memory-reservation" => a.memory_reservation = Some(value.into()),
+                "--cpuset-cpus" => a.cpuset_cpus = Some(value.into()),
+                "--cpuset-mems" => a.cpuset_mems = Some(value.into()),
+                "--blkio-weight-device" => a.blkio_weight_device = vec![value.into()],
+                "--device-write-bps" => a.device_write_bps = vec![format!("/dev/sda:{value}")],
+                "--device-read-iops" => a.device_read_iops = vec![value.into()],
                 _ => a.volume = vec![value.into()],
             }
             let _ = r.try_build_args(&a);

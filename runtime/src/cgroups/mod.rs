@@ -3,9 +3,10 @@
 //! (v1 controllers plus a cgroup2 mount without controllers, which crun refuses).
 //!
 //! Resource values are written through `libcgroups` (its v1 and v2 controllers know the file
-//! formats, the shares-to-weight conversion and the memory/swap write order). Everything
-//! around them is done here, because libcgroups either does not do it or does it in a way a
-//! runtime cannot rely on:
+//! formats, the shares-to-weight conversion and the memory/swap write order), except the few
+//! it gets wrong or drops (block I/O weights, v2's `io.max`, "no swap" on v2), which `limits`
+//! writes. Everything around them is done here, because libcgroups either does not do it or
+//! does it in a way a runtime cannot rely on:
 //! - where the cgroup goes: `/slate/<id>` (v2), `<controller>/slate/<id>` (v1), or inside the
 //!   delegated cgroup of the systemd unit slate runs in (its systemd manager talks D-Bus and
 //!   does not compile for armv7, so that case is handled here on the plain filesystem);
@@ -35,6 +36,7 @@ mod boot;
 mod devices;
 mod host;
 mod inherit;
+mod limits;
 mod report;
 mod v1;
 mod v2;
@@ -170,6 +172,27 @@ pub enum CgroupError {
         path: PathBuf,
         #[source]
         source: nix::Error,
+    },
+    #[error("invalid block I/O weight {weight}: expected 10 to 1000")]
+    BlkioWeightRange { weight: u16 },
+    #[error(
+        "this host cannot weight block I/O: cgroup {path} has neither {files}; {hint}, or run \
+         without a block I/O weight"
+    )]
+    BlkioWeightUnsupported {
+        path: PathBuf,
+        files: &'static str,
+        hint: &'static str,
+    },
+    #[error("block I/O leaf weights do not exist on cgroup v2 (they were CFQ's); set none")]
+    BlkioLeafWeightV2,
+    #[error("cannot write `{value}` to {path}{hint}")]
+    BlkioWrite {
+        path: PathBuf,
+        value: String,
+        hint: &'static str,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -540,7 +563,11 @@ fn required_controllers(resources: &LinuxResources, v2: bool) -> Vec<&'static st
     if resources.pids().is_some() {
         out.push("pids");
     }
-    if resources.block_io().is_some() {
+    if resources
+        .block_io()
+        .as_ref()
+        .is_some_and(limits::block_io_is_set)
+    {
         out.push(if v2 { "io" } else { "blkio" });
     }
     if resources

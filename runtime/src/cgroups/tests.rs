@@ -36,6 +36,8 @@ const FILES: &[&str] = &[
     "pids.max",
     "cpuset.cpus",
     "cpuset.mems",
+    "io.max",
+    "io.weight",
 ];
 
 /// What the kernel does on mkdir in cgroupfs: the directory comes with its interface files,
@@ -993,3 +995,6 @@ fn v2_a_moment_of_ebusy_after_the_evacuation_is_waited_out() {
     );
     cg.remove().expect("remove");
 }
+
+#[path = "limits_tests.rs"]
+mod limits_tests;

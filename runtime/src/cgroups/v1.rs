@@ -21,6 +21,7 @@ use libcgroups::v1::manager::Manager;
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
+use super::limits;
 use super::{
     container_rel_path, join_rel, kill_pids, missing_hint, read_pids_recursive, remove_tree,
     required_controllers, wait_empty, write_file, CgroupError, FsOps, Host, Layout,
@@ -204,8 +205,9 @@ impl V1Cgroup {
         // controller (its constructor is the only way to its per-controller writers, which
         // know each kernel's quirks); it is built once per start, here, and not for add_task.
         let manager = Manager::new(&self.rel).map_err(to_err)?;
+        let theirs = limits::for_libcgroups(resources, false);
         let opts = ControllerOpt {
-            resources,
+            resources: &theirs,
             disable_oom_killer: resources
                 .memory()
                 .as_ref()
@@ -214,7 +216,12 @@ impl V1Cgroup {
             oom_score_adj: None,
             freezer_state: None,
         };
-        manager.apply(&opts).map_err(to_err)
+        manager.apply(&opts).map_err(to_err)?;
+        match hier.iter().find(|(c, _)| c == "blkio") {
+            Some((_, mount)) => limits::apply_v1(&join_rel(mount, &self.rel), resources),
+            // Only reached without block I/O limits: they make blkio a required controller.
+            None => Ok(()),
+        }
     }
 
     /// Writes `pid` into `cgroup.procs` of the container's directory in every hierarchy,

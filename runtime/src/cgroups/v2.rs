@@ -21,6 +21,7 @@ use oci_spec::runtime::LinuxResources;
 
 use super::devices::{self, DeviceFilter};
 use super::inherit;
+use super::limits;
 use super::{
     container_rel_path, join_rel, kill_pids, missing_hint, read_pids_recursive, remove_tree,
     required_controllers, wait_empty, write_file, CgroupError, FsOps, Host, Layout,
@@ -276,14 +277,16 @@ fn apply(
     };
     let manager = libcgroups::v2::manager::Manager::new(root.to_path_buf(), rel.to_path_buf())
         .map_err(to_err)?;
+    let theirs = limits::for_libcgroups(resources, true);
     let opts = ControllerOpt {
-        resources,
+        resources: &theirs,
         // cgroup v2 has no switch for the OOM killer; memory.oom.group is what it offers.
         disable_oom_killer: false,
         oom_score_adj: None,
         freezer_state: None,
     };
-    manager.apply(&opts).map_err(to_err)
+    manager.apply(&opts).map_err(to_err)?;
+    limits::apply_v2(leaf, resources)
 }
 
 fn make_dir(fs: FsOps, dir: &Path) -> Result<(), CgroupError> {

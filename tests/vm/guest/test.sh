@@ -249,6 +249,7 @@ out=$("$SLATE" --log-level debug run --rm -q "$IMG" true 2>&1)
 check "clone3: the container is cloned straight into its cgroup" \
   "debug log: $(echo "$out" | grep -i -e clone -e cgroup | one_line)" \
   sh -c "echo \"\$1\" | grep -q 'cloned into its cgroup (clone3)'" _ "$out"
+. "$(dirname "$0")/resources.sh"
 
 # --- Devices (issue 11): a container may mknod the guest's disk but must not open it (the
 # eBPF device filter on cgroup v2).

@@ -1,0 +1,408 @@
+//! Block I/O, cpuset and memory/swap limits as files: cgroup v2 through the whole `create`
+//! path over the fake cgroupfs of `tests` (libcgroups' writers included), cgroup v1's
+//! weights (the part slate writes itself) on a fake blkio directory. libcgroups' v1 writers
+//! find their hierarchies in this machine's real mountinfo, so they are tested on the real
+//! v1 hierarchies instead (tests/e2e/run_resources.rs).
+
+use oci_spec::runtime::{
+    LinuxBlockIo, LinuxBlockIoBuilder, LinuxThrottleDevice, LinuxThrottleDeviceBuilder,
+    LinuxWeightDevice, LinuxWeightDeviceBuilder,
+};
+
+use super::*;
+
+fn throttle(major: i64, minor: i64, rate: u64) -> LinuxThrottleDevice {
+    LinuxThrottleDeviceBuilder::default()
+        .major(major)
+        .minor(minor)
+        .rate(rate)
+        .build()
+        .expect("throttle device")
+}
+
+fn weight_device(major: i64, minor: i64, weight: u16) -> LinuxWeightDevice {
+    LinuxWeightDeviceBuilder::default()
+        .major(major)
+        .minor(minor)
+        .weight(weight)
+        .build()
+        .expect("weight device")
+}
+
+fn with_io(io: LinuxBlockIo) -> LinuxResources {
+    let mut r = LinuxResources::default();
+    r.set_block_io(Some(io));
+    r
+}
+
+/// What `slate run --blkio-weight 300 --device-write-bps /dev/vda:1mb
+/// --device-read-iops /dev/vda:100 --device-read-bps /dev/sda:512kb` puts in the spec.
+fn docker_io() -> LinuxBlockIo {
+    LinuxBlockIoBuilder::default()
+        .weight(300u16)
+        .throttle_write_bps_device(vec![throttle(254, 0, 1 << 20)])
+        .throttle_read_iops_device(vec![throttle(254, 0, 100)])
+        .throttle_read_bps_device(vec![throttle(8, 0, 512 << 10)])
+        .build()
+        .expect("block io")
+}
+
+/// A cgroupfs whose kernel has BFQ loaded: new cgroups also get `io.bfq.weight`.
+fn fake_mkdir_bfq(p: &Path) -> std::io::Result<()> {
+    fake_mkdir(p)?;
+    fs::write(p.join("io.bfq.weight"), "")
+}
+
+/// A kernel with neither BFQ nor the io cost model: no weight file at all.
+fn fake_mkdir_no_weights(p: &Path) -> std::io::Result<()> {
+    fake_mkdir(p)?;
+    fs::remove_file(p.join("io.weight"))
+}
+
+#[test]
+fn v2_io_weight_is_converted_once_linearly() {
+    // runc's and crun's 10..1000 -> 1..10000; libcgroups' u16 version overflows above 16.
+    assert_eq!(limits::v2_io_weight(0), 0);
+    assert_eq!(limits::v2_io_weight(10), 1);
+    assert_eq!(limits::v2_io_weight(300), 2930);
+    assert_eq!(limits::v2_io_weight(500), 4950);
+    assert_eq!(limits::v2_io_weight(1000), 10000);
+}
+
+#[test]
+fn v2_block_io_writes_io_weight_and_one_io_max_line_per_device() {
+    let (_tmp, root) = fake_root("cpuset cpu io memory pids");
+    let host = fake_host(&root, None);
+    let cg = Cgroup::create_on(&host, "io", None, Some(&with_io(docker_io()))).expect("create");
+    let leaf = root.join("slate/io");
+    for dir in [&root, &root.join("slate")] {
+        let sc = words(&dir.join("cgroup.subtree_control"));
+        assert!(sc.iter().any(|c| c == "io"), "{}: {sc:?}", dir.display());
+    }
+    // A plain file keeps the last write (the kernel merges them): the last device's line,
+    // whole, with both of its limits; the lines themselves are checked below.
+    assert_eq!(read(&leaf.join("io.max")), "254:0 wbps=1048576 riops=100");
+    assert_eq!(read(&leaf.join("io.weight")), "2930");
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn io_max_lines_are_one_per_device_in_the_order_first_given() {
+    assert_eq!(
+        limits::io_max_lines(&docker_io()),
+        vec!["8:0 rbps=524288", "254:0 wbps=1048576 riops=100"]
+    );
+    assert!(limits::io_max_lines(&LinuxBlockIo::default()).is_empty());
+}
+
+#[test]
+fn v2_io_max_line_has_every_limit_of_the_device_later_ones_winning() {
+    let (_tmp, root) = fake_root("io");
+    let host = fake_host(&root, None);
+    let io = LinuxBlockIoBuilder::default()
+        .throttle_read_bps_device(vec![throttle(254, 0, 1 << 20)])
+        .throttle_write_bps_device(vec![throttle(254, 0, 1), throttle(254, 0, 2 << 20)])
+        .throttle_read_iops_device(vec![throttle(254, 0, 100)])
+        .throttle_write_iops_device(vec![throttle(254, 0, 0)])
+        .build()
+        .expect("block io");
+    let cg = Cgroup::create_on(&host, "max", None, Some(&with_io(io))).expect("create");
+    // 0 is v1's "no limit": io.max says that with `max` (it refuses 0 with ERANGE).
+    assert_eq!(
+        read(&root.join("slate/max/io.max")),
+        "254:0 rbps=1048576 wbps=2097152 riops=100 wiops=max"
+    );
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn v2_bfq_takes_the_weight_unconverted_also_per_device() {
+    let (_tmp, root) = fake_root("io");
+    let mut host = fake_host(&root, None);
+    host.fs.mkdir = fake_mkdir_bfq;
+    let io = LinuxBlockIoBuilder::default()
+        .weight(300u16)
+        .build()
+        .expect("block io");
+    let cg = Cgroup::create_on(&host, "bfq", None, Some(&with_io(io))).expect("create");
+    let leaf = root.join("slate/bfq");
+    assert_eq!(read(&leaf.join("io.bfq.weight")), "300");
+    assert_eq!(
+        read(&leaf.join("io.weight")),
+        "",
+        "BFQ's file is the one used"
+    );
+    cg.remove().expect("remove");
+
+    let io = LinuxBlockIoBuilder::default()
+        .weight_device(vec![weight_device(8, 16, 700)])
+        .build()
+        .expect("block io");
+    let cg = Cgroup::create_on(&host, "bfqdev", None, Some(&with_io(io))).expect("create");
+    assert_eq!(read(&root.join("slate/bfqdev/io.bfq.weight")), "8:16 700");
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn v2_device_weight_without_bfq_goes_to_io_weight_converted() {
+    let (_tmp, root) = fake_root("io");
+    let host = fake_host(&root, None);
+    let io = LinuxBlockIoBuilder::default()
+        .weight_device(vec![weight_device(254, 0, 1000)])
+        .build()
+        .expect("block io");
+    let cg = Cgroup::create_on(&host, "dw", None, Some(&with_io(io))).expect("create");
+    assert_eq!(read(&root.join("slate/dw/io.weight")), "254:0 10000");
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn v2_weight_on_a_host_without_weight_files_is_one_clear_line() {
+    let (_tmp, root) = fake_root("io");
+    let mut host = fake_host(&root, None);
+    host.fs.mkdir = fake_mkdir_no_weights;
+    let io = LinuxBlockIoBuilder::default()
+        .weight(300u16)
+        .build()
+        .expect("block io");
+    let err = Cgroup::create_on(&host, "now", None, Some(&with_io(io))).expect_err("must fail");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, CgroupError::BlkioWeightUnsupported { .. }),
+        "{msg}"
+    );
+    for part in [
+        "cannot weight block I/O",
+        "io.bfq.weight",
+        "io.weight",
+        "BFQ",
+    ] {
+        assert!(msg.contains(part), "{part} missing from: {msg}");
+    }
+    assert!(!msg.contains('\n'), "one line: {msg}");
+    assert!(!root.join("slate/now").exists(), "nothing left behind");
+    // Throttling needs no weight file: the same host takes io.max.
+    let io = LinuxBlockIoBuilder::default()
+        .throttle_write_bps_device(vec![throttle(254, 0, 1 << 20)])
+        .build()
+        .expect("block io");
+    let cg = Cgroup::create_on(&host, "thr", None, Some(&with_io(io))).expect("create");
+    assert_eq!(read(&root.join("slate/thr/io.max")), "254:0 wbps=1048576");
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn v2_block_io_without_the_io_controller_names_it() {
+    let (_tmp, root) = fake_root("cpu memory pids");
+    let host = fake_host(&root, None);
+    let err =
+        Cgroup::create_on(&host, "noio", None, Some(&with_io(docker_io()))).expect_err("must fail");
+    assert!(
+        matches!(&err, CgroupError::MissingController { controller, .. } if controller == "io"),
+        "{err}"
+    );
+    // An empty blockIO section asks for nothing, so it needs no controller.
+    let cg = Cgroup::create_on(
+        &host,
+        "empty",
+        None,
+        Some(&with_io(LinuxBlockIo::default())),
+    )
+    .expect("create");
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn weights_out_of_range_and_v2_leaf_weights_are_refused() {
+    let (_tmp, root) = fake_root("io");
+    let host = fake_host(&root, None);
+    for (io, want) in [
+        (
+            LinuxBlockIoBuilder::default().weight(5u16).build(),
+            "invalid block I/O weight 5: expected 10 to 1000",
+        ),
+        (
+            LinuxBlockIoBuilder::default()
+                .weight_device(vec![weight_device(8, 0, 1001)])
+                .build(),
+            "invalid block I/O weight 1001",
+        ),
+        (
+            LinuxBlockIoBuilder::default().leaf_weight(100u16).build(),
+            "leaf weights do not exist on cgroup v2",
+        ),
+    ] {
+        let io = io.expect("block io");
+        let err = Cgroup::create_on(&host, "w", None, Some(&with_io(io))).expect_err("must fail");
+        assert!(err.to_string().contains(want), "{err}");
+        assert!(!root.join("slate/w").exists());
+    }
+}
+
+#[test]
+fn v2_cpuset_and_memory_files() {
+    let (_tmp, root) = fake_root("cpuset memory");
+    let host = fake_host(&root, None);
+    let mut cpu = oci_spec::runtime::LinuxCpu::default();
+    cpu.set_cpus(Some("0-1,3".to_owned()));
+    cpu.set_mems(Some("0".to_owned()));
+    let mut r = LinuxResources::default();
+    r.set_cpu(Some(cpu));
+    // --memory 64m --memory-swap 128m --memory-reservation 32m
+    r.set_memory(Some(
+        LinuxMemoryBuilder::default()
+            .limit(64 << 20)
+            .swap(128 << 20)
+            .reservation(32 << 20)
+            .build()
+            .expect("memory"),
+    ));
+    let cg = Cgroup::create_on(&host, "cs", None, Some(&r)).expect("create");
+    let leaf = root.join("slate/cs");
+    assert!(words(&root.join("slate/cgroup.subtree_control"))
+        .iter()
+        .any(|c| c == "cpuset"));
+    assert_eq!(read(&leaf.join("cpuset.cpus")), "0-1,3");
+    assert_eq!(read(&leaf.join("cpuset.mems")), "0");
+    assert_eq!(read(&leaf.join("memory.max")), "67108864");
+    // OCI's swap is memory+swap; v2's memory.swap.max is the swap alone
+    assert_eq!(read(&leaf.join("memory.swap.max")), "67108864");
+    assert_eq!(read(&leaf.join("memory.low")), "33554432");
+    cg.remove().expect("remove");
+}
+
+#[test]
+fn v2_swap_equal_to_memory_means_no_swap() {
+    // docker's --memory 64m --memory-swap 64m; libcgroups alone leaves swap unlimited here
+    let (_tmp, root) = fake_root("memory");
+    let host = fake_host(&root, None);
+    let r = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(64 << 20)
+                .swap(64 << 20)
+                .build()
+                .expect("memory"),
+        )
+        .build()
+        .expect("resources");
+    let cg = Cgroup::create_on(&host, "noswap", None, Some(&r)).expect("create");
+    let leaf = root.join("slate/noswap");
+    assert_eq!(read(&leaf.join("memory.max")), "67108864");
+    assert_eq!(read(&leaf.join("memory.swap.max")), "0");
+    cg.remove().expect("remove");
+}
+
+/// A v1 blkio directory as a kernel with BFQ (and without CFQ, gone in 5.0) makes it.
+fn v1_blkio_dir(files: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("blkio/slate/c");
+    fs::create_dir_all(&dir).expect("dir");
+    for f in files {
+        fs::write(dir.join(f), "").expect("file");
+    }
+    (tmp, dir)
+}
+
+#[test]
+fn v1_weights_go_to_bfq_files_without_cfq() {
+    let (_tmp, dir) = v1_blkio_dir(&["blkio.bfq.weight", "blkio.bfq.weight_device"]);
+    let io = LinuxBlockIoBuilder::default()
+        .weight(300u16)
+        .weight_device(vec![weight_device(8, 0, 50)])
+        .build()
+        .expect("block io");
+    limits::apply_v1(&dir, &with_io(io)).expect("apply");
+    // v1's scale is the spec's: no conversion
+    assert_eq!(read(&dir.join("blkio.bfq.weight")), "300");
+    assert_eq!(read(&dir.join("blkio.bfq.weight_device")), "8:0 50");
+}
+
+#[test]
+fn v1_weights_prefer_cfq_files_where_the_kernel_has_them() {
+    let (_tmp, dir) = v1_blkio_dir(&[
+        "blkio.weight",
+        "blkio.weight_device",
+        "blkio.leaf_weight",
+        "blkio.leaf_weight_device",
+        "blkio.bfq.weight",
+    ]);
+    let dev = LinuxWeightDeviceBuilder::default()
+        .major(8)
+        .minor(0)
+        .weight(50u16)
+        .leaf_weight(60u16)
+        .build()
+        .expect("weight device");
+    let io = LinuxBlockIoBuilder::default()
+        .weight(300u16)
+        .leaf_weight(200u16)
+        .weight_device(vec![dev])
+        .build()
+        .expect("block io");
+    limits::apply_v1(&dir, &with_io(io)).expect("apply");
+    assert_eq!(read(&dir.join("blkio.weight")), "300");
+    assert_eq!(read(&dir.join("blkio.weight_device")), "8:0 50");
+    assert_eq!(read(&dir.join("blkio.leaf_weight")), "200");
+    assert_eq!(read(&dir.join("blkio.leaf_weight_device")), "8:0 60");
+    assert_eq!(read(&dir.join("blkio.bfq.weight")), "");
+}
+
+#[test]
+fn v1_weight_without_weight_files_is_one_clear_line_and_throttles_are_libcgroups() {
+    let (_tmp, dir) = v1_blkio_dir(&["blkio.throttle.write_bps_device"]);
+    let err = limits::apply_v1(
+        &dir,
+        &with_io(
+            LinuxBlockIoBuilder::default()
+                .weight(300u16)
+                .build()
+                .expect("block io"),
+        ),
+    )
+    .expect_err("must fail");
+    let msg = err.to_string();
+    for part in [
+        "cannot weight block I/O",
+        "blkio.weight",
+        "blkio.bfq.weight",
+    ] {
+        assert!(msg.contains(part), "{part} missing from: {msg}");
+    }
+    // Throttles are left to libcgroups' v1 writers: nothing written here, and they stay in
+    // what libcgroups gets, while the weights do not.
+    let io = docker_io();
+    limits::apply_v1(
+        &dir,
+        &with_io(
+            LinuxBlockIoBuilder::default()
+                .throttle_write_bps_device(vec![throttle(254, 0, 1)])
+                .build()
+                .expect("block io"),
+        ),
+    )
+    .expect("throttles only");
+    assert_eq!(read(&dir.join("blkio.throttle.write_bps_device")), "");
+    let r = with_io(io);
+    let theirs = limits::for_libcgroups(&r, false);
+    let theirs = theirs.block_io().as_ref().expect("kept");
+    assert_eq!(theirs.weight(), None);
+    assert_eq!(
+        theirs.throttle_write_bps_device(),
+        &Some(vec![throttle(254, 0, 1 << 20)])
+    );
+    assert!(limits::for_libcgroups(&r, true).block_io().is_none());
+}
+
+#[test]
+fn required_controllers_ask_for_io_blkio_and_cpuset() {
+    let r = with_io(docker_io());
+    assert_eq!(required_controllers(&r, true), vec!["io"]);
+    assert_eq!(required_controllers(&r, false), vec!["blkio", "devices"]);
+    let mut cpu = oci_spec::runtime::LinuxCpu::default();
+    cpu.set_mems(Some("0".to_owned()));
+    let mut r = LinuxResources::default();
+    r.set_cpu(Some(cpu));
+    assert_eq!(required_controllers(&r, true), vec!["cpuset"]);
+    assert!(required_controllers(&with_io(LinuxBlockIo::default()), true).is_empty());
+}
