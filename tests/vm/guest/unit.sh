@@ -163,3 +163,22 @@ after=$(one_line < "$fight_cg/cgroup.subtree_control" 2>/dev/null)
 echo "# without delegation, the unit's subtree_control: '$before' before, '$after' after daemon-reload + set-property (memory.max in the sub-cgroup: $([ -e "$fight_cg/sub/memory.max" ] && echo still there || echo gone))"
 systemctl stop slate-fight.service 2>/dev/null
 rm -f /run/slate-fight.sh
+
+# --- The image's stop signal: an image with StopSignal SIGUSR1 gets USR1 from systemctl stop
+# (ExecStop's slate stop sends the image's signal), not systemd's TERM.
+"$SLATE" systemd unit --install --name sig oci-archive:/images/stopsig.tar \
+  sh -c 'trap "echo got USR1; exit 0" USR1; trap "echo got TERM; exit 0" TERM; echo started; while :; do sleep 1; done' >/dev/null 2>&1
+systemctl start slate-sig.service
+sig_inv=$(systemctl show -p InvocationID --value slate-sig.service)
+wait_for 30 sh -c "journalctl -q --no-pager -o cat _SYSTEMD_INVOCATION_ID=$sig_inv | grep -qx started"
+t=$(now)
+systemctl stop slate-sig.service
+dt=$(since "$t")
+sig_log=$(journal_of "$sig_inv" | grep -e '^got ' | one_line)
+sig_res=$(systemctl show -p Result --value slate-sig.service)
+check "sig: systemctl stop delivers the image's StopSignal (SIGUSR1) and ends in $dt s" \
+  "app said: ${sig_log:-nothing}, result $sig_res" \
+  test "$sig_log" = "got USR1" -a "$sig_res" = success
+systemctl disable -q slate-sig.service 2>/dev/null
+rm -f /etc/systemd/system/slate-sig.service
+systemctl daemon-reload
