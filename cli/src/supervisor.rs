@@ -307,6 +307,7 @@ impl Supervisor {
         let mut opts = ContainerOptions::new(self.rec.id.clone(), self.spec.clone(), rootfs);
         opts.init = self.rec.init;
         opts.seccomp = self.seccomp.clone();
+        opts.clone_into_cgroup = crate::commands::run::clone_into_cgroup();
 
         let (out_r, out_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;

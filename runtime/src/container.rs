@@ -67,6 +67,11 @@ pub struct ContainerOptions {
     /// forwards it). Default `true`. Without a terminal the container inherits the caller's
     /// stdin as it is; a caller that attaches none redirects it before spawning.
     pub attach_stdin: bool,
+    /// On cgroup v2, create the process inside its cgroup (`clone3(CLONE_INTO_CGROUP)`)
+    /// where the kernel allows, rather than clone it in the caller's cgroup and move it with
+    /// a write to `cgroup.procs`. Default `true`; `false` takes the fallback path on purpose
+    /// (to test or measure it), which old kernels and seccomp'd hosts take anyway.
+    pub clone_into_cgroup: bool,
 }
 
 impl ContainerOptions {
@@ -79,6 +84,7 @@ impl ContainerOptions {
             preserve_fds: 0,
             seccomp: None,
             attach_stdin: true,
+            clone_into_cgroup: true,
         }
     }
 }
@@ -317,7 +323,7 @@ impl Container {
         }
         // On cgroup v2 the child is born in its cgroup (clone3), so it never runs outside it
         // and there is no cgroup.procs to write. O_PATH: clone3 needs no read access.
-        let cgroup_dir = cgroup.unified_dir().and_then(|d| {
+        let cgroup_dir = cgroup.unified_dir().filter(|_| opts.clone_into_cgroup).and_then(|d| {
             std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
@@ -371,6 +377,10 @@ impl Container {
         // The container must be in its cgroup before it execs (and before it can fork).
         if let Some(cg) = self.cgroup.as_ref().filter(|_| !in_cgroup) {
             cg.add_task(self.pid)?;
+            tracing::debug!(
+                pid = self.pid.as_raw(),
+                "moved into its cgroup (cgroup.procs)"
+            );
         }
         plan.ns.write_id_maps(self.pid)?;
         if let Some(adj) = plan.exec.oom_score_adj {

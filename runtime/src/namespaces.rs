@@ -201,6 +201,8 @@ pub(crate) fn clone_into(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
     use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, SpecBuilder};
 
@@ -227,6 +229,104 @@ mod tests {
         assert!(ns.private(CloneFlags::CLONE_NEWPID));
         assert!(ns.private(CloneFlags::CLONE_NEWNS));
         assert!(!ns.private(CloneFlags::CLONE_NEWNET));
+    }
+
+    /// The first cgroup2 mount in mountinfo (`/sys/fs/cgroup` on a v2 host,
+    /// `/sys/fs/cgroup/unified` on a hybrid one such as the CI machine's).
+    fn cgroup2_mount() -> PathBuf {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        info.lines()
+            .find_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                (post.split(' ').next() == Some("cgroup2"))
+                    .then(|| PathBuf::from(pre.split(' ').nth(4).unwrap_or_default()))
+            })
+            .expect("this test needs a cgroup2 mount (hybrid or pure v2 host)")
+    }
+
+    /// A cgroup v2 directory of the test's own, removed even when an assertion fails.
+    struct TestCgroup(PathBuf);
+
+    impl Drop for TestCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    /// `clone_into` with `cgroup`, a child that only waits on a pipe and exits (the test
+    /// harness is multi-threaded, so it makes no call that could take a lock), and what the
+    /// parent sees of it: whether clone3 placed it, and its v2 cgroup from /proc.
+    fn clone_and_look(cgroup: Option<BorrowedFd<'_>>) -> (bool, String) {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let (cloned, in_cgroup) = clone_into(None, CloneFlags::empty(), cgroup).unwrap();
+        let pid = match cloned {
+            Cloned::Child => {
+                drop(w);
+                let mut b = [0u8; 1];
+                let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&r), &mut b);
+                crate::syscall::exit_now(0)
+            }
+            Cloned::Parent(pid) => pid,
+        };
+        drop(r);
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        drop(w);
+        let status = nix::sys::wait::waitpid(pid, None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+        let v2 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or_default()
+            .to_owned();
+        (in_cgroup, v2)
+    }
+
+    fn own_v2_cgroup() -> String {
+        std::fs::read_to_string("/proc/self/cgroup")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+            .unwrap()
+    }
+
+    fn open_path(p: &std::path::Path) -> OwnedFd {
+        use rustix::fs::{Mode, OFlags};
+        rustix::fs::open(
+            p,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
+    }
+
+    #[test]
+    fn clone3_places_the_child_in_the_cgroup_it_is_given() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "creating a cgroup needs root"
+        );
+        let root = cgroup2_mount();
+        let name = format!("slate-clone3-test-{}", std::process::id());
+        let cg = TestCgroup(root.join(&name));
+        std::fs::create_dir(&cg.0).unwrap();
+        // O_PATH, as the runtime opens it.
+        let fd = open_path(&cg.0);
+        let (in_cgroup, seen) = clone_and_look(Some(fd.as_fd()));
+        assert!(in_cgroup, "clone3(CLONE_INTO_CGROUP) failed on this kernel");
+        assert_eq!(seen, format!("/{name}"));
+    }
+
+    #[test]
+    fn without_clone3_into_the_cgroup_the_child_is_cloned_where_the_parent_is() {
+        // A directory that is no cgroup: clone3 fails (EBADF), as it does with ENOSYS or
+        // EINVAL on kernels without it; clone(2) then makes the child in the parent's
+        // cgroup and says so, and the caller moves it.
+        let tmp = tempfile::tempdir().unwrap();
+        let fd = open_path(tmp.path());
+        let own = own_v2_cgroup();
+        assert_eq!(clone_and_look(Some(fd.as_fd())), (false, own.clone()));
+        // No cgroup to clone into (cgroup v1, or clone_into_cgroup switched off).
+        assert_eq!(clone_and_look(None), (false, own));
     }
 
     #[test]

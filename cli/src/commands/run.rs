@@ -372,6 +372,7 @@ pub(crate) fn prepare(
     );
     options.init = args.init;
     options.seccomp = seccomp;
+    options.clone_into_cgroup = clone_into_cgroup();
     Ok(Prepared {
         run_dir,
         options,
@@ -619,4 +620,11 @@ fn sweep_dead_runs(runs: &Path) {
             }
         }
     }
+}
+
+/// `SLATE_CLONE_INTO_CGROUP=0` makes the runtime clone the container in slate's own cgroup and
+/// move it, as on kernels without `clone3(CLONE_INTO_CGROUP)`: a switch for tests and for
+/// measuring what being born in the cgroup saves, not a setting.
+pub(crate) fn clone_into_cgroup() -> bool {
+    std::env::var_os("SLATE_CLONE_INTO_CGROUP").is_none_or(|v| v != "0")
 }
