@@ -12,6 +12,8 @@ use oci_spec::runtime::{
     LinuxWeightDeviceBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType,
 };
 
+use slate_runtime::cgroups::parse_cpu_list as parse_list;
+
 use super::{Host, SpecError};
 use crate::cli::RunArgs;
 
@@ -206,28 +208,6 @@ pub(crate) fn build(args: &RunArgs, host: &dyn Host) -> Result<LinuxResources, S
     res.set_block_io(block_io(args, host)?);
     res.set_devices(Some(device_rules(args.privileged)));
     Ok(res)
-}
-
-/// A cpu or memory node list as the kernel writes and reads them (`0-2,4`): inclusive
-/// ranges, in any order, duplicates allowed (docker's `ParseUintList`). `None` if malformed.
-pub(crate) fn parse_list(s: &str) -> Option<Vec<(u32, u32)>> {
-    let mut out = Vec::new();
-    for part in s.split(',') {
-        let num = |n: &str| {
-            (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| n.parse::<u32>().ok())
-                .flatten()
-        };
-        let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (num(a)?, num(b)?),
-            None => (num(part)?, num(part)?),
-        };
-        if lo > hi {
-            return None;
-        }
-        out.push((lo, hi));
-    }
-    Some(out)
 }
 
 /// `--cpuset-cpus` / `--cpuset-mems`: the list as given, once it parses and every member is

@@ -406,3 +406,75 @@ fn required_controllers_ask_for_io_blkio_and_cpuset() {
     assert_eq!(required_controllers(&r, true), vec!["cpuset"]);
     assert!(required_controllers(&with_io(LinuxBlockIo::default()), true).is_empty());
 }
+
+/// A kernel whose parents allow cpus 1 and 3 and node 0 only: every new cgroup's effective
+/// cpuset is narrowed to that, whatever is written to `cpuset.cpus`.
+fn fake_mkdir_cpus_1_and_3(p: &Path) -> std::io::Result<()> {
+    fake_mkdir(p)?;
+    fs::write(p.join("cpuset.cpus.effective"), "1,3\n")?;
+    fs::write(p.join("cpuset.mems.effective"), "0\n")
+}
+
+fn cpuset(cpus: &str, mems: Option<&str>) -> LinuxResources {
+    let mut cpu = oci_spec::runtime::LinuxCpu::default();
+    cpu.set_cpus(Some(cpus.to_owned()));
+    cpu.set_mems(mems.map(str::to_owned));
+    let mut r = LinuxResources::default();
+    r.set_cpu(Some(cpu));
+    r
+}
+
+#[test]
+fn v2_cpuset_the_parents_do_not_allow_is_refused_not_narrowed() {
+    let (_tmp, root) = fake_root("cpuset");
+    let mut host = fake_host(&root, None);
+    host.fs.mkdir = fake_mkdir_cpus_1_and_3;
+    // in effect as asked, however it is spelled
+    for asked in ["1,3", "3,1", "1,3-3"] {
+        let cg = Cgroup::create_on(&host, "ok", None, Some(&cpuset(asked, Some("0"))))
+            .unwrap_or_else(|e| panic!("{asked}: {e}"));
+        assert_eq!(read(&root.join("slate/ok/cpuset.cpus")), asked);
+        cg.remove().expect("remove");
+    }
+    // cpu 0 is not in effect: the kernel would have run the container on 1 and 3
+    let err = Cgroup::create_on(&host, "c0", None, Some(&cpuset("0-1", None)))
+        .expect_err("cpu 0 is not available");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, CgroupError::CpusetNotInEffect { .. }),
+        "{msg}"
+    );
+    for part in [
+        "cpuset.cpus.effective",
+        "\"1,3\"",
+        "\"0-1\"",
+        "AllowedCPUs=",
+    ] {
+        assert!(msg.contains(part), "{part} missing from: {msg}");
+    }
+    assert!(!root.join("slate/c0").exists(), "nothing left behind");
+    let err = Cgroup::create_on(&host, "m1", None, Some(&cpuset("1,3", Some("1"))))
+        .expect_err("node 1 is not available");
+    assert!(err.to_string().contains("cpuset.mems.effective"), "{err}");
+}
+
+#[test]
+fn cpu_lists_parse_and_compare_as_the_kernel_writes_them() {
+    assert_eq!(parse_cpu_list("0-2,4"), Some(vec![(0, 2), (4, 4)]));
+    for bad in [
+        "",
+        "a",
+        "1-",
+        "-1",
+        "3-1",
+        "0-7:2",
+        "1,,2",
+        "1 2",
+        "99999999999",
+    ] {
+        assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+    }
+    assert_eq!(normalized_cpu_list("3,0-1,2\n"), Some(vec![(0, 3)]));
+    assert_eq!(normalized_cpu_list("0-1,1-2,5"), Some(vec![(0, 2), (5, 5)]));
+    assert_eq!(normalized_cpu_list(""), Some(vec![]));
+}

@@ -194,6 +194,16 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{file} of cgroup {path} is {effective:?}, not the {requested:?} asked for: the cgroups \
+         above it do not allow {requested:?} (a unit's AllowedCPUs= or AllowedMemoryNodes=?)"
+    )]
+    CpusetNotInEffect {
+        file: &'static str,
+        path: PathBuf,
+        requested: String,
+        effective: String,
+    },
 }
 
 /// The cgroup of one container, on whichever hierarchies the host has.
@@ -528,6 +538,46 @@ fn join_rel(root: &Path, rel: &Path) -> PathBuf {
         }
     }
     p
+}
+
+/// A cpu or memory node list as the kernel writes and reads them (`0-2,4`, `cpuset.cpus`,
+/// `/sys/devices/system/cpu/online`): inclusive ranges, in any order, duplicates allowed
+/// (docker's `ParseUintList`). `None` if malformed.
+pub fn parse_cpu_list(s: &str) -> Option<Vec<(u32, u32)>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let num = |n: &str| {
+            (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| n.parse::<u32>().ok())
+                .flatten()
+        };
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(part)?, num(part)?),
+        };
+        if lo > hi {
+            return None;
+        }
+        out.push((lo, hi));
+    }
+    Some(out)
+}
+
+/// A cpu list's ranges sorted and merged (`3,0-1,2` is `0-3`), to compare two lists.
+fn normalized_cpu_list(s: &str) -> Option<Vec<(u32, u32)>> {
+    if s.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    let mut r = parse_cpu_list(s.trim())?;
+    r.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for (lo, hi) in r {
+        match out.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    Some(out)
 }
 
 /// Controllers (by their v1 names; `io` is spelled `blkio` there) that `resources` needs.

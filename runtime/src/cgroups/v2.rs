@@ -286,7 +286,42 @@ fn apply(
         freezer_state: None,
     };
     manager.apply(&opts).map_err(to_err)?;
-    limits::apply_v2(leaf, resources)
+    limits::apply_v2(leaf, resources)?;
+    check_cpuset(leaf, resources)
+}
+
+/// On v2 the kernel takes any cpuset and quietly narrows it to what the parent allows (or
+/// widens an empty result to all of that), so a container limited to cpus its parent lacks
+/// (a unit with `AllowedCPUs=`) would run on others: compare what is in effect with what was
+/// asked, and refuse a difference.
+fn check_cpuset(leaf: &Path, resources: &LinuxResources) -> Result<(), CgroupError> {
+    let Some(cpu) = resources.cpu() else {
+        return Ok(());
+    };
+    for (asked, file) in [
+        (cpu.cpus(), "cpuset.cpus.effective"),
+        (cpu.mems(), "cpuset.mems.effective"),
+    ] {
+        let Some(asked) = asked.as_deref().filter(|a| !a.trim().is_empty()) else {
+            continue;
+        };
+        let path = leaf.join(file);
+        let effective = match std::fs::read_to_string(&path) {
+            Ok(e) => e.trim().to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(CgroupError::Read { path, source }),
+        };
+        let want = super::normalized_cpu_list(asked);
+        if want.is_some() && want != super::normalized_cpu_list(&effective) {
+            return Err(CgroupError::CpusetNotInEffect {
+                file,
+                path: leaf.to_path_buf(),
+                requested: asked.trim().to_owned(),
+                effective,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn make_dir(fs: FsOps, dir: &Path) -> Result<(), CgroupError> {
