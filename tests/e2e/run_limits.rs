@@ -173,7 +173,8 @@ fn start_waiting(env: &RunEnv, flags: &[&str], before: &str) -> (Spawned, String
     (s, id, go)
 }
 
-fn release(s: Spawned, go: &Path, env: &RunEnv) {
+/// Lets a waiting container (see `start_waiting`) exit and checks it left nothing behind.
+pub(crate) fn release(s: Spawned, go: &Path, env: &RunEnv) {
     std::fs::write(go, "").expect("writing the go file");
     let (code, stdout, stderr) = s.finish(Duration::from_secs(60));
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");

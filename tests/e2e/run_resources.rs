@@ -207,12 +207,7 @@ fn start(env: &RunEnv, flags: &[&str]) -> (Spawned, PathBuf) {
     (s, go)
 }
 
-fn release(s: Spawned, go: &Path, env: &RunEnv) {
-    std::fs::write(go, "").expect("writing the go file");
-    let (code, stdout, stderr) = s.finish(Duration::from_secs(60));
-    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
-    env.assert_clean(&stderr);
-}
+use crate::run_limits::release;
 
 #[test]
 #[ignore = "needs cgroup v1 blkio, cpuset and memory hierarchies; tests/run runs it there"]
