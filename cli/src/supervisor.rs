@@ -330,10 +330,7 @@ impl Supervisor {
         self.rec.status = Status::Running;
         self.rec.error = None;
         self.rec.started = Some(state::now_rfc3339());
-        self.rec.cgroup_paths =
-            slate_runtime::cgroups::Cgroup::open(&self.rec.id, self.rec.cgroups_path.as_deref())
-                .map(|cg| cg.paths())
-                .unwrap_or_default();
+        self.rec.cgroup_paths = c.cgroup_paths();
         self.save();
         if self.stop_wanted() {
             // `slate stop` came while we were starting: it may have missed this process.

@@ -446,6 +446,12 @@ impl Container {
         self.pid
     }
 
+    /// The directories of the container's cgroup (one per hierarchy on v1), for a record:
+    /// known here, so nobody has to detect the host's cgroups again to find them.
+    pub fn cgroup_paths(&self) -> Vec<PathBuf> {
+        self.cgroup.as_ref().map(|c| c.paths()).unwrap_or_default()
+    }
+
     /// Sends `signal` to the container's PID 1. (A PID 1 without a handler for it ignores
     /// everything but SIGKILL and SIGSTOP; `init: true` forwards to the app instead.)
     pub fn kill(&self, signal: Signal) -> Result<(), Error> {

@@ -66,10 +66,7 @@ impl Record {
         self.rec.pid_start = state::proc_start_time(pid);
         self.rec.status = Status::Running;
         self.rec.started = Some(state::now_rfc3339());
-        self.rec.cgroup_paths =
-            slate_runtime::cgroups::Cgroup::open(&self.rec.id, self.rec.cgroups_path.as_deref())
-                .map(|cg| cg.paths())
-                .unwrap_or_default();
+        self.rec.cgroup_paths = c.cgroup_paths();
         // Without it `ps` shows the container as created and `exec` refuses it, but the
         // container itself is fine: not a reason to stop it.
         if let Err(e) = self.save_or_fail() {
