@@ -15,6 +15,8 @@
 //! empty/                  an empty directory (a filler lower dir for overlayfs)
 //! runs/<id>/layers        a container's layer pin (see [`Store::pin_layers`]); the rest of
 //!                         runs/<id>/ is the container's own (upper dir, work dir, rootfs)
+//! held/<key>.json         an image kept, layers and all, for a rollback (see [`held`])
+//! rejected/<hex>          a manifest digest that was rolled back, with the reason
 //! ```
 //!
 //! Guarantees: nothing under `layers/`, `images/` or `blobs/` is ever partial. Content is
@@ -48,6 +50,8 @@ use crate::digest::Digest;
 use crate::platform::Platform;
 use crate::reference::Reference;
 
+pub mod held;
+
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -66,6 +70,8 @@ pub enum StoreError {
     NoSuchImage(String),
     #[error("{0:?} matches more than one image: use the full name or digest")]
     Ambiguous(String),
+    #[error("layer {chain_id} of {image} is no longer in the store (pull the image again)")]
+    MissingLayer { image: String, chain_id: String },
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -233,7 +239,7 @@ pub struct Store {
 const PARTIAL_PREFIX: &str = "blob-";
 const PARTIAL_SUFFIX: &str = ".partial";
 
-const DIRS: [&str; 7] = [
+const DIRS: [&str; 9] = [
     "blobs/sha256",
     "layers",
     "l",
@@ -241,6 +247,8 @@ const DIRS: [&str; 7] = [
     "tmp",
     "locks",
     "empty",
+    "held",
+    "rejected",
 ];
 /// Hex digits of a chain id that name its short link in `l/` (a longer name is used in
 /// the unlikely case two chain ids share them).
@@ -805,7 +813,10 @@ impl Store {
     /// pinned (`pinned`, from [`Store::pinned_chains`], read once per removal); returns bytes
     /// freed. The caller holds the store lock exclusively, so `pinned` cannot grow meanwhile.
     fn remove_unreferenced(&self, pinned: &HashSet<String>) -> Result<u64, StoreError> {
-        let images = self.images()?;
+        // A held image keeps its layers and blobs as an image record does: a rollback must
+        // find them after its name moved on to a new release.
+        let mut images = self.images()?;
+        images.extend(self.held_images()?);
         let mut chains = pinned.clone();
         let mut blobs = HashSet::new();
         for r in &images {
@@ -963,10 +974,10 @@ fn syncfs(path: &Path) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(name: &str, tag: &str, layers: &[&str]) -> ImageRecord {
+    pub(crate) fn record(name: &str, tag: &str, layers: &[&str]) -> ImageRecord {
         let diff: Vec<Digest> = layers.iter().map(|l| Digest::of(l.as_bytes())).collect();
         let chains = Digest::chain_ids(&diff);
         ImageRecord {
@@ -994,7 +1005,7 @@ mod tests {
         }
     }
 
-    fn add_layers(store: &Store, rec: &ImageRecord) {
+    pub(crate) fn add_layers(store: &Store, rec: &ImageRecord) {
         for l in &rec.layers {
             if store.has_layer(&l.chain_id) {
                 continue;
