@@ -84,6 +84,9 @@ pub enum Command {
     /// Generate systemd units that run containers
     #[command(subcommand)]
     Systemd(SystemdCommand),
+    /// Deploy the new image of every container labelled io.slate.autoupdate, restart it, and
+    /// roll back a release that does not come up
+    AutoUpdate(crate::commands::autoupdate::AutoUpdateArgs),
     /// Supervise a detached container (started by `slate run -d`; not for direct use)
     #[command(hide = true)]
     Supervise(crate::commands::run::SuperviseArgs),

@@ -63,6 +63,9 @@ pub struct Settings {
     /// Container records: `--state-dir`, else the file's `state_dir`, else /run/slate.
     pub state_dir: PathBuf,
     pub file: ConfigFile,
+    /// The configuration file the user named (`--config`, `SLATE_CONFIG`), absolute: what a
+    /// later restart of a container by `slate auto-update` must read again.
+    pub config_path: Option<PathBuf>,
 }
 
 impl Settings {
@@ -92,10 +95,18 @@ impl Settings {
             .state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(crate::state::DEFAULT_STATE_DIR));
+        let config_path = match config {
+            Some(p) => Some(
+                std::path::absolute(p)
+                    .with_context(|| format!("cannot resolve {}", p.display()))?,
+            ),
+            None => None,
+        };
         Ok(Settings {
             root,
             state_dir,
             file,
+            config_path,
         })
     }
 

@@ -118,23 +118,28 @@ fn is_container_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// A store with the image pulled, and a state dir of its own.
-struct Detached {
-    slate: Slate,
-    image: String,
-    state: PathBuf,
+/// A store with the image pulled, and a state dir of its own (also used by `auto_update`).
+pub(crate) struct Detached {
+    pub(crate) slate: Slate,
+    pub(crate) image: String,
+    pub(crate) state: PathBuf,
     ids: Mutex<Vec<String>>,
 }
 
 impl Detached {
     fn new(label: &str) -> Detached {
-        let image = image().to_string();
+        let d = Detached::with_image(label, image());
+        d.slate.pull(&d.image, None);
+        d
+    }
+
+    /// A fresh store (nothing pulled) whose `run_d` runs `image`.
+    pub(crate) fn with_image(label: &str, image: &str) -> Detached {
         let slate = Slate::new(&format!("d-{label}"));
-        slate.pull(&image, None);
         let state = slate.dir().subdir("state");
         Detached {
             slate,
-            image,
+            image: image.to_string(),
             state,
             ids: Mutex::new(Vec::new()),
         }
@@ -144,14 +149,14 @@ impl Detached {
         self.state.display().to_string()
     }
 
-    fn learn_id(&self, id: &str) {
+    pub(crate) fn learn_id(&self, id: &str) {
         if let Ok(mut ids) = self.ids.lock() {
             ids.push(id.to_string());
         }
     }
 
     /// `slate --state-dir <ours> ARGS...`.
-    fn slate(&self, args: &[&str]) -> Output {
+    pub(crate) fn slate(&self, args: &[&str]) -> Output {
         let sd = self.state_arg();
         let mut all = vec!["--state-dir", sd.as_str()];
         all.extend_from_slice(args);
@@ -159,7 +164,7 @@ impl Detached {
     }
 
     /// `slate run -d FLAGS IMAGE CMD...`: must succeed; returns the id.
-    fn run_d(&self, flags: &[&str], cmd: &[&str]) -> String {
+    pub(crate) fn run_d(&self, flags: &[&str], cmd: &[&str]) -> String {
         let mut args = vec!["run", "-d"];
         args.extend_from_slice(flags);
         args.push(&self.image);
@@ -171,7 +176,7 @@ impl Detached {
         id
     }
 
-    fn inspect(&self, name: &str) -> Value {
+    pub(crate) fn inspect(&self, name: &str) -> Value {
         let v = self.slate(&["inspect", name]).success().json();
         v[0].clone()
     }

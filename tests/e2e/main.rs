@@ -19,9 +19,11 @@
 //!   run by `tests/run` on a v1 or hybrid host).
 //! - `doctor`: issue 12's `slate doctor` on this host.
 //! - `run_resources`: issue 12 part 4's (block I/O, cpuset, swap and soft-limit flags).
+//! - `auto_update`: issue 13's `slate auto-update` of detached containers (the VM test does units).
 
 mod archive;
 mod auth;
+mod auto_update;
 mod commands;
 mod concurrent;
 mod corrupt;

@@ -1,6 +1,7 @@
 //! One module per verb. Each takes its parsed arguments and the settings and returns the
 //! process exit status; errors carry context and are printed once, by `main`.
 
+pub(crate) mod autoupdate;
 pub(crate) mod doctor;
 pub(crate) mod exec;
 mod image;
@@ -85,6 +86,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Wait(a) => wait::run(&settings, a),
         Command::Doctor(a) => doctor::run(&settings, a),
         Command::Systemd(SystemdCommand::Unit(a)) => systemd::run(*a),
+        Command::AutoUpdate(a) => autoupdate::run(&settings, a),
         Command::Supervise(a) => crate::supervisor::run(&settings, &a.id),
     }
 }

@@ -79,6 +79,10 @@ pub fn run(settings: &Settings, args: PullArgs) -> anyhow::Result<u8> {
             pulled
         }
     };
+    // Pulled on purpose: a release `slate auto-update` rolled back may run again.
+    if let Err(e) = store.unreject(&pulled.record.digest) {
+        tracing::warn!(error = %e, "cannot clear the rollback mark of {}", pulled.record.digest);
+    }
     if !args.quiet {
         let status = if pulled.fetched == 0 {
             "Image is up to date for"

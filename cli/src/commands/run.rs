@@ -207,7 +207,42 @@ pub(crate) fn base_record(
             .collect(),
         foreground: !args.detach,
         unit: slate_runtime::cgroups::systemd_unit(),
+        replay: None,
+        config: settings.config_path.clone(),
     })
+}
+
+/// This process's `slate run` flags, image and command as typed, for [`state::Record::replay`]
+/// (None when the command line cannot be read back; the container then cannot be replaced by
+/// `slate auto-update`, which says so).
+///
+/// [`state::Record::replay`]: crate::state::Record::replay
+pub(crate) fn replay_words() -> Option<Vec<String>> {
+    use clap::CommandFactory as _;
+    let words = (|| -> anyhow::Result<Vec<String>> {
+        let matches = crate::cli::Cli::command().try_get_matches_from(std::env::args_os())?;
+        let m = matches
+            .subcommand_matches("run")
+            .ok_or_else(|| anyhow!("no `run` on the command line"))?;
+        let cwd = std::env::current_dir()?;
+        let words =
+            super::systemd::flags::typed_run_words(m, &cwd, super::systemd::flags::For::Replay)?;
+        words
+            .into_args()
+            .into_iter()
+            .map(|w| {
+                w.into_string()
+                    .map_err(|w| anyhow!("{:?} is not UTF-8", w.to_string_lossy()))
+            })
+            .collect()
+    })();
+    match words {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot record the command line for auto-update");
+            None
+        }
+    }
 }
 
 /// Writes what `exec` and restarts need next to the record (the spec, the compiled seccomp
@@ -226,6 +261,9 @@ pub(crate) fn write_bundle(
     if let Some(p) = &options.seccomp {
         crate::state::write_atomic(&dir.join("seccomp.bpf"), &p.to_bytes())?;
     }
+    let image_json =
+        serde_json::to_vec_pretty(&prepared.image).context("cannot serialise the image record")?;
+    crate::state::write_atomic(&dir.join(IMAGE_FILE), &image_json)?;
     rec.image_digest = prepared.digest.clone();
     rec.command = options
         .spec
@@ -248,6 +286,9 @@ pub(crate) fn write_bundle(
     rec.seccomp_file = options.seccomp.is_some();
     Ok(())
 }
+
+/// The store's record of the container's image, beside its record.
+pub(crate) const IMAGE_FILE: &str = "image.json";
 
 /// `--preserve-fds N` hands the caller's descriptors 3..3+N to the app (podman's flag, for
 /// socket activation). A detached container's supervisor does not inherit the caller's
@@ -278,6 +319,8 @@ pub(crate) struct Prepared {
     pub _pin: slate_image::store::LayerPin,
     /// The manifest digest of the image run.
     pub digest: String,
+    /// The store's record of that image.
+    pub image: ImageRecord,
     /// The image's StopSignal (or SIGTERM).
     pub stop_signal: nix::sys::signal::Signal,
 }
@@ -379,6 +422,7 @@ pub(crate) fn prepare(
         _guard: guard,
         _pin: pin,
         digest: record.digest.to_string(),
+        image: record,
         stop_signal: out.stop_signal,
     })
 }
@@ -529,8 +573,19 @@ fn ensure_image(
                 }
                 Err(e) => return Err(anyhow!(e).context(format!("cannot pull {reference}"))),
             };
-            if let Some(r) = local.filter(|r| r.digest == resolved.record.digest) {
-                return Ok(r);
+            if let Some(r) = local.as_ref().filter(|r| r.digest == resolved.record.digest) {
+                return Ok(r.clone());
+            }
+            // A release `slate auto-update` rolled back is not taken again by a restart while
+            // the registry still serves it (`slate pull` takes it on purpose).
+            if let (Some(why), Some(r)) = (store.rejected(&resolved.record.digest)?, &local) {
+                tracing::warn!(
+                    "{reference} is {} in the registry, a release that was rolled back ({}); running the local {}",
+                    resolved.record.digest,
+                    why.trim(),
+                    r.digest
+                );
+                return Ok(r.clone());
             }
             let pulled = pull::fetch(store, &client, reference, resolved, &opts, progress)
                 .with_context(|| format!("cannot pull {reference}"))?;

@@ -76,6 +76,7 @@ fn detach(
     };
     let mut rec = super::base_record(settings, args, &id, name)?;
     rec.restart = restart;
+    rec.replay = super::replay_words();
     super::write_bundle(&sd, &mut rec, &prepared)?;
     let Prepared { _guard, _pin, .. } = prepared;
     sd.save(&rec)?;

@@ -51,8 +51,8 @@ pub(super) const REFUSED: &[(&str, &str)] = &[
 /// command that wrote it. (`--log-level` is about this command, not the unit.)
 const GLOBALS: &[&str] = &["root", "config", "state_dir"];
 
-/// The label `slate auto-update` (issue 13) will look for.
-pub(super) const AUTOUPDATE_LABEL: &str = "io.slate.autoupdate=registry";
+/// The label `slate auto-update` looks for (podman's `io.containers.autoupdate` works too).
+pub(crate) const AUTOUPDATE_LABEL: &str = "io.slate.autoupdate";
 
 /// A unit's `slate run` line, every word already quoted for systemd.
 #[derive(Debug, Default)]
@@ -67,7 +67,7 @@ pub(super) struct RunLine {
     pub warnings: Vec<String>,
 }
 
-pub(super) fn given(m: &ArgMatches, id: &str) -> bool {
+pub(crate) fn given(m: &ArgMatches, id: &str) -> bool {
     m.value_source(id) == Some(ValueSource::CommandLine)
 }
 
@@ -82,14 +82,124 @@ fn flag_name(arg: &clap::Arg) -> String {
 }
 
 /// The definition of `slate run`'s flags, as clap has it.
-fn run_definition() -> clap::Command {
+pub(crate) fn run_definition() -> clap::Command {
     RunArgs::augment_args(clap::Command::new("run"))
+}
+
+/// Who the typed run flags are written back for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum For {
+    /// A unit's `slate run` line: the unit's own flags are left out, the ones that make no
+    /// sense in a unit refused.
+    Unit,
+    /// The same container started again by `slate auto-update` (`run -d --replace --name N`
+    /// plus these): everything but those three and `--help`, with `--env NAME` resolved now,
+    /// since the restart does not run in this shell's environment.
+    Replay,
+}
+
+/// The typed run flags, unquoted: one `--LONG=VALUE` (or `--LONG`) word each.
+#[derive(Debug, Default)]
+pub(crate) struct RunWords {
+    pub flags: Vec<OsString>,
+    /// The image, then the command and its arguments.
+    pub image_and_command: Vec<OsString>,
+    pub warnings: Vec<String>,
+}
+
+impl RunWords {
+    /// Every word, flags first, as `slate run` takes them.
+    pub fn into_args(self) -> Vec<OsString> {
+        let mut v = self.flags;
+        v.extend(self.image_and_command);
+        v
+    }
+}
+
+/// Run flags a replayed `run -d` sets itself.
+const REPLAY_OWNED: &[&str] = &["help", "detach", "replace", "name"];
+
+/// The run flags typed in `m` (matches of `slate run`, or of `slate systemd unit`, which
+/// flattens them), written back as words. `cwd` makes relative host paths absolute: a unit
+/// runs in `/`, a replay wherever `slate auto-update` was started.
+pub(crate) fn typed_run_words(
+    m: &ArgMatches,
+    cwd: &Path,
+    purpose: For,
+) -> anyhow::Result<RunWords> {
+    let mut words = RunWords::default();
+    let def = run_definition();
+    for arg in def.get_arguments() {
+        let id = arg.get_id().as_str();
+        if !given(m, id) {
+            continue;
+        }
+        match purpose {
+            For::Unit => {
+                if OWNED.contains(&id) {
+                    continue;
+                }
+                if let Some((_, why)) = REFUSED.iter().find(|(r, _)| *r == id) {
+                    bail!("{} makes no sense in a unit: {why}", flag_name(arg));
+                }
+            }
+            For::Replay if REPLAY_OWNED.contains(&id) => continue,
+            For::Replay => {}
+        }
+        if arg.is_positional() {
+            for (i, v) in m.get_raw(id).into_iter().flatten().enumerate() {
+                let v = if i == 0 { image(v, cwd)? } else { v.to_owned() };
+                words.image_and_command.push(v);
+            }
+            continue;
+        }
+        let Some(long) = arg.get_long() else {
+            bail!("cannot write {} back: it has no long name", flag_name(arg));
+        };
+        match arg.get_action() {
+            ArgAction::SetTrue => words.flags.push(format!("--{long}").into()),
+            ArgAction::Set | ArgAction::Append => {
+                for v in m.get_raw(id).into_iter().flatten() {
+                    let mut v = absolute_host_path(id, v, cwd)?;
+                    if id == "env" && !v.as_encoded_bytes().contains(&b'=') {
+                        match purpose {
+                            For::Unit => words.warnings.push(format!(
+                                "--env {}: the unit takes it from its own environment, which systemd \
+                                 starts empty; write NAME=VALUE, or use --env-file FILE",
+                                v.to_string_lossy()
+                            )),
+                            For::Replay => match std::env::var_os(&v) {
+                                Some(value) => {
+                                    v.push("=");
+                                    v.push(value);
+                                }
+                                // docker passes nothing for an unset NAME.
+                                None => continue,
+                            },
+                        }
+                    }
+                    let mut w = OsString::from(format!("--{long}="));
+                    w.push(v);
+                    words.flags.push(w);
+                }
+            }
+            other => bail!(
+                "cannot write {} back (clap action {other:?})",
+                flag_name(arg)
+            ),
+        }
+    }
+    Ok(words)
 }
 
 /// Builds the line from the matches of `slate systemd unit` (which hold the run flags and, as
 /// clap propagates them, the global options). `cwd` makes relative host paths absolute: a
 /// unit runs in `/`.
-pub(super) fn run_line(m: &ArgMatches, cwd: &Path, auto_update: bool) -> anyhow::Result<RunLine> {
+pub(super) fn run_line(
+    m: &ArgMatches,
+    cwd: &Path,
+    auto_update: Option<&str>,
+) -> anyhow::Result<RunLine> {
     let mut line = RunLine::default();
     for id in GLOBALS {
         if !matches!(
@@ -105,52 +215,19 @@ pub(super) fn run_line(m: &ArgMatches, cwd: &Path, auto_update: bool) -> anyhow:
                 .push(long_word(&id.replace('_', "-"), v.as_os_str())?);
         }
     }
-    let def = run_definition();
-    for arg in def.get_arguments() {
-        let id = arg.get_id().as_str();
-        if OWNED.contains(&id) || !given(m, id) {
-            continue;
-        }
-        if let Some((_, why)) = REFUSED.iter().find(|(r, _)| *r == id) {
-            bail!("{} makes no sense in a unit: {why}", flag_name(arg));
-        }
-        if arg.is_positional() {
-            for (i, v) in m.get_raw(id).into_iter().flatten().enumerate() {
-                let v = if i == 0 { image(v, cwd)? } else { v.to_owned() };
-                line.image_and_command.push(quote::word(&v)?);
-            }
-            continue;
-        }
-        let Some(long) = arg.get_long() else {
-            bail!(
-                "cannot write {} into a unit: it has no long name",
-                flag_name(arg)
-            );
-        };
-        match arg.get_action() {
-            ArgAction::SetTrue => line.flags.push(format!("--{long}")),
-            ArgAction::Set | ArgAction::Append => {
-                for v in m.get_raw(id).into_iter().flatten() {
-                    let v = absolute_host_path(id, v, cwd)?;
-                    if id == "env" && !v.as_encoded_bytes().contains(&b'=') {
-                        line.warnings.push(format!(
-                            "--env {}: the unit takes it from its own environment, which systemd \
-                             starts empty; write NAME=VALUE, or use --env-file FILE",
-                            v.to_string_lossy()
-                        ));
-                    }
-                    line.flags.push(long_word(long, &v)?);
-                }
-            }
-            other => bail!(
-                "cannot write {} into a unit (clap action {other:?})",
-                flag_name(arg)
-            ),
-        }
+    let words = typed_run_words(m, cwd, For::Unit)?;
+    for f in &words.flags {
+        line.flags.push(quote::word(f)?);
     }
-    if auto_update {
-        line.flags
-            .push(long_word("label", OsStr::new(AUTOUPDATE_LABEL))?);
+    for w in &words.image_and_command {
+        line.image_and_command.push(quote::word(w)?);
+    }
+    line.warnings = words.warnings;
+    if let Some(mode) = auto_update {
+        line.flags.push(long_word(
+            "label",
+            OsStr::new(&format!("{AUTOUPDATE_LABEL}={mode}")),
+        )?);
     }
     Ok(line)
 }

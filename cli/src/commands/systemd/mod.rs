@@ -23,11 +23,18 @@
 //!   say, DNS is not up yet at boot.
 //! - `Wants=`/`After=network-online.target`: the pull needs the network.
 //!
+//! With `--auto-update`, the container is labelled for `slate auto-update`, and `--install`
+//! also writes `slate-auto-update.service` (a oneshot `slate auto-update` with the same global
+//! options) and `slate-auto-update.timer` (`OnCalendar=` from `--auto-update-interval`, daily
+//! by default, `RandomizedDelaySec=900` so that a fleet of boards does not ask the registry at
+//! the same minute, `Persistent=true` so a board that was off catches up at boot), as podman
+//! ships `podman-auto-update.timer`. One timer serves every unit of the host.
+//!
 //! The unit is named `slate-NAME.service` (podman uses `container-NAME.service`): the prefix
 //! keeps it apart from a distribution's own `nginx.service` and lists slate's units together
 //! (`systemctl list-units 'slate-*'`).
 
-mod flags;
+pub(crate) mod flags;
 mod quote;
 
 use std::ffi::OsStr;
@@ -60,11 +67,25 @@ pub struct UnitArgs {
     /// With --install: `systemctl restart` the unit now (starts it, or deploys the new unit if it runs)
     #[arg(long, requires = "install")]
     pub now: bool,
-    /// Label the container io.slate.autoupdate=registry, for `slate auto-update` (issue 13, not
-    /// built yet: it will pull the image of each labelled container and restart its unit when
-    /// the registry has a newer one)
-    #[arg(long)]
-    pub auto_update: bool,
+    /// Label the container for `slate auto-update` (io.slate.autoupdate=MODE: registry, the
+    /// default, or local); with --install also write and load slate-auto-update.service and .timer
+    #[arg(
+        long,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "registry",
+        value_parser = ["registry", "local"]
+    )]
+    pub auto_update: Option<String>,
+    /// How often the auto-update timer runs (systemd's OnCalendar=: daily, hourly, "*-*-* 04:00")
+    #[arg(
+        long,
+        value_name = "CALENDAR",
+        default_value = "daily",
+        requires = "auto_update"
+    )]
+    pub auto_update_interval: String,
     /// Seconds `slate stop` gives the app after its stop signal before killing it; the unit's
     /// TimeoutStopSec= adds 20
     #[arg(long, default_value_t = 10, value_name = "SECS")]
@@ -110,12 +131,25 @@ pub fn run(args: UnitArgs) -> anyhow::Result<u8> {
         tracing::warn!("{w}");
     }
     let text = unit.render();
+    let timer = match &args.auto_update {
+        Some(_) => Some(auto_update_files(
+            &unit.program,
+            &unit.line.globals,
+            &args.auto_update_interval,
+        )?),
+        None => None,
+    };
     if !args.install {
         print!("{text}");
+        if timer.is_some() {
+            eprintln!("slate: with --install, {AUTO_UPDATE}.service and {AUTO_UPDATE}.timer are written too (they run `slate auto-update` {})", args.auto_update_interval);
+        }
         return Ok(0);
     }
     let dir = args.unit_dir.as_deref().unwrap_or(Path::new(UNIT_DIR));
-    install(dir, &unit.file_name, &text, args.enable, args.now)
+    let mut files = vec![(unit.file_name.clone(), text)];
+    files.extend(timer.into_iter().flatten());
+    install(dir, &files, args.enable, args.now)
 }
 
 /// This binary's real path: what the unit runs unless `--slate-path` says otherwise.
@@ -152,7 +186,7 @@ impl Unit {
         })?;
         crate::state::validate_name(&name)?;
         let program = quote::program(slate.as_os_str()).context("invalid slate path")?;
-        let line = flags::run_line(m, cwd, args.auto_update)?;
+        let line = flags::run_line(m, cwd, args.auto_update.as_deref())?;
         let pull = args
             .run
             .pull
@@ -240,6 +274,60 @@ WantedBy=multi-user.target
     }
 }
 
+/// The auto-update service and timer files, `(file name, text)`.
+fn auto_update_files(
+    program: &str,
+    globals: &[String],
+    interval: &str,
+) -> anyhow::Result<[(String, String); 2]> {
+    if interval.trim().is_empty() || interval.contains(['\n', '\r']) {
+        bail!("invalid --auto-update-interval {interval:?}: give one systemd calendar event (daily, hourly, \"*-*-* 04:00\")");
+    }
+    let globals: String = globals.iter().map(|g| format!(" {g}")).collect();
+    let version = env!("CARGO_PKG_VERSION");
+    let doc = env!("CARGO_PKG_REPOSITORY");
+    let service = format!(
+        "\
+# {AUTO_UPDATE}.service: written by `slate systemd unit --auto-update` (slate {version}).
+# Pulls what the registry serves for every container labelled io.slate.autoupdate, restarts
+# its unit, and rolls back a release that does not come up.
+[Unit]
+Description=slate auto-update: deploy new images of labelled containers
+Documentation={doc}
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart={program}{globals} auto-update
+SyslogIdentifier=%N
+"
+    );
+    let timer = format!(
+        "\
+# {AUTO_UPDATE}.timer: written by `slate systemd unit --auto-update` (slate {version}).
+[Unit]
+Description=slate auto-update timer
+Documentation={doc}
+
+[Timer]
+OnCalendar={interval}
+RandomizedDelaySec=900
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+"
+    );
+    Ok([
+        (format!("{AUTO_UPDATE}.service"), service),
+        (format!("{AUTO_UPDATE}.timer"), timer),
+    ])
+}
+
+/// The auto-update service and timer's name (without the suffix).
+const AUTO_UPDATE: &str = "slate-auto-update";
+
 /// `--sdnotify` for the unit: slate's own READY=1 unless the user chose the app's.
 fn sdnotify(args: &UnitArgs, m: &ArgMatches) -> anyhow::Result<&'static str> {
     if !flags::given(m, "sdnotify") {
@@ -282,21 +370,30 @@ fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
-fn install(dir: &Path, file_name: &str, text: &str, enable: bool, now: bool) -> anyhow::Result<u8> {
-    let path = dir.join(file_name);
-    let existed = path.exists();
-    crate::state::write_atomic_mode(&path, text.as_bytes(), 0o644).with_context(|| {
-        if nix::unistd::geteuid().is_root() {
-            format!("cannot write {}", path.display())
-        } else {
-            format!("cannot write {} (run it with sudo)", path.display())
-        }
-    })?;
-    println!(
-        "{} {}",
-        if existed { "replaced" } else { "wrote" },
-        path.display()
-    );
+/// Writes the unit (first in `files`) and, with `--auto-update`, the timer's service and the
+/// timer; loads them, and enables and starts the unit and the timer as asked.
+fn install(dir: &Path, files: &[(String, String)], enable: bool, now: bool) -> anyhow::Result<u8> {
+    for (name, text) in files {
+        let path = dir.join(name);
+        let existed = path.exists();
+        crate::state::write_atomic_mode(&path, text.as_bytes(), 0o644).with_context(|| {
+            if nix::unistd::geteuid().is_root() {
+                format!("cannot write {}", path.display())
+            } else {
+                format!("cannot write {} (run it with sudo)", path.display())
+            }
+        })?;
+        println!(
+            "{} {}",
+            if existed { "replaced" } else { "wrote" },
+            path.display()
+        );
+    }
+    let file_name = files.first().map(|(n, _)| n.as_str()).unwrap_or_default();
+    let timer = files
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .find(|n| n.ends_with(".timer"));
     if !systemd_running() {
         let skipped = if enable || now {
             "daemon-reload, enable and start"
@@ -318,11 +415,20 @@ fn install(dir: &Path, file_name: &str, text: &str, enable: bool, now: bool) -> 
     systemctl(&["daemon-reload"])?;
     if enable {
         systemctl(&["enable", file_name])?;
+        if let Some(t) = timer {
+            systemctl(&["enable", t])?;
+        }
     }
     if now {
         systemctl(&["restart", file_name])?;
+        if let Some(t) = timer {
+            systemctl(&["start", t])?;
+        }
     } else {
         println!("start it with: systemctl start {file_name}");
+        if let Some(t) = timer {
+            println!("and the auto-update timer with: systemctl enable --now {t}");
+        }
     }
     Ok(0)
 }

@@ -329,7 +329,56 @@ fn relative_host_paths_and_archives_become_absolute() {
 fn auto_update_labels_the_container() {
     let u = unit(&["--auto-update", "-l", "a=b", "--name", "web", "img"]).unwrap();
     let (_, run) = run_of(&u);
-    assert_eq!(run.label, ["a=b", flags::AUTOUPDATE_LABEL]);
+    assert_eq!(run.label, ["a=b", "io.slate.autoupdate=registry"]);
+    let u = unit(&["--auto-update=local", "--name", "web", "img"]).unwrap();
+    let (_, run) = run_of(&u);
+    assert_eq!(run.label, ["io.slate.autoupdate=local"]);
+    assert!(unit(&["--auto-update=sometimes", "--name", "web", "img"]).is_err());
+}
+
+#[test]
+fn the_auto_update_timer_runs_slate_with_the_units_globals() {
+    let [(sname, service), (tname, timer)] =
+        auto_update_files(SLATE, &["--root=/srv/slate".to_owned()], "*-*-* 04:00").unwrap();
+    assert_eq!(sname, "slate-auto-update.service");
+    assert_eq!(tname, "slate-auto-update.timer");
+    assert!(service.contains("Type=oneshot\n"), "{service}");
+    let exec = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let cli = Cli::try_parse_from(quote::model::split(exec).unwrap()).unwrap();
+    assert_eq!(cli.root.as_deref(), Some(Path::new("/srv/slate")));
+    assert!(matches!(cli.command, Verb::AutoUpdate(_)));
+    for want in [
+        "OnCalendar=*-*-* 04:00\n",
+        "RandomizedDelaySec=900\n",
+        "Persistent=true\n",
+        "WantedBy=timers.target\n",
+    ] {
+        assert!(timer.contains(want), "{want} not in {timer}");
+    }
+    assert!(auto_update_files(SLATE, &[], "daily\nExecStart=/bin/evil").is_err());
+    assert!(auto_update_files(SLATE, &[], " ").is_err());
+}
+
+#[test]
+fn install_writes_and_loads_the_timer_with_the_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let u = unit(&["--auto-update", "--name", "web", "img"]).unwrap();
+    let mut files = vec![(u.file_name.clone(), u.render())];
+    files.extend(auto_update_files(SLATE, &u.line.globals, "daily").unwrap());
+    // No systemd here (or not as PID 1 of this test): the files are written all the same.
+    if !systemd_running() {
+        install(dir.path(), &files, false, false).unwrap();
+        for f in [
+            "slate-web.service",
+            "slate-auto-update.service",
+            "slate-auto-update.timer",
+        ] {
+            assert!(dir.path().join(f).is_file(), "{f} not written");
+        }
+    }
 }
 
 #[test]
