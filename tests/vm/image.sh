@@ -7,9 +7,10 @@
 # Needs cross/lib.sh sourced first (cross_apt_install, cross_unpack, cross_log, cross_die).
 
 VM_SUITE=bookworm
-# What the hosts slate targets run, plus busybox-static (the initramfs' shell) and
-# docker-registry (cheap, useful to later tests; disabled at boot, start it when needed).
-VM_PACKAGES=(systemd systemd-sysv udev dbus iproute2 procps kmod util-linux busybox-static docker-registry)
+# What the hosts slate targets run, plus busybox-static (the initramfs' shell),
+# docker-registry (disabled at boot, started by the tests that need it) and curl (pushes
+# images to it through the registry API: autoupdate.sh).
+VM_PACKAGES=(systemd systemd-sysv udev dbus iproute2 procps kmod util-linux busybox-static docker-registry curl)
 # Modules the initramfs needs to reach the root disk; the guest root gets all of them.
 VM_INITRD_MODULES=(virtio_pci virtio_blk)
 VM_ROOT_SIZE=2G

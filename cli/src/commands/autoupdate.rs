@@ -13,9 +13,9 @@
 //!    ([`Store::hold_image`]): whatever happens to its name, its layers stay.
 //! 2. The new image is fetched (registry). A pull cut half way changes nothing: the name still
 //!    points at the old image, and the next pull resumes the partial layer.
-//! 3. The container is restarted: its systemd unit with `systemctl restart` (the unit runs
-//!    `slate run --pull always`, which finds the new image), or a detached container with no
-//!    unit replaced as `slate run -d --replace` would, with the flags it was started with
+//! 3. The container is restarted: a unit's foreground `slate run` with `systemctl restart`
+//!    (the unit runs `slate run --pull always`, which finds the new image), a detached
+//!    container replaced as `slate run -d --replace` would, with the flags it was started with
 //!    (recorded at `run -d`).
 //! 4. The new container must come up: running the new digest (for a unit: active, which for
 //!    `Type=notify` means it sent READY=1) and still the same process after `--grace` seconds.
@@ -517,19 +517,22 @@ struct Baseline {
 
 impl Restart {
     fn of(rec: &Record) -> anyhow::Result<Restart> {
-        if let Some(unit) = &rec.unit {
-            return Ok(Restart::Unit(unit.clone()));
+        if !rec.foreground {
+            // A detached container is replaced the same way wherever it was started from,
+            // also from a unit that ran `slate run -d` (restarting that unit may do more).
+            return match &rec.replay {
+                Some(words) => Ok(Restart::Replay(words.clone())),
+                None => bail!(
+                    "its command line was not recorded (started by an older slate): start it again with `slate run -d` once"
+                ),
+            };
         }
-        if rec.foreground {
-            bail!(
+        match &rec.unit {
+            // The unit's main process is this container's `slate run`.
+            Some(unit) => Ok(Restart::Unit(unit.clone())),
+            None => bail!(
                 "it runs in the foreground of a `slate run` (pid {}) that no systemd unit restarts: run it with -d, or under `slate systemd unit`",
                 rec.supervisor_pid.unwrap_or_default()
-            );
-        }
-        match &rec.replay {
-            Some(words) => Ok(Restart::Replay(words.clone())),
-            None => bail!(
-                "its command line was not recorded (started by an older slate): start it again with `slate run -d` once"
             ),
         }
     }
@@ -560,15 +563,19 @@ impl Restart {
         grace: Duration,
     ) -> anyhow::Result<()> {
         let digest = digest.to_string();
-        // The restart returned with the container started (systemd: READY=1; run -d: the
-        // supervisor's ready line); a little slack for a unit's record to be written.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // The restart returned with the container started (systemd: READY=1, sent once the
+        // record says running; run -d: the supervisor's ready line), so a record that is not
+        // running now will not be: a little slack only, and none when systemd already counts
+        // the start as failed.
+        let deadline = Instant::now() + Duration::from_secs(2);
         let first = loop {
             match current(sd, rec) {
                 Some(r) if r.status == crate::state::Status::Running && r.container_alive() => {
                     break r
                 }
-                _ if Instant::now() >= deadline => bail!("{}", self.gone_why(sd, rec)),
+                _ if Instant::now() >= deadline || self.unit_failed() => {
+                    bail!("{}", self.gone_why(sd, rec))
+                }
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
         };
@@ -603,16 +610,30 @@ impl Restart {
         }
     }
 
+    /// Whether systemd gave up on this start (failed, or waiting to restart it).
+    fn unit_failed(&self) -> bool {
+        let Restart::Unit(unit) = self else {
+            return false;
+        };
+        unit_show(unit, "ActiveState").as_deref() == Some("failed")
+            || unit_show(unit, "SubState").as_deref() == Some("auto-restart")
+    }
+
     /// Why the container is not (or no longer) up, as well as can be told.
     fn gone_why(&self, sd: &StateDir, rec: &Record) -> String {
-        match current(sd, rec) {
-            Some(r) if r.exit_code.is_some() || r.restart_count > 0 => format!(
-                "it exited{} and restarted {} times",
-                r.exit_code
-                    .map(|c| format!(" with status {c}"))
-                    .unwrap_or_default(),
-                r.restart_count
-            ),
+        let named = sd
+            .list()
+            .ok()
+            .and_then(|all| all.into_iter().rev().find(|r| r.name == rec.name));
+        match named {
+            Some(r) if r.is_active() && r.restart_count > 0 => {
+                format!("it restarted {} times", r.restart_count)
+            }
+            Some(r) if !r.is_active() => match (r.exit_code, &r.error) {
+                (_, Some(e)) => format!("it failed: {e}"),
+                (Some(c), None) => format!("it exited with status {c}"),
+                (None, None) => "it exited".to_owned(),
+            },
             Some(r) => format!("it is {}", r.status.as_str()),
             None => match self {
                 Restart::Unit(u) => format!("{u} is {}", unit_state(u)),

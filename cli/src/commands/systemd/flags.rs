@@ -305,6 +305,69 @@ mod tests {
         }
     }
 
+    /// The words `slate auto-update` replays for `slate run ARGS` typed in `/home/pi`.
+    fn replay(args: &[&str]) -> Vec<String> {
+        use clap::CommandFactory as _;
+        let argv: Vec<&str> = ["slate", "run"].iter().chain(args).copied().collect();
+        let matches = crate::cli::Cli::command()
+            .try_get_matches_from(argv)
+            .unwrap();
+        let m = matches.subcommand_matches("run").unwrap();
+        typed_run_words(m, Path::new("/home/pi"), For::Replay)
+            .unwrap()
+            .into_args()
+            .into_iter()
+            .map(|w| w.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_replay_keeps_the_typed_flags_but_its_own() {
+        // SAFETY: the test process's environment; no other test reads this variable.
+        unsafe { std::env::set_var("SLATE_FLAGS_TEST_TOKEN", "s3cret") };
+        let words = replay(&[
+            "-d",
+            "--name",
+            "web",
+            "--replace",
+            "--rm",
+            "-e",
+            "SLATE_FLAGS_TEST_TOKEN",
+            "-e",
+            "SLATE_FLAGS_TEST_UNSET",
+            "-e",
+            "A=1",
+            "-v",
+            "./www:/www:ro",
+            "--restart",
+            "always",
+            "-l",
+            "io.slate.autoupdate=registry",
+            "img:1",
+            "sh",
+            "-c",
+            "echo hi",
+        ]);
+        // The image and its command last, as typed.
+        assert_eq!(words[words.len() - 4..], ["img:1", "sh", "-c", "echo hi"]);
+        // The flags in RunArgs' order, which is not the typed one: compared as a set.
+        let mut flags = words[..words.len() - 4].to_vec();
+        flags.sort();
+        let mut want = vec![
+            "--env=SLATE_FLAGS_TEST_TOKEN=s3cret",
+            "--env=A=1",
+            "--volume=/home/pi/www:/www:ro",
+            "--rm",
+            "--restart=always",
+            "--label=io.slate.autoupdate=registry",
+        ];
+        want.sort();
+        assert_eq!(
+            flags, want,
+            "-d, --name and --replace are the replay's own; an unset --env NAME is dropped"
+        );
+    }
+
     #[test]
     fn relative_host_paths_become_absolute() {
         let cwd = Path::new("/home/pi/app");
