@@ -4,7 +4,7 @@
 //! not taken again, a registry that does not answer or a pull cut half way changes nothing
 //! (and the next run resumes the download), `--dry-run` changes nothing, a reference pinned by
 //! digest is never updated, `local` follows a `slate load`, and a second run waits for the
-//! first.
+//! first, and a registry that refuses the credentials fails its container only.
 //!
 //! Each test has its own registry, store and state dir; [`Detached`]'s Drop kills what its
 //! state dir records (by PID) and removes the cgroups.
@@ -20,8 +20,9 @@ use crate::harness::fixture::BuiltImage;
 use crate::harness::flaky_proxy::{Faults, FlakyProxy};
 use crate::harness::registry::Registry;
 use crate::harness::run_image;
-use crate::harness::slate_cmd::write_config;
+use crate::harness::slate_cmd::{run_with, write_config};
 use crate::harness::tar_writer::Entry;
+use crate::harness::tls::TlsRegistry;
 
 /// The app: runs while `/ok` exists (a broken release lacks it and exits 1 at start), and
 /// ends at once on SIGTERM, so a replace does not wait for the stop timeout.
@@ -372,4 +373,67 @@ fn local_follows_what_slate_load_brought() {
     assert_ne!(loaded, json!(v1));
     assert_eq!(d.inspect("kiosk")["image_digest"], loaded);
     assert_eq!(version_in(&d, "kiosk"), "v2");
+}
+
+#[test]
+fn a_registry_that_refuses_credentials_fails_its_container_and_the_others_go_on() {
+    const USER: &str = "au-user";
+    const PASSWORD: &str = "au-pw-Zq7";
+    let plain = Registry::private();
+    push(&plain, "au/locked", "latest", &release("v1", true, 0));
+    let tls = TlsRegistry::start_with(&plain, USER, PASSWORD, false);
+    let locked = format!("{}/au/locked:latest", tls.host());
+    let open = plain.reference("au/open", "latest");
+    push(&plain, "au/open", "latest", &release("v1", true, 0));
+
+    let d = Detached::with_image("au-401", &open);
+    let certs = d.slate.dir().subdir("certs.d");
+    tls.write_certs_dir(&certs);
+    write_config(
+        &d.slate,
+        &format!("[registries]\ncerts_dir = \"{}\"\n", certs.display()),
+    );
+    run_with(
+        &d.slate,
+        &["login", "-u", USER, "--password-stdin", tls.host()],
+        "info",
+        &[],
+        Some(&format!("{PASSWORD}\n")),
+    )
+    .success();
+    let out = d
+        .slate(&[
+            "run",
+            "-d",
+            "--name",
+            "locked",
+            "-l",
+            "io.slate.autoupdate=registry",
+            &locked,
+        ])
+        .success();
+    d.learn_id(out.last_stdout_line().trim());
+    let locked_id = d.inspect("locked")["id"].clone();
+    d.run_d(
+        &["--name", "open", "-l", "io.slate.autoupdate=registry"],
+        &[],
+    );
+
+    // Both get a v2; the credentials are gone: 401 for one, the other is still updated.
+    push(&plain, "au/locked", "latest", &release("v2", true, 0));
+    let v2 = push(&plain, "au/open", "latest", &release("v2", true, 0));
+    run_with(&d.slate, &["logout", tls.host()], "info", &[], None).success();
+    let out = d
+        .slate(&["auto-update", "--grace", "1", "--format", "json"])
+        .failure(1);
+    let r = report(&out);
+    assert_eq!(status(&r, "locked"), "failed", "{out:?}");
+    let why = r["locked"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("nothing changed") && why.contains("slate login") && !why.contains('\n'),
+        "{why}"
+    );
+    assert_eq!(d.inspect("locked")["id"], locked_id);
+    assert_eq!(status(&r, "open"), "updated", "{out:?}");
+    assert_eq!(d.inspect("open")["image_digest"], json!(v2));
 }
