@@ -24,6 +24,9 @@ use crate::harness::slate_cmd::{run_with, write_config};
 use crate::harness::tar_writer::Entry;
 use crate::harness::tls::TlsRegistry;
 
+/// A value passed with `-e NAME` from the environment.
+const SECRET: &str = "s3cret-Zq7-not-in-argv";
+
 /// The app: runs while `/ok` exists (a broken release lacks it and exits 1 at start), and
 /// ends at once on SIGTERM, so a replace does not wait for the stop timeout.
 fn app_config() -> Value {
@@ -96,8 +99,13 @@ fn a_detached_container_is_updated_then_a_bad_release_rolled_back() {
     let reference = reg.reference("au/app", "latest");
     let d = Detached::with_image("au-cycle", &reference);
     let label = "io.slate.autoupdate=registry";
-    let id1 = d.run_d(
+    // `-e NAME` takes the value from the caller's environment: the replay must give the new
+    // container the same value, without ever writing it into a command line.
+    let out = run_with(
+        &d.slate,
         &[
+            "run",
+            "-d",
             "--name",
             "app",
             "--label",
@@ -106,25 +114,43 @@ fn a_detached_container_is_updated_then_a_bad_release_rolled_back() {
             "team=web",
             "-e",
             "MODE=prod",
+            "-e",
+            "AU_TOKEN",
+            &reference,
         ],
-        &[],
-    );
+        "info",
+        &[("AU_TOKEN", SECRET)],
+        None,
+    )
+    .success();
+    let id1 = out.last_stdout_line().trim().to_owned();
+    d.learn_id(&id1);
     let pinned = format!("{}/au/app@{v1}", reg.host());
     let out = d
         .slate(&["run", "-d", "--name", "pinned", "--label", label, &pinned])
         .success();
     d.learn_id(out.last_stdout_line().trim());
-    // Podman's label opts in too; an unlabelled container is never touched.
+    // Podman's label opts in too; an unlabelled or opted-out container is never touched.
     d.run_d(
         &[
             "--name",
             "podmanish",
             "-l",
-            "io.containers.autoupdate=registry",
+            // podman's older name for registry.
+            "io.containers.autoupdate=image",
         ],
         &[],
     );
     d.run_d(&["--name", "plain"], &[]);
+    d.run_d(
+        &[
+            "--name",
+            "optout",
+            "-l",
+            "io.containers.autoupdate=disabled",
+        ],
+        &[],
+    );
     d.slate(&["exec", "app", "touch", "/tmp/mark"]).success();
 
     // Nothing new in the registry.
@@ -133,6 +159,7 @@ fn a_detached_container_is_updated_then_a_bad_release_rolled_back() {
     assert_eq!(status(&r, "podmanish"), "unchanged", "{r:?}");
     assert_eq!(status(&r, "pinned"), "pinned", "{r:?}");
     assert_eq!(status(&r, "plain"), "<absent>", "{r:?}");
+    assert_eq!(status(&r, "optout"), "<absent>", "{r:?}");
 
     let v2 = push(&reg, "au/app", "latest", &release("v2", true, 0));
     // --dry-run says what would change, and changes nothing.
@@ -182,6 +209,17 @@ fn a_detached_container_is_updated_then_a_bad_release_rolled_back() {
         .success();
     let env = d.slate(&["exec", "app", "env"]).success();
     assert!(env.stdout.lines().any(|l| l == "MODE=prod"), "{env:?}");
+    assert!(
+        env.stdout
+            .lines()
+            .any(|l| l == format!("AU_TOKEN={SECRET}")),
+        "{env:?}"
+    );
+    let replay = now["replay"].to_string();
+    assert!(
+        replay.contains("--env=AU_TOKEN") && !replay.contains(SECRET),
+        "the replay words hold the secret: {replay}"
+    );
     assert_eq!(d.inspect("pinned")["image_digest"], json!(v1));
 
     // A broken v3: rolled back to v2, reported, exit 1; v2 serves again.

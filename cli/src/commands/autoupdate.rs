@@ -3,7 +3,7 @@
 //! kept offline).
 //!
 //! A container opts in with the label `io.slate.autoupdate` (or podman's
-//! `io.containers.autoupdate`): `registry` compares the digest the registry serves now for the
+//! `io.containers.autoupdate`, whose `image` means registry and `disabled` opts out): `registry` compares the digest the registry serves now for the
 //! container's reference, for the platform the container runs, with the one it runs; `local`
 //! compares with the store's current image of that name (after a `slate load` from a USB
 //! stick). A reference pinned by digest is never updated.
@@ -16,16 +16,23 @@
 //! 3. The container is restarted: a unit's foreground `slate run` with `systemctl restart`
 //!    (the unit runs `slate run --pull always`, which finds the new image), a detached
 //!    container replaced as `slate run -d --replace` would, with the flags it was started with
-//!    (recorded at `run -d`).
+//!    (recorded at `run -d`; the values of `--env NAME` in a 0600 file beside the record, given
+//!    to the replay through its environment, never on a command line).
 //! 4. The new container must come up: running the new digest (for a unit: active, which for
 //!    `Type=notify` means it sent READY=1) and still the same process after `--grace` seconds.
-//! 5. If not, and `--rollback` (the default): the held image goes back under the name, the
-//!    release is marked rejected (so the unit's next `--pull always` start does not take it
-//!    again while the registry serves it), and the container is restarted on the old image.
+//! 5. If not, and `--rollback` (the default): a unit is stopped (none of systemd's own
+//!    restarts may race what follows), the held image goes back under the name, marked as
+//!    restored (a `--pull always` start then runs it even when the registry refuses or does
+//!    not answer), the release is marked rejected (the unit's next `--pull always` start does
+//!    not take it again while the registry serves it), and the container is started on the old
+//!    image without the registry (a replay gets `--pull never`). When the old image does not
+//!    come up either, the fault is the host's: the rejection is taken back, the old image stays
+//!    held, and the report says so.
 //!
 //! Two runs at once: the second waits for the first (`<state_dir>/auto-update.lock`).
 
 use std::io::{Read as _, Write as _};
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -121,7 +128,7 @@ pub struct Report {
 pub fn run(settings: &Settings, args: AutoUpdateArgs) -> anyhow::Result<u8> {
     let sd = crate::containers::open_swept(settings)?;
     let _lock = lock(&sd)?;
-    let store = super::open_store(settings)?;
+    let store_policy = settings.store_policy()?;
     let records: Vec<Record> = sd
         .list()?
         .into_iter()
@@ -129,7 +136,15 @@ pub fn run(settings: &Settings, args: AutoUpdateArgs) -> anyhow::Result<u8> {
         .collect();
     let mut reports = Vec::new();
     for rec in &records {
-        let report = update_one(settings, &sd, &store, rec, &args);
+        // The store the container's image came from (the replay uses it too), whatever
+        // --root this command was given.
+        let store = Store::open(&rec.store_root)
+            .map(|s| s.with_policy(store_policy.clone()))
+            .with_context(|| format!("cannot open the store at {}", rec.store_root.display()));
+        let report = match store {
+            Ok(store) => update_one(settings, &sd, &store, rec, &args),
+            Err(e) => failed_report(rec, &e),
+        };
         match report.status {
             Outcome::RolledBack | Outcome::Failed => tracing::error!(
                 container = %report.container,
@@ -153,12 +168,30 @@ pub fn run(settings: &Settings, args: AutoUpdateArgs) -> anyhow::Result<u8> {
     Ok(u8::from(bad))
 }
 
-/// The container's auto-update policy, from its labels.
-fn policy(rec: &Record) -> Option<&str> {
-    LABELS
-        .iter()
-        .find_map(|l| rec.labels.get(*l))
-        .map(String::as_str)
+/// The container's auto-update policy, from its labels: `registry` (podman's older `image`
+/// too) or `local`; `disabled`/`false` opt out as podman's do. Another value is kept as
+/// typed, for the report to refuse.
+fn policy(rec: &Record) -> Option<String> {
+    let value = LABELS.iter().find_map(|l| rec.labels.get(*l))?;
+    match value.to_ascii_lowercase().as_str() {
+        "registry" | "image" => Some("registry".to_owned()),
+        "local" => Some("local".to_owned()),
+        "disabled" | "false" | "" => None,
+        _ => Some(value.clone()),
+    }
+}
+
+fn failed_report(rec: &Record, e: &anyhow::Error) -> Report {
+    Report {
+        container: rec.name.clone(),
+        image: rec.image.clone(),
+        policy: policy(rec).unwrap_or_default(),
+        unit: rec.unit.clone(),
+        status: Outcome::Failed,
+        old_digest: rec.image_digest.clone(),
+        new_digest: None,
+        reason: Some(format!("{e:#}")),
+    }
 }
 
 /// `<state_dir>/auto-update.lock`: a second run says who holds it, then waits.
@@ -257,7 +290,7 @@ fn update_one(
     let mut report = Report {
         container: rec.name.clone(),
         image: rec.image.clone(),
-        policy: policy(rec).unwrap_or_default().to_owned(),
+        policy: policy(rec).unwrap_or_default(),
         unit: rec.unit.clone(),
         status: Outcome::Failed,
         old_digest: rec.image_digest.clone(),
@@ -355,8 +388,10 @@ fn try_update(
         return Ok(());
     }
 
+    // One holder per container of a state dir: two state dirs may share a store.
+    let holder = format!("{}:{}", sd.root().display(), rec.name);
     store
-        .hold_image(&rec.name, &old)
+        .hold_image(&holder, &old)
         .with_context(|| format!("cannot keep {} for a rollback", old.display_name()))?;
     let result = deploy(
         store,
@@ -369,6 +404,9 @@ fn try_update(
         &new_digest,
         args,
     );
+    // Whether the old image must stay held: only when a rollback failed, so that a later run
+    // (or the user) can still go back without the network.
+    let mut keep_hold = false;
     let outcome = match result {
         Ok(()) => {
             report.status = Outcome::Updated;
@@ -391,18 +429,24 @@ fn try_update(
                     ));
                     Ok(())
                 }
-                Err(e) => Err(e.context(format!(
-                    "{} did not come up ({why}), and the rollback to {} failed",
-                    short(&new_digest.to_string()),
-                    short(&old.digest.to_string())
-                ))),
+                Err(e) => {
+                    keep_hold = true;
+                    Err(e.context(format!(
+                        "{} did not come up ({why}), and the rollback to {} failed ({} stays held in the store)",
+                        short(&new_digest.to_string()),
+                        short(&old.digest.to_string()),
+                        old.display_name()
+                    )))
+                }
             }
         }
     };
     // Kept only while an update is in flight: the old image is back under its name after a
     // rollback, and the new one has proved itself after an update.
-    if let Err(e) = store.release_image(&rec.name) {
-        tracing::warn!(container = %rec.name, error = %e, "cannot release the held image");
+    if !keep_hold {
+        if let Err(e) = store.release_image(&holder) {
+            tracing::warn!(container = %rec.name, error = %e, "cannot release the held image");
+        }
     }
     outcome
 }
@@ -474,6 +518,10 @@ fn deploy(
         .map_err(|e| Deploy::NotUp(format!("{e:#}")))
 }
 
+/// Puts `old` back and starts the container on it, offline. A unit is stopped first, so that
+/// none of systemd's own restarts (`Restart=`) runs between the restore and the mark. The mark
+/// is taken back when the old image does not come up either: then the fault is the host's,
+/// not the release's.
 #[allow(clippy::too_many_arguments)]
 fn rollback(
     store: &Store,
@@ -485,20 +533,32 @@ fn rollback(
     why: &str,
     args: &AutoUpdateArgs,
 ) -> anyhow::Result<()> {
+    if let Restart::Unit(unit) = restart {
+        systemctl(&["stop", unit])?;
+        // A unit that failed its start keeps its failed state (and start-limit count).
+        let _ = systemctl(&["reset-failed", unit]);
+    }
     store
         .restore_image(old)
         .with_context(|| format!("cannot put {} back", old.display_name()))?;
     store
         .reject(new_digest, why)
         .with_context(|| format!("cannot mark {new_digest} as rolled back"))?;
-    let baseline = restart.start(sd, rec)?;
-    restart.wait_up(
-        sd,
-        rec,
-        &baseline,
-        &old.digest,
-        Duration::from_secs(args.grace),
-    )
+    let back = restart.start_offline(sd, rec).and_then(|baseline| {
+        restart.wait_up(
+            sd,
+            rec,
+            &baseline,
+            &old.digest,
+            Duration::from_secs(args.grace),
+        )
+    });
+    if back.is_err() {
+        if let Err(e) = store.unreject(new_digest) {
+            tracing::warn!(error = %e, "cannot take back the rollback mark of {new_digest}");
+        }
+    }
+    back
 }
 
 /// How the container is started again.
@@ -547,6 +607,29 @@ impl Restart {
             }
             Restart::Replay(words) => {
                 replay(sd, rec, words)?;
+                Ok(Baseline { n_restarts: None })
+            }
+        }
+    }
+
+    /// A start that must not need the registry (a rollback): a unit's `--pull always` finds
+    /// the restored image by itself (see `run::ensure_image`), a replay is told `--pull never`.
+    fn start_offline(&self, sd: &StateDir, rec: &Record) -> anyhow::Result<Baseline> {
+        match self {
+            Restart::Unit(unit) => {
+                systemctl(&["start", unit])?;
+                Ok(Baseline {
+                    n_restarts: n_restarts(unit),
+                })
+            }
+            Restart::Replay(words) => {
+                let mut words: Vec<String> = words
+                    .iter()
+                    .filter(|w| !w.starts_with("--pull="))
+                    .cloned()
+                    .collect();
+                words.insert(0, "--pull=never".to_owned());
+                replay(sd, rec, &words)?;
                 Ok(Baseline { n_restarts: None })
             }
         }
@@ -660,7 +743,16 @@ fn replay(sd: &StateDir, rec: &Record, words: &[String]) -> anyhow::Result<()> {
     let in_service =
         std::env::var_os("INVOCATION_ID").is_some() && Path::new("/run/systemd/system").is_dir();
     let program = if in_service {
-        argv.extend(["--scope", "--collect", "--quiet", "--"].map(Into::into));
+        argv.extend(["--scope", "--collect", "--quiet"].map(Into::into));
+        // Else systemd describes the scope with the whole command line, in the journal.
+        argv.push(
+            format!(
+                "--description=slate container {} (replaced by slate auto-update)",
+                rec.name
+            )
+            .into(),
+        );
+        argv.push("--".into());
         argv.push(exe.into());
         std::ffi::OsString::from("systemd-run")
     } else {
@@ -677,8 +769,26 @@ fn replay(sd: &StateDir, rec: &Record, words: &[String]) -> anyhow::Result<()> {
     argv.extend(["run", "-d", "--replace", "--name"].map(Into::into));
     argv.push(rec.name.clone().into());
     argv.extend(words.iter().map(Into::into));
-    tracing::debug!(?program, ?argv, "replacing the container");
-    let out = Command::new(&program)
+    tracing::debug!(container = %rec.name, "replacing the container with slate run -d --replace");
+    let mut cmd = Command::new(&program);
+    // The values of its `--env NAME` flags, as they were at `run -d`.
+    let env_file = sd.dir(&rec.id).join(super::run::REPLAY_ENV_FILE);
+    match std::fs::read(&env_file) {
+        Ok(bytes) => {
+            for kv in bytes.split(|b| *b == 0).filter(|kv| !kv.is_empty()) {
+                let kv = std::ffi::OsStr::from_bytes(kv);
+                let (k, v) = kv
+                    .to_str()
+                    .and_then(|s| s.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .ok_or_else(|| anyhow!("corrupt {}", env_file.display()))?;
+                cmd.env(k, v);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", env_file.display())),
+    }
+    let out = cmd
         .args(&argv)
         .current_dir("/")
         .stdin(Stdio::null())

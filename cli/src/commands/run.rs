@@ -212,14 +212,15 @@ pub(crate) fn base_record(
     })
 }
 
-/// This process's `slate run` flags, image and command as typed, for [`state::Record::replay`]
-/// (None when the command line cannot be read back; the container then cannot be replaced by
-/// `slate auto-update`, which says so).
+/// This process's `slate run` flags, image and command as typed, for [`state::Record::replay`],
+/// and the values of its `--env NAME` flags (written apart, see [`REPLAY_ENV_FILE`]). None when
+/// the command line cannot be read back: the container then cannot be replaced by
+/// `slate auto-update`, which says so.
 ///
 /// [`state::Record::replay`]: crate::state::Record::replay
-pub(crate) fn replay_words() -> Option<Vec<String>> {
+pub(crate) fn replay_words() -> Option<(Vec<String>, Vec<u8>)> {
     use clap::CommandFactory as _;
-    let words = (|| -> anyhow::Result<Vec<String>> {
+    let words = (|| -> anyhow::Result<(Vec<String>, Vec<u8>)> {
         let matches = crate::cli::Cli::command().try_get_matches_from(std::env::args_os())?;
         let m = matches
             .subcommand_matches("run")
@@ -227,14 +228,22 @@ pub(crate) fn replay_words() -> Option<Vec<String>> {
         let cwd = std::env::current_dir()?;
         let words =
             super::systemd::flags::typed_run_words(m, &cwd, super::systemd::flags::For::Replay)?;
-        words
-            .into_args()
+        let mut env = Vec::new();
+        for (k, v) in &words.env {
+            env.extend_from_slice(k.as_encoded_bytes());
+            env.push(b'=');
+            env.extend_from_slice(v.as_encoded_bytes());
+            env.push(0);
+        }
+        let args = words
+            .args()
             .into_iter()
             .map(|w| {
                 w.into_string()
                     .map_err(|w| anyhow!("{:?} is not UTF-8", w.to_string_lossy()))
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<String>>>()?;
+        Ok((args, env))
     })();
     match words {
         Ok(w) => Some(w),
@@ -244,6 +253,11 @@ pub(crate) fn replay_words() -> Option<Vec<String>> {
         }
     }
 }
+
+/// Beside a detached container's record: the values of its `--env NAME` flags
+/// (`NAME=VALUE\0`...), mode 0600, for `slate auto-update`'s replay. Kept out of the record
+/// and of any command line, where `ps` and the journal would show them.
+pub(crate) const REPLAY_ENV_FILE: &str = "replay.env";
 
 /// Writes what `exec` and restarts need next to the record (the spec, the compiled seccomp
 /// filter) and fills the record from the prepared run. The caller saves the record.
@@ -567,6 +581,16 @@ fn ensure_image(
                     let r = local.ok_or_else(|| anyhow!("no local image"))?;
                     tracing::warn!(
                         "cannot reach the registry of {reference} ({e}); running the local copy {}",
+                        r.digest
+                    );
+                    return Ok(r);
+                }
+                // `slate auto-update` rolled the name back to this image: that works offline
+                // and whatever the registry says now (a deleted tag, expired credentials).
+                Err(e) if local.as_ref().is_some_and(|r| store.is_restored(r)) => {
+                    let r = local.ok_or_else(|| anyhow!("no local image"))?;
+                    tracing::warn!(
+                        "cannot check {reference} in its registry ({e}); running {}, the release auto-update rolled back to",
                         r.digest
                     );
                     return Ok(r);

@@ -91,13 +91,28 @@ impl Store {
     }
 
     /// Puts `record` back under its name (replacing the record there), offline: every layer
-    /// must still be in the store.
+    /// must still be in the store. The name is marked as restored to that digest (see
+    /// [`Store::is_restored`]) until a pull moves it on.
     pub fn restore_image(&self, record: &ImageRecord) -> Result<(), StoreError> {
         let _lock = self.lock_shared()?;
         self.check_layers(record)?;
         let mut record = record.clone();
         record.last_used = super::now_ms();
+        let dir = self.root.join("restored");
+        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        write_atomic(
+            &dir.join(record.key()),
+            record.digest.to_string().as_bytes(),
+        )?;
         self.save_image(&record)
+    }
+
+    /// Whether `record` is under its name because a rollback put it back (and no pull has
+    /// moved the name since): a start that cannot ask the registry, or is refused by it, may
+    /// run it rather than fail, as the rollback promised to work offline.
+    pub fn is_restored(&self, record: &ImageRecord) -> bool {
+        fs::read_to_string(self.root.join("restored").join(record.key()))
+            .is_ok_and(|d| d.trim() == record.digest.to_string())
     }
 
     fn check_layers(&self, record: &ImageRecord) -> Result<(), StoreError> {
@@ -177,9 +192,13 @@ mod tests {
         assert!(store.blob_path(&v1.config_digest).exists());
         assert_eq!(store.held_image("web").unwrap().as_ref(), Some(&v1));
 
+        assert!(!store.is_restored(&v1));
         store.restore_image(&v1).unwrap();
         let now = store.find_image("r.example/app:latest").unwrap();
         assert_eq!(now.digest, v1.digest);
+        assert!(store.is_restored(&now));
+        // A pull that moves the name on ends it.
+        assert!(!store.is_restored(&v2));
 
         store.release_image("web").unwrap();
         assert_eq!(store.held_image("web").unwrap(), None);

@@ -17,6 +17,7 @@
 //!                         runs/<id>/ is the container's own (upper dir, work dir, rootfs)
 //! held/<key>.json         an image kept, layers and all, for a rollback (see [`held`])
 //! rejected/<hex>          a manifest digest that was rolled back, with the reason
+//! restored/<key>          the digest a rollback put back under an image name
 //! ```
 //!
 //! Guarantees: nothing under `layers/`, `images/` or `blobs/` is ever partial. Content is
@@ -239,7 +240,7 @@ pub struct Store {
 const PARTIAL_PREFIX: &str = "blob-";
 const PARTIAL_SUFFIX: &str = ".partial";
 
-const DIRS: [&str; 9] = [
+const DIRS: [&str; 10] = [
     "blobs/sha256",
     "layers",
     "l",
@@ -249,6 +250,7 @@ const DIRS: [&str; 9] = [
     "empty",
     "held",
     "rejected",
+    "restored",
 ];
 /// Hex digits of a chain id that name its short link in `l/` (a longer name is used in
 /// the unlikely case two chain ids share them).

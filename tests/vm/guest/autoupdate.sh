@@ -61,6 +61,8 @@ version: 0.1
 storage:
   filesystem:
     rootdirectory: /var/lib/au-registry
+  delete:
+    enabled: true
 http:
   addr: 127.0.0.1:5000
   secret: slate-vm
@@ -149,6 +151,13 @@ fi
 systemctl restart "$au_unit"
 check "auto-update: a plain restart of the unit stays on v2 (v3 is marked rolled back)" \
   "page $(page | one_line), runs $(running_digest)" wait_for 30 serving v2
+# The publisher deletes the bad release (the tag answers 404 now): the unit's --pull always
+# start runs the release the rollback put back instead of failing.
+curl -fsS -X DELETE "$REG/v2/au/web/manifests/$(digest_of v3)" >/dev/null
+systemctl restart "$au_unit"
+check "auto-update: with the tag deleted (404), a restart runs the v2 the rollback put back" \
+  "unit $(systemctl is-active "$au_unit"), page $(page | one_line); log: $(journalctl -q --no-pager -u "$au_unit" | grep -i -e 'rolled back' -e 'cannot' | tail -2 | one_line)" \
+  wait_for 30 serving v2
 poll_stop
 
 # --- Registry down: nothing changes, one clear line, exit 1.

@@ -76,8 +76,12 @@ fn detach(
     };
     let mut rec = super::base_record(settings, args, &id, name)?;
     rec.restart = restart;
-    rec.replay = super::replay_words();
     super::write_bundle(&sd, &mut rec, &prepared)?;
+    let replay = super::replay_words();
+    if let Some((_, env)) = replay.as_ref().filter(|(_, env)| !env.is_empty()) {
+        state::write_atomic_mode(&sd.dir(&id).join(super::REPLAY_ENV_FILE), env, 0o600)?;
+    }
+    rec.replay = replay.map(|(words, _)| words);
     let Prepared { _guard, _pin, .. } = prepared;
     sd.save(&rec)?;
     // Which state dir the logs belong to: once its record is gone (a reboot empties

@@ -105,13 +105,15 @@ pub(crate) struct RunWords {
     /// The image, then the command and its arguments.
     pub image_and_command: Vec<OsString>,
     pub warnings: Vec<String>,
+    /// For a replay: the values of the `--env NAME` flags (no `=`), from this environment.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl RunWords {
     /// Every word, flags first, as `slate run` takes them.
-    pub fn into_args(self) -> Vec<OsString> {
-        let mut v = self.flags;
-        v.extend(self.image_and_command);
+    pub fn args(&self) -> Vec<OsString> {
+        let mut v = self.flags.clone();
+        v.extend(self.image_and_command.iter().cloned());
         v
     }
 }
@@ -160,7 +162,7 @@ pub(crate) fn typed_run_words(
             ArgAction::SetTrue => words.flags.push(format!("--{long}").into()),
             ArgAction::Set | ArgAction::Append => {
                 for v in m.get_raw(id).into_iter().flatten() {
-                    let mut v = absolute_host_path(id, v, cwd)?;
+                    let v = absolute_host_path(id, v, cwd)?;
                     if id == "env" && !v.as_encoded_bytes().contains(&b'=') {
                         match purpose {
                             For::Unit => words.warnings.push(format!(
@@ -168,11 +170,10 @@ pub(crate) fn typed_run_words(
                                  starts empty; write NAME=VALUE, or use --env-file FILE",
                                 v.to_string_lossy()
                             )),
+                            // The value is kept apart from the words (it is often a secret,
+                            // and the words become a command line); the flag stays `--env NAME`.
                             For::Replay => match std::env::var_os(&v) {
-                                Some(value) => {
-                                    v.push("=");
-                                    v.push(value);
-                                }
+                                Some(value) => words.env.push((v.clone(), value)),
                                 // docker passes nothing for an unset NAME.
                                 None => continue,
                             },
@@ -313,9 +314,14 @@ mod tests {
             .try_get_matches_from(argv)
             .unwrap();
         let m = matches.subcommand_matches("run").unwrap();
-        typed_run_words(m, Path::new("/home/pi"), For::Replay)
-            .unwrap()
-            .into_args()
+        let words = typed_run_words(m, Path::new("/home/pi"), For::Replay).unwrap();
+        assert_eq!(
+            words.env,
+            [("SLATE_FLAGS_TEST_TOKEN".into(), "s3cret".into())],
+            "the values of --env NAME, from this environment"
+        );
+        words
+            .args()
             .into_iter()
             .map(|w| w.into_string().unwrap())
             .collect()
@@ -354,7 +360,7 @@ mod tests {
         let mut flags = words[..words.len() - 4].to_vec();
         flags.sort();
         let mut want = vec![
-            "--env=SLATE_FLAGS_TEST_TOKEN=s3cret",
+            "--env=SLATE_FLAGS_TEST_TOKEN",
             "--env=A=1",
             "--volume=/home/pi/www:/www:ro",
             "--rm",
@@ -364,7 +370,7 @@ mod tests {
         want.sort();
         assert_eq!(
             flags, want,
-            "-d, --name and --replace are the replay's own; an unset --env NAME is dropped"
+            "-d, --name and --replace are the replay's own; an unset --env NAME is dropped, a set one's value is not in the words"
         );
     }
 

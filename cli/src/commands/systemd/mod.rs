@@ -116,6 +116,10 @@ pub fn run(args: UnitArgs) -> anyhow::Result<u8> {
     let matches = crate::cli::Cli::command()
         .try_get_matches_from(std::env::args_os())
         .context("cannot read the command line again")?;
+    run_with_matches(args, &matches)
+}
+
+fn run_with_matches(args: UnitArgs, matches: &ArgMatches) -> anyhow::Result<u8> {
     let m = matches
         .subcommand_matches("systemd")
         .and_then(|m| m.subcommand_matches("unit"))
@@ -148,7 +152,23 @@ pub fn run(args: UnitArgs) -> anyhow::Result<u8> {
     }
     let dir = args.unit_dir.as_deref().unwrap_or(Path::new(UNIT_DIR));
     let mut files = vec![(unit.file_name.clone(), text)];
-    files.extend(timer.into_iter().flatten());
+    if let Some([(sname, service), timer_file]) = timer {
+        // One timer per host: written by the first unit, kept when another unit asks for
+        // other global options (it would stop covering the first one's containers).
+        let exec = |t: &str| {
+            t.lines()
+                .find(|l| l.starts_with("ExecStart="))
+                .map(str::to_owned)
+        };
+        match std::fs::read_to_string(dir.join(&sname)) {
+            Ok(existing) if exec(&existing) != exec(&service) => tracing::warn!(
+                "{} already runs `{}`: left as it is, so it does not update containers of this unit's --root/--state-dir/--config; add a second service and timer for them",
+                dir.join(&sname).display(),
+                exec(&existing).unwrap_or_default().trim_start_matches("ExecStart=")
+            ),
+            _ => files.extend([(sname, service), timer_file]),
+        }
+    }
     install(dir, &files, args.enable, args.now)
 }
 
@@ -193,7 +213,12 @@ impl Unit {
             .to_possible_value()
             .map(|v| v.get_name().to_owned())
             .filter(|_| flags::given(m, "pull"))
-            .unwrap_or_else(|| "always".to_owned());
+            // A `local` container is updated from the store (`slate load`): its restarts must
+            // not ask a registry, which may not have the name at all.
+            .unwrap_or_else(|| match args.auto_update.as_deref() {
+                Some("local") => "missing".to_owned(),
+                _ => "always".to_owned(),
+            });
         let sdnotify = sdnotify(args, m)?;
         let fixed = [
             "--rm",
@@ -300,6 +325,8 @@ After=network-online.target
 [Service]
 Type=oneshot
 ExecStart={program}{globals} auto-update
+# Each unit's restart is bounded by its own TimeoutStartSec=; this bounds a run of many.
+TimeoutStartSec=2h
 SyslogIdentifier=%N
 "
     );

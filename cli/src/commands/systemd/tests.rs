@@ -330,9 +330,15 @@ fn auto_update_labels_the_container() {
     let u = unit(&["--auto-update", "-l", "a=b", "--name", "web", "img"]).unwrap();
     let (_, run) = run_of(&u);
     assert_eq!(run.label, ["a=b", "io.slate.autoupdate=registry"]);
+    assert_eq!(run.pull, PullPolicy::Always);
     let u = unit(&["--auto-update=local", "--name", "web", "img"]).unwrap();
     let (_, run) = run_of(&u);
     assert_eq!(run.label, ["io.slate.autoupdate=local"]);
+    assert_eq!(
+        run.pull,
+        PullPolicy::Missing,
+        "a local container's restarts must not need a registry"
+    );
     assert!(unit(&["--auto-update=sometimes", "--name", "web", "img"]).is_err());
 }
 
@@ -360,6 +366,38 @@ fn the_auto_update_timer_runs_slate_with_the_units_globals() {
     }
     assert!(auto_update_files(SLATE, &[], "daily\nExecStart=/bin/evil").is_err());
     assert!(auto_update_files(SLATE, &[], " ").is_err());
+}
+
+#[test]
+fn an_existing_timer_for_other_global_options_is_left_alone() {
+    if systemd_running() {
+        return; // install() would run systemctl here.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let first = auto_update_files(SLATE, &["--root=/srv/a".to_owned()], "daily").unwrap();
+    std::fs::write(dir.path().join(&first[0].0), &first[0].1).unwrap();
+    let argv: Vec<OsString> = argv(&[
+        "--install",
+        "--unit-dir",
+        dir.path().to_str().unwrap(),
+        "--auto-update",
+        "--name",
+        "web",
+        "img",
+    ]);
+    let matches = Cli::command().try_get_matches_from(&argv).unwrap();
+    let Verb::Systemd(SystemdCommand::Unit(args)) =
+        Cli::from_arg_matches(&matches).unwrap().command
+    else {
+        panic!("not a unit");
+    };
+    run_with_matches(*args, &matches).unwrap();
+    assert!(dir.path().join("slate-web.service").is_file());
+    let kept = std::fs::read_to_string(dir.path().join("slate-auto-update.service")).unwrap();
+    assert_eq!(
+        kept, first[0].1,
+        "the first unit's timer service was replaced"
+    );
 }
 
 #[test]
