@@ -578,8 +578,15 @@ struct Baseline {
 impl Restart {
     fn of(rec: &Record) -> anyhow::Result<Restart> {
         if !rec.foreground {
-            // A detached container is replaced the same way wherever it was started from,
-            // also from a unit that ran `slate run -d` (restarting that unit may do more).
+            // `slate run -d` in a unit (Type=notify/forking) made the supervisor the unit's main
+            // process: replacing it behind systemd's back would end the unit. Restart the unit.
+            if let (Some(unit), Some(sup)) = (&rec.unit, rec.supervisor_pid) {
+                let main = unit_show(unit, "MainPID").and_then(|p| p.parse::<i32>().ok());
+                if main == Some(sup) {
+                    return Ok(Restart::Unit(unit.clone()));
+                }
+            }
+            // Else it is replaced the same way wherever it was started from.
             return match &rec.replay {
                 Some(words) => Ok(Restart::Replay(words.clone())),
                 None => bail!(
