@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::detached::Detached;
-use crate::harness::fixture::BuiltImage;
+use crate::harness::fixture::{digest_hex, sha256_digest, BuiltImage};
 use crate::harness::flaky_proxy::{Faults, FlakyProxy};
 use crate::harness::registry::Registry;
 use crate::harness::run_image;
@@ -259,6 +259,42 @@ fn a_detached_container_is_updated_then_a_bad_release_rolled_back() {
         "{out:?}"
     );
     assert_eq!(d.inspect("app")["image_digest"], json!(v2));
+
+    // Updates and rollbacks that ended let go of what they held.
+    let held = d.slate.root().join("held");
+    assert_eq!(json_files(&held), 0, "holds left after the updates");
+    // A hold an interrupted update left (a power cut in the grace time) goes with `slate rm`.
+    let holder = format!("{}:app", d.state.display());
+    let digest = sha256_digest(holder.as_bytes());
+    let key = &digest_hex(&digest)[..32];
+    std::fs::copy(
+        first_image_record(d.slate.root()),
+        held.join(format!("{key}.json")),
+    )
+    .expect("planting a hold");
+    assert_eq!(json_files(&held), 1);
+    d.slate(&["rm", "-f", "app"]).success();
+    assert_eq!(json_files(&held), 0, "slate rm left the container's hold");
+}
+
+fn json_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Any image record of the store (`images/<key>.json`), to plant as a hold.
+fn first_image_record(root: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(root.join("images"))
+        .expect("the store's images")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("an image record")
 }
 
 /// Waits until someone holds `path`'s flock (the first auto-update).

@@ -388,8 +388,7 @@ fn try_update(
         return Ok(());
     }
 
-    // One holder per container of a state dir: two state dirs may share a store.
-    let holder = format!("{}:{}", sd.root().display(), rec.name);
+    let holder = holder(sd, &rec.name);
     store
         .hold_image(&holder, &old)
         .with_context(|| format!("cannot keep {} for a rollback", old.display_name()))?;
@@ -449,6 +448,22 @@ fn try_update(
         }
     }
     outcome
+}
+
+/// Who holds a container's old image during its update: one holder per container name of a
+/// state dir (two state dirs may share a store).
+fn holder(sd: &StateDir, name: &str) -> String {
+    format!("{}:{}", sd.root().display(), name)
+}
+
+/// `slate rm` of a container: what an interrupted or failed update of it still held in its
+/// store is let go (the layers go with the next removal if nothing else uses them).
+pub(crate) fn release_hold(sd: &StateDir, rec: &Record) {
+    let released =
+        Store::open(&rec.store_root).and_then(|store| store.release_image(&holder(sd, &rec.name)));
+    if let Err(e) = released {
+        tracing::debug!(container = %rec.name, error = %e, "cannot release a held image");
+    }
 }
 
 /// The store's record of the image the container runs (`image.json`), checked against the

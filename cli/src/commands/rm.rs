@@ -17,9 +17,11 @@ pub fn run(settings: &Settings, args: RmArgs) -> anyhow::Result<u8> {
     let sd = containers::open_swept(settings)?;
     let mut failed = false;
     for key in &args.containers {
-        let res = sd
-            .find(key)
-            .and_then(|r| containers::remove(&sd, &r, args.force));
+        let res = sd.find(key).and_then(|r| {
+            containers::remove(&sd, &r, args.force)?;
+            super::autoupdate::release_hold(&sd, &r);
+            Ok(())
+        });
         match res {
             Ok(()) => println!("{key}"),
             Err(e) => {
