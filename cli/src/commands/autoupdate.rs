@@ -143,7 +143,7 @@ pub fn run(settings: &Settings, args: AutoUpdateArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot open the store at {}", rec.store_root.display()));
         let report = match store {
             Ok(store) => update_one(settings, &sd, &store, rec, &args),
-            Err(e) => failed_report(rec, &e),
+            Err(e) => failed_report(rec, Some(&e)),
         };
         match report.status {
             Outcome::RolledBack | Outcome::Failed => tracing::error!(
@@ -181,7 +181,8 @@ fn policy(rec: &Record) -> Option<String> {
     }
 }
 
-fn failed_report(rec: &Record, e: &anyhow::Error) -> Report {
+/// A container's report line, failed (with `e`) until the update says otherwise.
+fn failed_report(rec: &Record, e: Option<&anyhow::Error>) -> Report {
     Report {
         container: rec.name.clone(),
         image: rec.image.clone(),
@@ -190,7 +191,7 @@ fn failed_report(rec: &Record, e: &anyhow::Error) -> Report {
         status: Outcome::Failed,
         old_digest: rec.image_digest.clone(),
         new_digest: None,
-        reason: Some(format!("{e:#}")),
+        reason: e.map(|e| format!("{e:#}")),
     }
 }
 
@@ -287,19 +288,12 @@ fn update_one(
     rec: &Record,
     args: &AutoUpdateArgs,
 ) -> Report {
-    let mut report = Report {
-        container: rec.name.clone(),
-        image: rec.image.clone(),
-        policy: policy(rec).unwrap_or_default(),
-        unit: rec.unit.clone(),
-        status: Outcome::Failed,
-        old_digest: rec.image_digest.clone(),
-        new_digest: None,
-        reason: None,
-    };
+    let mut report = failed_report(rec, None);
     if let Err(e) = try_update(settings, sd, store, rec, args, &mut report) {
-        report.status = Outcome::Failed;
-        report.reason = Some(format!("{e:#}"));
+        report = Report {
+            new_digest: report.new_digest,
+            ..failed_report(rec, Some(&e))
+        };
     }
     report
 }
@@ -520,7 +514,7 @@ fn deploy(
         })?;
     }
     let baseline = restart
-        .start(sd, rec)
+        .start(sd, rec, false)
         .map_err(|e| Deploy::NotUp(format!("{e:#}")))?;
     restart
         .wait_up(
@@ -559,7 +553,7 @@ fn rollback(
     store
         .reject(new_digest, why)
         .with_context(|| format!("cannot mark {new_digest} as rolled back"))?;
-    let back = restart.start_offline(sd, rec).and_then(|baseline| {
+    let back = restart.start(sd, rec, true).and_then(|baseline| {
         restart.wait_up(
             sd,
             rec,
@@ -619,38 +613,24 @@ impl Restart {
         }
     }
 
-    fn start(&self, sd: &StateDir, rec: &Record) -> anyhow::Result<Baseline> {
+    /// Starts the container again. `offline` (a rollback) must not need the registry: a
+    /// unit's `--pull always` finds the restored image by itself (see `run::ensure_image`) and
+    /// is started rather than restarted (the rollback stopped it), a replay is told
+    /// `--pull never`.
+    fn start(&self, sd: &StateDir, rec: &Record, offline: bool) -> anyhow::Result<Baseline> {
         match self {
             Restart::Unit(unit) => {
-                systemctl(&["restart", unit])?;
+                systemctl(&[if offline { "start" } else { "restart" }, unit])?;
                 Ok(Baseline {
                     n_restarts: n_restarts(unit),
                 })
             }
             Restart::Replay(words) => {
-                replay(sd, rec, words)?;
-                Ok(Baseline { n_restarts: None })
-            }
-        }
-    }
-
-    /// A start that must not need the registry (a rollback): a unit's `--pull always` finds
-    /// the restored image by itself (see `run::ensure_image`), a replay is told `--pull never`.
-    fn start_offline(&self, sd: &StateDir, rec: &Record) -> anyhow::Result<Baseline> {
-        match self {
-            Restart::Unit(unit) => {
-                systemctl(&["start", unit])?;
-                Ok(Baseline {
-                    n_restarts: n_restarts(unit),
-                })
-            }
-            Restart::Replay(words) => {
-                let mut words: Vec<String> = words
-                    .iter()
-                    .filter(|w| !w.starts_with("--pull="))
-                    .cloned()
-                    .collect();
-                words.insert(0, "--pull=never".to_owned());
+                let mut words = words.clone();
+                if offline {
+                    words.retain(|w| !w.starts_with("--pull="));
+                    words.insert(0, "--pull=never".to_owned());
+                }
                 replay(sd, rec, &words)?;
                 Ok(Baseline { n_restarts: None })
             }

@@ -65,29 +65,11 @@ impl Store {
     /// Every held record (removals keep their layers).
     pub fn held_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         let dir = self.root.join("held");
-        let mut out = Vec::new();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            // A store from before holds existed.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io_err("cannot list", &dir)(e)),
-        };
-        for e in entries {
-            let p = e.map_err(io_err("cannot list", &dir))?.path();
-            if p.extension().and_then(|x| x.to_str()) != Some("json") {
-                continue;
-            }
-            let data = match fs::read(&p) {
-                Ok(d) => d,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("cannot read", &p)(e)),
-            };
-            out.push(
-                serde_json::from_slice(&data)
-                    .map_err(|source| StoreError::Corrupt { path: p, source })?,
-            );
+        if !dir.exists() {
+            // A store from before holds existed, opened read-only.
+            return Ok(Vec::new());
         }
-        Ok(out)
+        super::read_records(&dir)
     }
 
     /// Puts `record` back under its name (replacing the record there), offline: every layer

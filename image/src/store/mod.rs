@@ -582,24 +582,7 @@ impl Store {
 
     /// All image records, sorted by name.
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        let dir = self.root.join("images");
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io_err("cannot list", &dir))? {
-            let e = e.map_err(io_err("cannot list", &dir))?;
-            let p = e.path();
-            if p.extension().and_then(|x| x.to_str()) != Some("json") {
-                continue;
-            }
-            let data = match fs::read(&p) {
-                Ok(d) => d,
-                // Removed by a concurrent rmi between listing and reading.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("cannot read", &p)(e)),
-            };
-            let rec: ImageRecord = serde_json::from_slice(&data)
-                .map_err(|source| StoreError::Corrupt { path: p, source })?;
-            out.push(rec);
-        }
+        let mut out = read_records(&self.root.join("images"))?;
         out.sort_by_key(|r| r.display_name());
         Ok(out)
     }
@@ -893,6 +876,28 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The image records (`*.json`) of a directory of them (`images/`, `held/`).
+fn read_records(dir: &Path) -> Result<Vec<ImageRecord>, StoreError> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
+        let p = e.map_err(io_err("cannot list", dir))?.path();
+        if p.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let data = match fs::read(&p) {
+            Ok(d) => d,
+            // Removed by a concurrent rmi (or release) between listing and reading.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("cannot read", &p)(e)),
+        };
+        out.push(
+            serde_json::from_slice(&data)
+                .map_err(|source| StoreError::Corrupt { path: p, source })?,
+        );
+    }
+    Ok(out)
 }
 
 fn is_partial_name(name: &str) -> bool {
