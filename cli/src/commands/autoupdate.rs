@@ -235,7 +235,7 @@ fn lock(sd: &StateDir) -> anyhow::Result<Flock<std::fs::File>> {
 
 fn short(d: &str) -> String {
     match d.split_once(':') {
-        Some((alg, hex)) => format!("{alg}:{}", &hex[..hex.len().min(12)]),
+        Some((alg, hex)) => format!("{alg}:{}", hex.get(..12).unwrap_or(hex)),
         None => d.to_owned(),
     }
 }
