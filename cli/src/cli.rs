@@ -90,6 +90,9 @@ pub enum Command {
     /// Supervise a detached container (started by `slate run -d`; not for direct use)
     #[command(hide = true)]
     Supervise(crate::commands::run::SuperviseArgs),
+    /// Run a container's health checks (started by `slate run`; not for direct use)
+    #[command(hide = true)]
+    Healthcheck(crate::commands::run::SuperviseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,6 +375,24 @@ pub struct RunArgs {
     /// runs), container (the app, through the socket passed in) or ignore
     #[arg(long, value_enum, default_value = "conmon", value_name = "MODE")]
     pub sdnotify: crate::sdnotify::Mode,
+    /// Command to run inside the container to check its health (`/bin/sh -c CMD`)
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (30s, 1m30s, 500ms) [default: the image's, else 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Time a health check may take [default: the image's, else 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Failures in a row that make the container unhealthy [default: the image's, else 3]
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u32>,
+    /// Time to start during which failed checks do not count [default: the image's, else 0s]
+    #[arg(long, value_name = "DURATION")]
+    pub health_start_period: Option<String>,
+    /// Disable the image's health check
+    #[arg(long)]
+    pub no_healthcheck: bool,
     /// Suppress the pull's progress output
     #[arg(short = 'q', long)]
     pub quiet: bool,

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod config;
 mod containers;
+mod health;
 mod logs;
 mod output;
 mod progress;

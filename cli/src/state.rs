@@ -179,6 +179,9 @@ pub struct Record {
     /// The configuration file it was started with, when one was named.
     #[serde(default)]
     pub config: Option<PathBuf>,
+    /// Its health check (`--health-cmd`, or the image's), run by `slate healthcheck`.
+    #[serde(default)]
+    pub healthcheck: Option<crate::health::HealthCheck>,
 }
 
 impl Record {

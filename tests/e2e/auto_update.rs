@@ -511,3 +511,64 @@ fn a_registry_that_refuses_credentials_fails_its_container_and_the_others_go_on(
     assert_eq!(status(&r, "open"), "updated", "{out:?}");
     assert_eq!(d.inspect("open")["image_digest"], json!(v2));
 }
+
+/// A good release (it keeps running) whose image has a health check: `check` in the shell.
+fn release_checked(version: &str, check: &str) -> BuiltImage {
+    let mut config = app_config();
+    config["Healthcheck"] = json!({
+        "Test": ["CMD-SHELL", check],
+        "Interval": 300_000_000u64,
+        "Retries": 2,
+    });
+    let layer = vec![
+        Entry::file("version", format!("{version}\n")),
+        Entry::file("ok", ""),
+    ];
+    run_image::image(config, vec![layer])
+}
+
+#[test]
+fn an_unhealthy_release_is_rolled_back_though_it_keeps_running() {
+    let reg = Registry::private();
+    let v1 = push(&reg, "au/health", "latest", &release("v1", true, 0));
+    let reference = reg.reference("au/health", "latest");
+    let d = Detached::with_image("au-health", &reference);
+    d.run_d(
+        &["--name", "svc", "-l", "io.slate.autoupdate=registry"],
+        &[],
+    );
+
+    // v2 runs, but its own health check never passes.
+    let v2 = push(
+        &reg,
+        "au/health",
+        "latest",
+        &release_checked("v2", "echo no /healthy; test -e /healthy"),
+    );
+    // (v1, which has no check, is back up after the grace.)
+    let out = d
+        .slate(&["auto-update", "--grace", "2", "--format", "json"])
+        .failure(1);
+    let r = report(&out);
+    assert_eq!(status(&r, "svc"), "rolled-back", "{out:?}");
+    assert_eq!(r["svc"]["new_digest"], json!(v2));
+    let why = r["svc"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("unhealthy") && why.contains("no /healthy"),
+        "{why}"
+    );
+    assert_eq!(d.inspect("svc")["image_digest"], json!(v1));
+    assert_eq!(version_in(&d, "svc"), "v1");
+
+    // v3's check passes: healthy is up (no grace time to sit out).
+    let v3 = push(
+        &reg,
+        "au/health",
+        "latest",
+        &release_checked("v3", "test -e /ok"),
+    );
+    let out = d.slate(&["auto-update", "--format", "json"]).success();
+    assert_eq!(status(&report(&out), "svc"), "updated", "{out:?}");
+    assert_eq!(d.inspect("svc")["image_digest"], json!(v3));
+    assert_eq!(d.inspect("svc")["health"]["status"], json!("healthy"));
+}

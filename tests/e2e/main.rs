@@ -19,6 +19,7 @@
 //!   run by `tests/run` on a v1 or hybrid host).
 //! - `doctor`: issue 12's `slate doctor` on this host.
 //! - `run_resources`: issue 12 part 4's (block I/O, cpuset, swap and soft-limit flags).
+//! - `health`: `--health-cmd` and the image's `Healthcheck` (issue 15's health checks).
 //! - `auto_update`: issue 13's `slate auto-update` of detached containers (the VM test does units).
 
 mod archive;
@@ -33,6 +34,7 @@ mod fixtures;
 mod flaky;
 mod harness;
 mod harness_selftest;
+mod health;
 mod hostile;
 mod issue11_exe;
 mod platform;

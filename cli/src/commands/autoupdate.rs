@@ -19,7 +19,9 @@
 //!    (recorded at `run -d`; the values of `--env NAME` in a 0600 file beside the record, given
 //!    to the replay through its environment, never on a command line).
 //! 4. The new container must come up: running the new digest (for a unit: active, which for
-//!    `Type=notify` means it sent READY=1) and still the same process after `--grace` seconds.
+//!    `Type=notify` means it sent READY=1), and healthy when it has a health check
+//!    (`--health-cmd` or the image's; see `crate::health`), else still the same process after
+//!    `--grace` seconds.
 //! 5. If not, and `--rollback` (the default): a unit is stopped (none of systemd's own
 //!    restarts may race what follows), the held image goes back under the name, marked as
 //!    restored (a `--pull always` start then runs it even when the registry refuses or does
@@ -671,8 +673,33 @@ impl Restart {
                 short(&digest)
             );
         }
-        let until = Instant::now() + grace;
+        // With a health check, up means healthy (however long the check may take to say
+        // so); without one, still the same process after the grace time.
+        let wait = first
+            .healthcheck
+            .as_ref()
+            .map_or(grace, |c| c.patience() + Duration::from_secs(10));
+        let until = Instant::now() + wait;
         loop {
+            if first.healthcheck.is_some() {
+                let health =
+                    crate::health::Health::load(sd, &first.id).filter(|h| h.pid == first.pid);
+                match health.as_ref().map(|h| h.status) {
+                    Some(crate::health::Status::Healthy) => return Ok(()),
+                    Some(crate::health::Status::Unhealthy) => bail!(
+                        "it is unhealthy ({})",
+                        health.map(|h| h.last_words()).unwrap_or_default()
+                    ),
+                    _ if Instant::now() >= until => bail!(
+                        "its health check did not pass within {} s ({})",
+                        wait.as_secs(),
+                        health
+                            .map(|h| h.last_words())
+                            .unwrap_or_else(|| "no check ran".to_owned())
+                    ),
+                    _ => {}
+                }
+            }
             let now = current(sd, rec);
             let same = now.as_ref().is_some_and(|r| {
                 r.id == first.id
@@ -688,7 +715,7 @@ impl Restart {
                     bail!("{unit} did not stay active");
                 }
             }
-            if Instant::now() >= until {
+            if first.healthcheck.is_none() && Instant::now() >= until {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(250));

@@ -24,6 +24,9 @@ pub fn run(settings: &Settings, args: InspectArgs) -> anyhow::Result<u8> {
                 v["spec"] = spec;
             }
         }
+        if let Some(h) = crate::health::Health::load(&sd, &rec.id) {
+            v["health"] = serde_json::to_value(&h).context("cannot serialise the health state")?;
+        }
         out.push(v);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -88,6 +88,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Systemd(SystemdCommand::Unit(a)) => systemd::run(*a),
         Command::AutoUpdate(a) => autoupdate::run(&settings, a),
         Command::Supervise(a) => crate::supervisor::run(&settings, &a.id),
+        Command::Healthcheck(a) => crate::health::monitor(&settings, &a.id),
     }
 }
 

@@ -58,7 +58,13 @@ pub fn run(settings: &Settings, args: PsArgs) -> anyhow::Result<u8> {
                     truncate(&cmd, 22)
                 },
                 parse_rfc3339(&r.created).map(ago).unwrap_or_default(),
-                status_text(r),
+                status_text(
+                    r,
+                    r.healthcheck
+                        .as_ref()
+                        .and_then(|_| crate::health::Health::load(&sd, &r.id))
+                        .as_ref(),
+                ),
                 r.name.clone(),
             ]
         })
@@ -91,7 +97,7 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// `Up 5 minutes`, `Exited (0) 3 hours ago`, `Restarting (1) 2 seconds ago`.
-pub fn status_text(r: &Record) -> String {
+pub fn status_text(r: &Record, health: Option<&crate::health::Health>) -> String {
     let since = |t: &Option<String>| {
         t.as_deref()
             .and_then(parse_rfc3339)
@@ -103,7 +109,13 @@ pub fn status_text(r: &Record) -> String {
     };
     match r.status {
         Status::Created => "Created".to_string(),
-        Status::Running => format!("Up {}", since(&r.started)),
+        Status::Running => match health {
+            Some(h) if h.status == crate::health::Status::Starting => {
+                format!("Up {} (health: starting)", since(&r.started))
+            }
+            Some(h) => format!("Up {} ({})", since(&r.started), h.status.as_str()),
+            None => format!("Up {}", since(&r.started)),
+        },
         Status::Restarting => format!(
             "Restarting ({}) {} ago",
             r.exit_code.unwrap_or(0),

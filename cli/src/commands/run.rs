@@ -102,6 +102,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
         }
     };
     record.running(&container);
+    record.start_health_monitor(settings);
     if let Some(n) = &notifier {
         n.started(std::process::id(), args.image());
     }
@@ -209,6 +210,7 @@ pub(crate) fn base_record(
         unit: slate_runtime::cgroups::systemd_unit(),
         replay: None,
         config: settings.config_path.clone(),
+        healthcheck: None,
     })
 }
 
@@ -279,6 +281,7 @@ pub(crate) fn write_bundle(
         serde_json::to_vec_pretty(&prepared.image).context("cannot serialise the image record")?;
     crate::state::write_atomic(&dir.join(IMAGE_FILE), &image_json)?;
     rec.image_digest = prepared.digest.clone();
+    rec.healthcheck = prepared.healthcheck.clone();
     rec.command = options
         .spec
         .process()
@@ -335,6 +338,8 @@ pub(crate) struct Prepared {
     pub digest: String,
     /// The store's record of that image.
     pub image: ImageRecord,
+    /// The health check the container gets, if any.
+    pub healthcheck: Option<crate::health::HealthCheck>,
     /// The image's StopSignal (or SIGTERM).
     pub stop_signal: nix::sys::signal::Signal,
 }
@@ -384,6 +389,7 @@ pub(crate) fn prepare(
     let image_config: serde_json::Value = serde_json::from_slice(&config_bytes)
         .with_context(|| format!("corrupt config of {}", record.display_name()))?;
     let lower = rootfs::lower_dirs(&store, &record)?;
+    let healthcheck = crate::health::resolve(args, &image_config)?;
 
     let runs = store.root().join("runs");
     sweep_dead_runs(&runs);
@@ -437,6 +443,7 @@ pub(crate) fn prepare(
         _pin: pin,
         digest: record.digest.to_string(),
         image: record,
+        healthcheck,
         stop_signal: out.stop_signal,
     })
 }

@@ -98,6 +98,7 @@ fn detach(
         Ok(supervisor) => {
             _guard.disarm();
             drop(lock);
+            crate::health::spawn_monitor(&settings.root, &sd, &rec);
             // systemd follows the supervisor from now on: `run -d` is about to exit.
             if let Some(n) = notifier {
                 n.started(supervisor, args.image());

@@ -74,6 +74,11 @@ impl Record {
         }
     }
 
+    /// Starts its health checks, if it has any (see `crate::health`).
+    pub fn start_health_monitor(&self, settings: &Settings) {
+        crate::health::spawn_monitor(&settings.root, &self.sd, &self.rec);
+    }
+
     /// Whether `slate stop` asked for this container while it was being started.
     pub fn stop_requested(&self) -> bool {
         self.sd.stop_requested(&self.rec.id)

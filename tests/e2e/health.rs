@@ -1,0 +1,166 @@
+//! Health checks (`--health-cmd` and the image's `Healthcheck`): a detached container goes
+//! starting -> unhealthy -> healthy -> unhealthy as its check fails and passes, `ps` and
+//! `inspect` show it, `--no-healthcheck` turns the image's off, and the monitor process ends
+//! with the container. (`auto_update` checks that an unhealthy release is rolled back.)
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::detached::Detached;
+use crate::harness::registry::Registry;
+use crate::harness::run_image;
+
+/// The app runs until TERM; the image's own check (when asked for) passes once /tmp/ok exists.
+fn image(with_check: bool) -> String {
+    let mut config = json!({
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"],
+    });
+    if with_check {
+        config["Healthcheck"] = json!({
+            "Test": ["CMD-SHELL", "test -e /tmp/ok"],
+            "Interval": 300_000_000u64,
+            "Retries": 2,
+        });
+    }
+    let tag = if with_check { "check" } else { "plain" };
+    Registry::shared().push_image("health/app", tag, &run_image::image(config, vec![]))
+}
+
+fn health(d: &Detached, name: &str) -> Value {
+    d.inspect(name)["health"].clone()
+}
+
+/// Waits until the container's health status is `want`; returns its health state.
+fn wait_status(d: &Detached, name: &str, want: &str) -> Value {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = health(d, name);
+        if h["status"] == json!(want) {
+            return h;
+        }
+        assert!(Instant::now() < until, "{name} never became {want}: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// PIDs of `slate healthcheck ID` processes.
+fn monitors(id: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let words: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            let ours = words
+                .windows(2)
+                .any(|w| w[0] == b"healthcheck" && w[1] == id.as_bytes());
+            ours.then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_health_cmd_follows_the_container_and_ends_with_it() {
+    let img = image(false);
+    let d = Detached::with_image("health-cmd", &img);
+    let id = d.run_d(
+        &[
+            "--name",
+            "h",
+            "--health-cmd",
+            "test -e /tmp/ok || { echo not yet; exit 1; }",
+            "--health-interval",
+            "300ms",
+            "--health-retries",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(d.inspect("h")["healthcheck"]["retries"], json!(2));
+    let h = wait_status(&d, "h", "unhealthy");
+    assert!(h["failing_streak"].as_u64().unwrap_or(0) >= 2, "{h}");
+    let last = &h["log"]
+        .as_array()
+        .expect("a probe log")
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["exit_code"], json!(1), "{h}");
+    assert!(
+        last["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not yet"),
+        "{h}"
+    );
+    let ps = d.slate(&["ps"]).success();
+    assert!(ps.stdout.contains("(unhealthy)"), "{ps:?}");
+
+    d.slate(&["exec", "h", "touch", "/tmp/ok"]).success();
+    wait_status(&d, "h", "healthy");
+    let ps = d.slate(&["ps"]).success();
+    assert!(ps.stdout.contains("(healthy)"), "{ps:?}");
+    let h = health(&d, "h");
+    assert!(h["log"].as_array().map_or(0, Vec::len) <= 5, "{h}");
+
+    d.slate(&["exec", "h", "rm", "/tmp/ok"]).success();
+    wait_status(&d, "h", "unhealthy");
+
+    assert_eq!(
+        monitors(&id).len(),
+        1,
+        "one health monitor for the container"
+    );
+    d.slate(&["stop", "-t", "5", "h"]).success();
+    let until = Instant::now() + Duration::from_secs(10);
+    while !monitors(&id).is_empty() {
+        assert!(
+            Instant::now() < until,
+            "the health monitor outlived its container"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_images_check_is_the_default_and_no_healthcheck_turns_it_off() {
+    let img = image(true);
+    let d = Detached::with_image("health-image", &img);
+    d.run_d(&["--name", "with"], &[]);
+    d.run_d(&["--name", "without", "--no-healthcheck"], &[]);
+    assert_eq!(
+        d.inspect("with")["healthcheck"]["test"],
+        json!(["/bin/sh", "-c", "test -e /tmp/ok"])
+    );
+    wait_status(&d, "with", "unhealthy");
+    d.slate(&["exec", "with", "touch", "/tmp/ok"]).success();
+    wait_status(&d, "with", "healthy");
+    assert_eq!(d.inspect("without")["healthcheck"], Value::Null);
+    assert_eq!(health(&d, "without"), Value::Null);
+    let ps = d.slate(&["ps"]).success();
+    let line = ps
+        .stdout
+        .lines()
+        .find(|l| l.ends_with(" without"))
+        .unwrap_or_default();
+    assert!(
+        !line.contains("healthy") && !line.contains("(health"),
+        "{ps:?}"
+    );
+    // A bad duration is refused at run, in one line.
+    let out = d.slate(&[
+        "run",
+        "-d",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "5x",
+        &img,
+    ]);
+    let out = out.failure(125);
+    out.error_mentions(&["--health-interval", "5x"]);
+}
