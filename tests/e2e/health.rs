@@ -3,6 +3,7 @@
 //! `inspect` show it, `--no-healthcheck` turns the image's off, and the monitor process ends
 //! with the container. (`auto_update` checks that an unhealthy release is rolled back.)
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -10,6 +11,7 @@ use serde_json::{json, Value};
 use crate::detached::Detached;
 use crate::harness::registry::Registry;
 use crate::harness::run_image;
+use crate::harness::slate_cmd;
 
 /// The app runs until TERM; the image's own check (when asked for) passes once /tmp/ok exists.
 fn image(with_check: bool) -> String {
@@ -28,8 +30,13 @@ fn image(with_check: bool) -> String {
     Registry::shared().push_image("health/app", tag, &run_image::image(config, vec![]))
 }
 
+/// The container's health state (null while it has none, or no record yet).
 fn health(d: &Detached, name: &str) -> Value {
-    d.inspect(name)["health"].clone()
+    let out = d.slate(&["inspect", name]);
+    if !out.status.success() {
+        return Value::Null;
+    }
+    out.json()[0]["health"].clone()
 }
 
 /// Waits until the container's health status is `want`; returns its health state.
@@ -163,4 +170,45 @@ fn the_images_check_is_the_default_and_no_healthcheck_turns_it_off() {
     ]);
     let out = out.failure(125);
     out.error_mentions(&["--health-interval", "5x"]);
+}
+
+#[test]
+fn a_foreground_containers_check_runs_and_ends_with_the_run() {
+    let img = image(false);
+    let d = Detached::with_image("health-fg", &img);
+    d.slate.pull(&img, None);
+    let args = [
+        "run",
+        "--rm",
+        "--name",
+        "fg",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "300ms",
+        img.as_str(),
+        "sleep",
+        "4",
+    ];
+    let (mut cmd, _) = slate_cmd::command(&d.slate, &args, "info");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("starting slate run");
+    wait_status(&d, "fg", "healthy");
+    let id = d.inspect("fg")["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(monitors(&id).len(), 1);
+    let status = child.wait().expect("waiting for slate run");
+    assert!(status.success(), "{status:?}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !monitors(&id).is_empty() {
+        assert!(
+            Instant::now() < until,
+            "the health monitor outlived the foreground run"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
