@@ -72,7 +72,9 @@ wait_for 30 curl -fsS -o /dev/null "$REG/v2/"
 check "auto-update: the guest's registry answers and takes v1" "push failed: $(curl -sS "$REG/v2/" 2>&1 | one_line)" push v1
 
 # --- The unit, labelled; its timer written and started.
-out=$("$SLATE" systemd unit --install --now --auto-update --name auweb --init "$ref" 2>&1)
+# A health check too: auto-update counts the new release up once it is healthy.
+out=$("$SLATE" systemd unit --install --now --auto-update --name auweb --init \
+  --health-cmd 'busybox wget -qO- http://127.0.0.1:8081/' --health-interval 1s "$ref" 2>&1)
 rc=$?
 timer_ok() {
   [ -f /etc/systemd/system/slate-auto-update.timer ] && [ -f /etc/systemd/system/slate-auto-update.service ] \
@@ -108,13 +110,16 @@ out=$("$SLATE" auto-update --grace 5 --format json 2>&1)
 rc=$?
 dt=$(since "$t0")
 if [ "$rc" -eq 0 ] && echo "$out" | grep -q '"status": "updated"' && serving v2 && [ "$(running_digest)" = "$(digest_of v2)" ]; then
-  ok "auto-update: the unit serves v2 ($dt s including the 5 s grace)"
+  ok "auto-update: the unit serves v2, healthy ($dt s)"
 else
   nok "auto-update: the unit serves v2" "status $rc: $(echo "$out" | one_line); page $(page | one_line)"
 fi
 sleep 1
 read -r first gap < <(poll_report "$t0" v2)
 echo "# v1 -> v2: first v2 answer ${first} s after auto-update started; longest outage ${gap} s (polled every 0.1 s)"
+ps_line=$("$SLATE" ps 2>&1 | grep -w auweb)
+check "health: the unit's container shows (healthy) in slate ps" "ps: $ps_line" \
+  sh -c "echo \"\$1\" | grep -q '(healthy)'" _ "$ps_line"
 fresh=$("$SLATE" exec auweb sh -c 'test -e /written-by-v1 && echo stale || echo fresh' 2>&1)
 check "auto-update: v2 runs on a fresh rootfs" "exec said: $fresh" test "$fresh" = fresh
 
