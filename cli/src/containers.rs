@@ -156,16 +156,25 @@ pub fn wait_inactive(sd: &StateDir, id: &str, timeout: Duration) -> bool {
     }
 }
 
+/// How a stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// It was not running, or ended on its stop signal.
+    Cleanly,
+    /// It ignored its stop signal for the whole timeout: SIGKILL ended it.
+    Killed,
+}
+
 /// `slate stop`: no more restarts, the stop signal, then SIGKILL (to every process of the
 /// cgroup) after `timeout`.
-pub fn stop(sd: &StateDir, rec: &Record, timeout: Duration) -> anyhow::Result<()> {
+pub fn stop(sd: &StateDir, rec: &Record, timeout: Duration) -> anyhow::Result<Stopped> {
     if !rec.is_active() {
-        return Ok(());
+        return Ok(Stopped::Cleanly);
     }
     sd.request_stop(&rec.id)?;
     if is_dead(rec) {
         cleanup_dead(sd, rec.clone());
-        return Ok(());
+        return Ok(Stopped::Cleanly);
     }
     let sig = rec.stop_signal.parse::<Signal>().unwrap_or(Signal::SIGTERM);
     if !signal(rec, sig)? {
@@ -174,14 +183,13 @@ pub fn stop(sd: &StateDir, rec: &Record, timeout: Duration) -> anyhow::Result<()
         signal_starting_foreground(rec, Signal::SIGTERM)?;
     }
     if wait_inactive(sd, &rec.id, timeout) {
-        return Ok(());
+        return Ok(Stopped::Cleanly);
     }
-    tracing::info!(name = %rec.name, "the container ignored {sig} for {timeout:?}: killing it");
     kill_hard(sd, &rec.id)?;
     if !wait_inactive(sd, &rec.id, Duration::from_secs(10)) {
         anyhow::bail!("container {} is still running after SIGKILL", rec.name);
     }
-    Ok(())
+    Ok(Stopped::Killed)
 }
 
 /// Signals the `slate run` of a foreground container that has no process yet (pulling):
@@ -257,6 +265,43 @@ pub fn remove(sd: &StateDir, rec: &Record, force: bool) -> anyhow::Result<()> {
     let rec = sd.load(&rec.id).unwrap_or_else(|_| rec.clone());
     remove_files(sd, &rec);
     Ok(())
+}
+
+/// Runs `f` for each key (container names or ids of one command line) at once, one thread
+/// each, and returns the results in the keys' order.
+pub fn for_each_parallel<F>(keys: &[String], f: F) -> Vec<anyhow::Result<()>>
+where
+    F: Fn(&str) -> anyhow::Result<()> + Sync,
+{
+    if keys.len() == 1 {
+        return vec![f(&keys[0])];
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = keys.iter().map(|k| s.spawn(|| f(k))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")))
+            })
+            .collect()
+    })
+}
+
+/// Prints each key that worked (stdout, as docker) and each error (one line on stderr), in
+/// the keys' order; the exit status: 1 if any failed.
+pub fn report(keys: &[String], results: Vec<anyhow::Result<()>>) -> u8 {
+    let mut failed = false;
+    for (key, res) in keys.iter().zip(results) {
+        match res {
+            Ok(()) => println!("{key}"),
+            Err(e) => {
+                eprintln!("slate: {}", format!("{e:#}").replace('\n', " "));
+                failed = true;
+            }
+        }
+    }
+    u8::from(failed)
 }
 
 /// Opens the state dir and cleans up after dead runs first, as every container command does.

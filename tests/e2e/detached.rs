@@ -962,3 +962,50 @@ fn layers_in_use_survive_rmi_and_prune() {
     d.slate(&["image", "prune"]).success();
     assert!(layer_dirs(&d).is_empty(), "{:?}", layer_dirs(&d));
 }
+
+#[test]
+fn stop_of_many_works_on_them_at_once_and_says_when_it_killed() {
+    let d = Detached::new("stop-many");
+    // PID 1 of a namespace ignores TERM without a handler: these two must be killed.
+    d.run_d(&["--name", "deaf1"], &["sleep", "1000"]);
+    d.run_d(&["--name", "deaf2"], &["sleep", "1000"]);
+    d.run_d(
+        &["--name", "polite2"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done",
+        ],
+    );
+    let out = d
+        .slate(&["stop", "-t", "1", "deaf1", "polite2", "deaf2"])
+        .success();
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["deaf1", "polite2", "deaf2"],
+        "{out:?}"
+    );
+    for name in ["deaf1", "deaf2"] {
+        assert!(
+            out.stderr.contains(&format!(
+                "{name} did not stop on SIGTERM within 1 s: killed it (SIGKILL)"
+            )),
+            "{out:?}"
+        );
+    }
+    assert!(!out.stderr.contains("polite2"), "{out:?}");
+    for name in ["deaf1", "deaf2", "polite2"] {
+        assert_eq!(d.inspect(name)["status"], "exited");
+    }
+    // --rm with a restart policy is refused, as docker does.
+    let out = d.slate(&["run", "-d", "--rm", "--restart", "always", &d.image]);
+    out.failure(125).error_mentions(&["--rm", "--restart"]);
+    // rm -f of several at once, an unknown one reported in its place.
+    let out = d.slate(&["rm", "-f", "deaf1", "nope", "deaf2"]).failure(1);
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["deaf1", "deaf2"],
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("nope"), "{out:?}");
+}

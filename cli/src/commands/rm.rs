@@ -15,20 +15,12 @@ pub struct RmArgs {
 
 pub fn run(settings: &Settings, args: RmArgs) -> anyhow::Result<u8> {
     let sd = containers::open_swept(settings)?;
-    let mut failed = false;
-    for key in &args.containers {
-        let res = sd.find(key).and_then(|r| {
-            containers::remove(&sd, &r, args.force)?;
-            super::autoupdate::release_hold(&sd, &r);
-            Ok(())
-        });
-        match res {
-            Ok(()) => println!("{key}"),
-            Err(e) => {
-                eprintln!("slate: {}", format!("{e:#}").replace('\n', " "));
-                failed = true;
-            }
-        }
-    }
-    Ok(u8::from(failed))
+    // In parallel, as `slate stop`: `rm -f` of many waits for their kills at once.
+    let results = containers::for_each_parallel(&args.containers, |key| {
+        let r = sd.find(key)?;
+        containers::remove(&sd, &r, args.force)?;
+        super::autoupdate::release_hold(&sd, &r);
+        Ok(())
+    });
+    Ok(containers::report(&args.containers, results))
 }

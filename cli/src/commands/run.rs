@@ -142,8 +142,14 @@ pub(crate) fn claim_name(
                 old.status.as_str()
             );
         }
-        crate::containers::stop(sd, old, REPLACE_TIMEOUT)
+        let how = crate::containers::stop(sd, old, REPLACE_TIMEOUT)
             .with_context(|| format!("cannot stop the container {name} to replace it"))?;
+        if how == crate::containers::Stopped::Killed {
+            tracing::warn!(
+                "the container {name} being replaced ignored its stop signal for {} s: killed it",
+                REPLACE_TIMEOUT.as_secs()
+            );
+        }
         crate::containers::remove(sd, old, true)?;
     }
     Ok(())

@@ -1,5 +1,7 @@
 //! `slate stop`: the container's stop signal (the image's StopSignal, else SIGTERM), then
-//! SIGKILL to everything in its cgroup after the timeout. A stopped container is not restarted.
+//! SIGKILL to everything in its cgroup after the timeout, and says so when it came to that. A
+//! stopped container is not restarted. Several containers are stopped at once, as docker's
+//! CLI does: 30 containers that ignore their signal take one timeout, not thirty.
 
 use std::time::Duration;
 
@@ -18,18 +20,17 @@ pub struct StopArgs {
 
 pub fn run(settings: &Settings, args: StopArgs) -> anyhow::Result<u8> {
     let sd = containers::open_swept(settings)?;
-    let mut failed = false;
-    for key in &args.containers {
-        let res = sd
-            .find(key)
-            .and_then(|r| containers::stop(&sd, &r, Duration::from_secs(args.time)));
-        match res {
-            Ok(()) => println!("{key}"),
-            Err(e) => {
-                eprintln!("slate: {}", format!("{e:#}").replace('\n', " "));
-                failed = true;
-            }
+    let timeout = Duration::from_secs(args.time);
+    let results = containers::for_each_parallel(&args.containers, |key| {
+        let rec = sd.find(key)?;
+        let how = containers::stop(&sd, &rec, timeout)?;
+        if how == containers::Stopped::Killed {
+            eprintln!(
+                "slate: {} did not stop on {} within {} s: killed it (SIGKILL)",
+                rec.name, rec.stop_signal, args.time
+            );
         }
-    }
-    Ok(u8::from(failed))
+        Ok(())
+    });
+    Ok(containers::report(&args.containers, results))
 }

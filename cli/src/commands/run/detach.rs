@@ -53,6 +53,9 @@ fn detach(
         bail!("-t and -i cannot be used with -d: a detached container has no terminal (use `slate exec -it` to get one)");
     }
     let restart: RestartPolicy = args.restart.parse()?;
+    if args.rm && restart != RestartPolicy::No {
+        bail!("--rm and --restart {} contradict each other (docker refuses them too): a container that restarts is never removed on exit; drop one", args.restart);
+    }
     if args.log_driver == state::LogDriver::Journald
         && !std::path::Path::new(crate::logs::JOURNAL_SOCKET).exists()
     {
