@@ -375,6 +375,10 @@ pub struct RunArgs {
     /// runs), container (the app, through the socket passed in) or ignore
     #[arg(long, value_enum, default_value = "conmon", value_name = "MODE")]
     pub sdnotify: crate::sdnotify::Mode,
+    /// Signal that stops the container (SIGTERM, TERM, 15) [default: the image's StopSignal,
+    /// else SIGTERM]
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
     /// Command to run inside the container to check its health (`/bin/sh -c CMD`)
     #[arg(long, value_name = "CMD")]
     pub health_cmd: Option<String>,

@@ -977,14 +977,27 @@ fn stop_of_many_works_on_them_at_once_and_says_when_it_killed() {
             "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done",
         ],
     );
+    // Deaf to TERM, but --stop-signal names the one it hears.
+    d.run_d(
+        &["--name", "usr1", "--stop-signal", "USR1"],
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got USR1; exit 0' USR1; while :; do sleep 1 & wait $!; done",
+        ],
+    );
+    assert_eq!(d.inspect("usr1")["stop_signal"], "SIGUSR1");
     let out = d
-        .slate(&["stop", "-t", "1", "deaf1", "polite2", "deaf2"])
+        .slate(&["stop", "-t", "1", "deaf1", "polite2", "deaf2", "usr1"])
         .success();
     assert_eq!(
         out.stdout.lines().collect::<Vec<_>>(),
-        ["deaf1", "polite2", "deaf2"],
+        ["deaf1", "polite2", "deaf2", "usr1"],
         "{out:?}"
     );
+    assert!(!out.stderr.contains("usr1"), "{out:?}");
+    let logs = d.slate(&["logs", "usr1"]).success();
+    assert_eq!(logs.stdout.trim(), "got USR1", "{logs:?}");
     for name in ["deaf1", "deaf2"] {
         assert!(
             out.stderr.contains(&format!(

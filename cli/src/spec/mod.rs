@@ -201,6 +201,8 @@ pub enum SpecError {
     Label(String),
     #[error("invalid StopSignal {0:?} in the image config: expected a signal name like SIGTERM or a number")]
     StopSignal(String),
+    #[error("invalid --stop-signal {0:?}: expected a signal name like SIGTERM or a number")]
+    StopSignalFlag(String),
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -362,7 +364,10 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
     }
     let rlimits = resources::rlimits(&args.ulimit, host)?;
     let annotations = annotations(config, &args.label)?;
-    let stop_signal = stop_signal(config)?;
+    let stop_signal = match &args.stop_signal {
+        Some(s) => parse_signal(s).ok_or_else(|| SpecError::StopSignalFlag(s.clone()))?,
+        None => stop_signal(config)?,
+    };
     // Last, because it is the one step that touches the host (the generated /etc files,
     // missing -v directories): nothing is written for a command line that is refused.
     let mounts = mounts::build(&mounts::MountInput {

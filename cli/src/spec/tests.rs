@@ -1632,6 +1632,16 @@ fn stop_signal_forms() {
     }
     r.image["config"]["StopSignal"] = Value::Null;
     assert_eq!(r.build(&["nginx"]).stop_signal, Signal::SIGTERM);
+    // --stop-signal wins over the image's.
+    r.image["config"]["StopSignal"] = json!("SIGQUIT");
+    assert_eq!(
+        r.build(&["--stop-signal", "usr2", "nginx"]).stop_signal,
+        Signal::SIGUSR2
+    );
+    assert_eq!(
+        r.err(&["--stop-signal", "NOPE", "nginx"]),
+        "invalid --stop-signal \"NOPE\": expected a signal name like SIGTERM or a number"
+    );
     for bad in ["SIGNOPE", "999", "-1"] {
         r.image["config"]["StopSignal"] = json!(bad);
         assert_eq!(
