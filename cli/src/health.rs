@@ -102,6 +102,16 @@ pub struct Health {
 }
 
 impl Health {
+    /// A container (process `pid`) that no probe has judged yet.
+    fn starting(pid: Option<i32>) -> Health {
+        Health {
+            status: Status::Starting,
+            failing_streak: 0,
+            pid,
+            log: Vec::new(),
+        }
+    }
+
     pub fn load(sd: &StateDir, id: &str) -> Option<Health> {
         let bytes = std::fs::read(sd.dir(id).join(HEALTH_FILE)).ok()?;
         serde_json::from_slice(&bytes).ok()
@@ -305,12 +315,7 @@ pub fn monitor(settings: &crate::config::Settings, id: &str) -> anyhow::Result<u
         return Ok(0);
     };
     let interval = Duration::from_millis(check.interval_ms);
-    let mut health = Health {
-        status: Status::Starting,
-        failing_streak: 0,
-        pid: rec.pid,
-        log: Vec::new(),
-    };
+    let mut health = Health::starting(rec.pid);
     let mut started = Instant::now();
     health.save(&sd, id)?;
     loop {
@@ -323,12 +328,7 @@ pub fn monitor(settings: &crate::config::Settings, id: &str) -> anyhow::Result<u
         }
         if rec.pid != health.pid {
             // Restarted (or not running yet): its health starts over.
-            health = Health {
-                status: Status::Starting,
-                failing_streak: 0,
-                pid: rec.pid,
-                log: Vec::new(),
-            };
+            health = Health::starting(rec.pid);
             started = Instant::now();
             health.save(&sd, id)?;
             continue;

@@ -1,9 +1,9 @@
 //! Container records of detached (and supervised) containers: `<state_dir>/<id>/` holds
 //! `state.json` (this module's [`Record`]), `spec.json` (the OCI spec the container was started
-//! with, reused by `slate exec` and by restarts), `image.json` (the store's record of the image
-//! it runs: what `slate auto-update` holds for a rollback), `seccomp.bpf` (the compiled filter,
-//! when the default profile was used) and `stop` (present once a stop was asked for: no more
-//! restarts).
+//! with, reused by `slate exec` and by restarts), `image.json` (for a container labelled for
+//! `slate auto-update`: the store's record of the image it runs, held for a rollback),
+//! `seccomp.bpf` (the compiled filter, when the default profile was used) and `stop` (present
+//! once a stop was asked for: no more restarts).
 //!
 //! The state dir is `/run/slate` by default: a tmpfs, so a reboot forgets every container, as it
 //! should (their rootfs are gone too). Logs live in the store (`<root>/containers/<id>/`) and are
@@ -171,9 +171,9 @@ pub struct Record {
     /// The systemd service the container runs under, when it does (`app.service`).
     #[serde(default)]
     pub unit: Option<String>,
-    /// A detached container's `slate run` flags, image and command as typed (`--env NAME`
-    /// resolved), without `-d`, `--name` and `--replace`: how `slate auto-update` starts it
-    /// again on a new image.
+    /// A detached container's `slate run` flags, image and command as typed, without `-d`,
+    /// `--name` and `--replace`: how `slate auto-update` starts it again on a new image
+    /// (recorded for containers labelled for it; `--env NAME` values are in `replay.env`).
     #[serde(default)]
     pub replay: Option<Vec<String>>,
     /// The configuration file it was started with, when one was named.

@@ -221,10 +221,35 @@ impl Drop for Detached {
         }
         let ids = self.ids.lock().map(|v| v.clone()).unwrap_or_default();
         for id in ids {
+            // A health monitor ends on its own once the record is gone; a failed test does
+            // not wait for that.
+            for pid in health_monitors(&id) {
+                // SAFETY: kill(2) on a `slate healthcheck <id>` of this test's own container.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
             remove_cgroups(&id);
         }
         // Then `slate` (its TestDir) unmounts and removes the store and state dir.
     }
+}
+
+/// PIDs of the `slate healthcheck ID` processes of container `id` (found by their command
+/// line: the record does not name them).
+pub(crate) fn health_monitors(id: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let words: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            let ours = words
+                .windows(2)
+                .any(|w| w[0] == b"healthcheck" && w[1] == id.as_bytes());
+            ours.then_some(pid)
+        })
+        .collect()
 }
 
 /// A slate command in the background whose stdout is read line by line; killed and reaped

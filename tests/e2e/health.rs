@@ -1,14 +1,14 @@
 //! Health checks (`--health-cmd` and the image's `Healthcheck`): a detached container goes
 //! starting -> unhealthy -> healthy -> unhealthy as its check fails and passes, `ps` and
 //! `inspect` show it, `--no-healthcheck` turns the image's off, and the monitor process ends
-//! with the container. (`auto_update` checks that an unhealthy release is rolled back.)
+//! with the container (a failed test's are killed by [`Detached`]'s Drop). (`auto_update` checks that an unhealthy release is rolled back.)
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::detached::Detached;
+use crate::detached::{health_monitors as monitors, Detached};
 use crate::harness::registry::Registry;
 use crate::harness::run_image;
 use crate::harness::slate_cmd;
@@ -52,22 +52,13 @@ fn wait_status(d: &Detached, name: &str, want: &str) -> Value {
     }
 }
 
-/// PIDs of `slate healthcheck ID` processes.
-fn monitors(id: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let words: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            let ours = words
-                .windows(2)
-                .any(|w| w[0] == b"healthcheck" && w[1] == id.as_bytes());
-            ours.then_some(pid)
-        })
-        .collect()
+/// Waits for container `id`'s health monitor to end (`what` ended the container).
+fn assert_monitor_ends(id: &str, what: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !monitors(id).is_empty() {
+        assert!(Instant::now() < until, "the health monitor outlived {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -123,14 +114,7 @@ fn a_health_cmd_follows_the_container_and_ends_with_it() {
         "one health monitor for the container"
     );
     d.slate(&["stop", "-t", "5", "h"]).success();
-    let until = Instant::now() + Duration::from_secs(10);
-    while !monitors(&id).is_empty() {
-        assert!(
-            Instant::now() < until,
-            "the health monitor outlived its container"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_monitor_ends(&id, "its container");
 }
 
 #[test]
@@ -203,12 +187,5 @@ fn a_foreground_containers_check_runs_and_ends_with_the_run() {
     assert_eq!(monitors(&id).len(), 1);
     let status = child.wait().expect("waiting for slate run");
     assert!(status.success(), "{status:?}");
-    let until = Instant::now() + Duration::from_secs(10);
-    while !monitors(&id).is_empty() {
-        assert!(
-            Instant::now() < until,
-            "the health monitor outlived the foreground run"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_monitor_ends(&id, "the foreground run");
 }

@@ -174,7 +174,13 @@ pub fn run(settings: &Settings, args: AutoUpdateArgs) -> anyhow::Result<u8> {
 /// too) or `local`; `disabled`/`false` opt out as podman's do. Another value is kept as
 /// typed, for the report to refuse.
 fn policy(rec: &Record) -> Option<String> {
-    let value = LABELS.iter().find_map(|l| rec.labels.get(*l))?;
+    policy_of(&rec.labels)
+}
+
+/// [`policy`] from a container's labels: whether `run` must keep what an update needs (the
+/// command line to replay, the image record), which no other container pays for.
+pub(crate) fn policy_of(labels: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let value = LABELS.iter().find_map(|l| labels.get(*l))?;
     match value.to_ascii_lowercase().as_str() {
         "registry" | "image" => Some("registry".to_owned()),
         "local" => Some("local".to_owned()),
@@ -545,9 +551,9 @@ fn rollback(
     args: &AutoUpdateArgs,
 ) -> anyhow::Result<()> {
     if let Restart::Unit(unit) = restart {
-        systemctl(&["stop", unit])?;
+        super::systemd::run_systemctl(&["stop", unit])?;
         // A unit that failed its start keeps its failed state (and start-limit count).
-        let _ = systemctl(&["reset-failed", unit]);
+        let _ = super::systemd::run_systemctl(&["reset-failed", unit]);
     }
     store
         .restore_image(old)
@@ -622,7 +628,7 @@ impl Restart {
     fn start(&self, sd: &StateDir, rec: &Record, offline: bool) -> anyhow::Result<Baseline> {
         match self {
             Restart::Unit(unit) => {
-                systemctl(&[if offline { "start" } else { "restart" }, unit])?;
+                super::systemd::run_systemctl(&[if offline { "start" } else { "restart" }, unit])?;
                 Ok(Baseline {
                     n_restarts: n_restarts(unit),
                 })
@@ -836,25 +842,6 @@ fn replay(sd: &StateDir, rec: &Record, words: &[String]) -> anyhow::Result<()> {
             .unwrap_or("")
             .trim_start_matches("slate: ");
         bail!("slate run -d --replace failed ({}): {said}", out.status);
-    }
-    Ok(())
-}
-
-fn systemctl(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("systemctl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run systemctl {}", args.join(" ")))?;
-    if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stderr)
-            .trim()
-            .replace('\n', " ");
-        bail!(
-            "systemctl {} failed ({}): {said}",
-            args.join(" "),
-            out.status
-        );
     }
     Ok(())
 }

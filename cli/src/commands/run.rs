@@ -283,9 +283,13 @@ pub(crate) fn write_bundle(
     if let Some(p) = &options.seccomp {
         crate::state::write_atomic(&dir.join("seccomp.bpf"), &p.to_bytes())?;
     }
-    let image_json =
-        serde_json::to_vec_pretty(&prepared.image).context("cannot serialise the image record")?;
-    crate::state::write_atomic(&dir.join(IMAGE_FILE), &image_json)?;
+    // Only `slate auto-update` reads it (to hold the image for a rollback): one write less
+    // on every other start.
+    if super::autoupdate::policy_of(&rec.labels).is_some() {
+        let image_json = serde_json::to_vec_pretty(&prepared.image)
+            .context("cannot serialise the image record")?;
+        crate::state::write_atomic(&dir.join(IMAGE_FILE), &image_json)?;
+    }
     rec.image_digest = prepared.digest.clone();
     rec.healthcheck = prepared.healthcheck.clone();
     rec.command = options
@@ -310,7 +314,8 @@ pub(crate) fn write_bundle(
     Ok(())
 }
 
-/// The store's record of the container's image, beside its record.
+/// The store's record of the container's image, beside the record of a container that opted
+/// in to `slate auto-update`.
 pub(crate) const IMAGE_FILE: &str = "image.json";
 
 /// `--preserve-fds N` hands the caller's descriptors 3..3+N to the app (podman's flag, for

@@ -80,7 +80,10 @@ fn detach(
     let mut rec = super::base_record(settings, args, &id, name)?;
     rec.restart = restart;
     super::write_bundle(&sd, &mut rec, &prepared)?;
-    let replay = super::replay_words();
+    // Re-reading the command line builds clap's whole command tree: only for a container
+    // `slate auto-update` may replace.
+    let replay =
+        crate::commands::autoupdate::policy_of(&rec.labels).and_then(|_| super::replay_words());
     if let Some((_, env)) = replay.as_ref().filter(|(_, env)| !env.is_empty()) {
         state::write_atomic_mode(&sd.dir(&id).join(super::REPLAY_ENV_FILE), env, 0o600)?;
     }

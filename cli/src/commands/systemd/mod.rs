@@ -461,8 +461,19 @@ fn install(dir: &Path, files: &[(String, String)], enable: bool, now: bool) -> a
 }
 
 fn systemctl(args: &[&str]) -> anyhow::Result<()> {
+    run_systemctl(args)?;
+    println!("ran systemctl {}", args.join(" "));
+    Ok(())
+}
+
+/// `systemctl ARGS`, quietly; its stderr in the error when it fails (also `slate auto-update`'s).
+pub(crate) fn run_systemctl(args: &[&str]) -> anyhow::Result<()> {
     let what = format!("systemctl {}", args.join(" "));
-    let out = match Command::new("systemctl").args(args).output() {
+    let out = match Command::new("systemctl")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
         Ok(o) => o,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             bail!("cannot run {what}: systemctl is not installed, though systemd runs")
@@ -475,7 +486,6 @@ fn systemctl(args: &[&str]) -> anyhow::Result<()> {
             .replace('\n', " ");
         bail!("{what} failed ({}): {said}", out.status);
     }
-    println!("ran {what}");
     Ok(())
 }
 
