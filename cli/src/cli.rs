@@ -77,6 +77,11 @@ pub enum Command {
     Exec(crate::commands::exec::ExecArgs),
     /// Show a container's record and spec as JSON
     Inspect(crate::commands::inspect::InspectArgs),
+    /// List a container's published ports, or the host address of one
+    Port(crate::commands::network::PortArgs),
+    /// Manage networks (bridge networks with NAT, macvlan, any CNI conflist)
+    #[command(subcommand)]
+    Network(crate::commands::network::NetworkCommand),
     /// Wait for containers to exit and print their exit codes
     Wait(crate::commands::wait::WaitArgs),
     /// Check this host: kernel, cgroups, seccomp, store, registries; each problem with its fix
@@ -338,9 +343,34 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only (no writable layer at all)
     #[arg(long)]
     pub read_only: bool,
-    /// Network: host (the default) or none
-    #[arg(long, default_value = "host", value_name = "host|none")]
-    pub network: String,
+    /// Network: host (the default), none, bridge (slate0, with NAT), or a user network
+    /// (`slate network ls`). `-p` without --network means bridge
+    #[arg(long, visible_alias = "net", value_name = "host|none|bridge|NAME")]
+    pub network: Option<String>,
+    /// Publish a container port on the host: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp]
+    #[arg(short = 'p', long, value_name = "[IP:]HOST:CONTAINER")]
+    pub publish: Vec<String>,
+    /// Publish every exposed port (the image's and --expose) on a free host port
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
+    /// Expose a port or range (for -P): PORT[/tcp|udp]
+    #[arg(long, value_name = "PORT")]
+    pub expose: Vec<String>,
+    /// The container's IPv4 address on a user network
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
+    /// DNS server for the container's resolv.conf (replaces the host's)
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// DNS search domain
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// resolv.conf option (e.g. ndots:2)
+    #[arg(long, value_name = "OPT")]
+    pub dns_option: Vec<String>,
+    /// Add a line to /etc/hosts: HOST:IP
+    #[arg(long, value_name = "HOST:IP")]
+    pub add_host: Vec<String>,
     /// Add a Linux capability (or ALL)
     #[arg(long, value_name = "CAP")]
     pub cap_add: Vec<String>,
@@ -424,5 +454,13 @@ impl RunArgs {
     /// The command given after the image, if any.
     pub fn command(&self) -> &[String] {
         self.image_and_command.get(1..).unwrap_or(&[])
+    }
+
+    /// `--network` as resolved: see [`crate::network::mode_of`].
+    pub fn network_mode(&self) -> &str {
+        crate::network::mode_of(
+            self.network.as_deref(),
+            !self.publish.is_empty() || self.publish_all,
+        )
     }
 }

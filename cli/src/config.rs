@@ -23,6 +23,18 @@ pub struct ConfigFile {
     pub registries: RegistriesConfig,
     #[serde(default)]
     pub pull: PullConfig,
+    #[serde(default)]
+    pub network: NetworkConfig,
+}
+
+/// `[network]`: the bridge networks and the CNI plugins behind them.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The default `bridge` network's subnet (10.44.0.0/16).
+    pub bridge_subnet: Option<String>,
+    /// Where the CNI plugins are (/usr/lib/cni, then /opt/cni/bin).
+    pub cni_path: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -51,6 +51,7 @@ fn cleanup_dead(sd: &StateDir, mut rec: Record) {
         }
     }
     remove_cgroup(&rec);
+    crate::network::release_recorded(sd, &rec.id);
     unmount_below(&rec.run_dir);
     remove_run_dir(&rec.run_dir);
     rec.status = Status::Exited;
@@ -230,6 +231,8 @@ pub fn remove_files(sd: &StateDir, rec: &Record) {
             tracing::warn!(dir = %rec.log_dir.display(), error = %e, "cannot remove the logs")
         }
     }
+    // Normally released by its supervisor already; not when that died.
+    crate::network::release_recorded(sd, &rec.id);
     if let Err(e) = sd.remove(&rec.id) {
         tracing::warn!("{e:#}");
     }

@@ -7,6 +7,7 @@ mod config;
 mod containers;
 mod health;
 mod logs;
+mod network;
 mod output;
 mod progress;
 mod sdnotify;

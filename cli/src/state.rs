@@ -182,6 +182,9 @@ pub struct Record {
     /// Its health check (`--health-cmd`, or the image's), run by `slate healthcheck`.
     #[serde(default)]
     pub healthcheck: Option<crate::health::HealthCheck>,
+    /// Its network, when not the host's or none (`--network bridge`, `-p`...).
+    #[serde(default)]
+    pub network: Option<crate::network::Request>,
 }
 
 impl Record {

@@ -123,6 +123,8 @@ struct Supervisor {
     devnull: OwnedFd,
     /// A stop was asked for through a signal to the supervisor itself.
     stopping: bool,
+    /// The container's network, kept across restarts; released when it is gone for good.
+    network: Option<crate::network::Attached>,
 }
 
 impl Supervisor {
@@ -178,6 +180,7 @@ impl Supervisor {
             signals,
             devnull: devnull.into(),
             stopping: false,
+            network: None,
         })
     }
 
@@ -193,6 +196,16 @@ impl Supervisor {
     }
 
     fn main(&mut self, mut ready: Option<OwnedFd>) -> anyhow::Result<u8> {
+        match crate::network::attach(&self.sd, &self.rec) {
+            Ok(n) => self.network = n,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                self.rec.error = Some(msg.clone());
+                report(ready.take(), &format!("err 125 {msg}"));
+                self.finish(125);
+                return Ok(0);
+            }
+        }
         let mut backoff = BACKOFF_START;
         loop {
             let started = Instant::now();
@@ -447,6 +460,9 @@ impl Supervisor {
     /// The container is gone for good: drop its scratch, keep (or, with `--rm`, drop) the
     /// record and logs.
     fn finish(&mut self, code: i32) {
+        if let Some(mut n) = self.network.take() {
+            n.release();
+        }
         remove_run_dir(&self.rec.run_dir);
         self.rec.status = Status::Exited;
         self.rec.exit_code = Some(code);

@@ -44,3 +44,12 @@ pub use container::{bundle_rootfs, Container, ContainerOptions, ExitStatus};
 pub use error::Error;
 pub use mounts::{Rootfs, DOCKER_MASKED_PATHS, DOCKER_READONLY_PATHS};
 pub use supervise::{supervise, FORWARDED};
+
+/// Network helpers for callers that make network namespaces of their own.
+pub mod net {
+    /// Brings up `lo` in the calling thread's network namespace (a new one starts with it
+    /// down).
+    pub fn loopback_up() -> Result<(), nix::errno::Errno> {
+        crate::syscall::loopback_up()
+    }
+}

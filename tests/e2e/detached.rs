@@ -124,6 +124,8 @@ pub(crate) struct Detached {
     pub(crate) image: String,
     pub(crate) state: PathBuf,
     ids: Mutex<Vec<String>>,
+    /// Commands run in this network namespace (`nsenter --net=`), when set.
+    pub(crate) netns: Option<PathBuf>,
 }
 
 impl Detached {
@@ -142,6 +144,7 @@ impl Detached {
             image: image.to_string(),
             state,
             ids: Mutex::new(Vec::new()),
+            netns: None,
         }
     }
 
@@ -160,7 +163,17 @@ impl Detached {
         let sd = self.state_arg();
         let mut all = vec!["--state-dir", sd.as_str()];
         all.extend_from_slice(args);
-        self.slate.run(&all)
+        match &self.netns {
+            Some(ns) => self.slate.run_wrapped(
+                &[
+                    "nsenter".to_string(),
+                    format!("--net={}", ns.display()),
+                    "--".into(),
+                ],
+                &all,
+            ),
+            None => self.slate.run(&all),
+        }
     }
 
     /// `slate run -d FLAGS IMAGE CMD...`: must succeed; returns the id.

@@ -154,6 +154,7 @@ fn doctor_lists_every_check_in_both_formats_and_exits_by_its_fails() {
         "systemd",
         "seccomp",
         "userns",
+        "networks",
         "store-fs",
         "overlayfs",
         "store-space",
@@ -162,7 +163,7 @@ fn doctor_lists_every_check_in_both_formats_and_exits_by_its_fails() {
     ] {
         assert!(names.contains(&want), "no {want} check in {names:?}");
     }
-    assert_eq!(names.len(), 18, "{names:?}");
+    assert_eq!(names.len(), 19, "{names:?}");
     let fails = lines.iter().filter(|l| l.status == "FAIL").count();
     assert_exit_follows_fails(&out, fails);
     // Offline: no registry was asked.

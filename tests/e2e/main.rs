@@ -37,6 +37,7 @@ mod harness_selftest;
 mod health;
 mod hostile;
 mod issue11_exe;
+mod network;
 mod platform;
 mod prune;
 mod pull;

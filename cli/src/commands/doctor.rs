@@ -104,6 +104,7 @@ pub fn run(settings: &Settings, args: DoctorArgs) -> anyhow::Result<u8> {
     checks.extend(cgroups::checks());
     checks.push(host::seccomp());
     checks.push(host::userns());
+    checks.push(host::cni(settings));
     checks.extend(storage::checks(settings));
     if args.offline {
         checks.push(Check::ok(

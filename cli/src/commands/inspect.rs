@@ -24,6 +24,15 @@ pub fn run(settings: &Settings, args: InspectArgs) -> anyhow::Result<u8> {
                 v["spec"] = spec;
             }
         }
+        if let Some(a) = crate::network::load_attachment(&sd, &rec.id) {
+            v["network_settings"] = serde_json::json!({
+                "network": a.network,
+                "ip": a.ip,
+                "mac": a.mac,
+                "ports": a.ports,
+                "netns": a.netns,
+            });
+        }
         if let Some(h) = crate::health::Health::load(&sd, &rec.id) {
             v["health"] = serde_json::to_value(&h).context("cannot serialise the health state")?;
         }

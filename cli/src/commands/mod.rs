@@ -10,6 +10,7 @@ pub(crate) mod kill;
 pub(crate) mod load;
 mod login;
 pub(crate) mod logs;
+pub(crate) mod network;
 mod prune;
 pub(crate) mod ps;
 pub(crate) mod pull;
@@ -83,6 +84,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Rm(a) => rm::run(&settings, a),
         Command::Exec(a) => exec::run(&settings, a),
         Command::Inspect(a) => inspect::run(&settings, a),
+        Command::Port(a) => network::port(&settings, a),
+        Command::Network(c) => network::run(&settings, c),
         Command::Wait(a) => wait::run(&settings, a),
         Command::Doctor(a) => doctor::run(&settings, a),
         Command::Systemd(SystemdCommand::Unit(a)) => systemd::run(*a),

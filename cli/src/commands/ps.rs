@@ -65,6 +65,7 @@ pub fn run(settings: &Settings, args: PsArgs) -> anyhow::Result<u8> {
                         .and_then(|_| crate::health::Health::load(&sd, &r.id))
                         .as_ref(),
                 ),
+                ports_text(&sd, r),
                 r.name.clone(),
             ]
         })
@@ -78,12 +79,40 @@ pub fn run(settings: &Settings, args: PsArgs) -> anyhow::Result<u8> {
                 "COMMAND",
                 "CREATED",
                 "STATUS",
+                "PORTS",
                 "NAMES"
             ],
             &rows
         )
     );
     Ok(0)
+}
+
+/// docker's PORTS column: `127.0.0.1:8080->80/tcp, 0.0.0.0:8443->443/tcp`.
+fn ports_text(sd: &crate::state::StateDir, r: &Record) -> String {
+    if r.network.as_ref().is_none_or(|n| n.ports.is_empty()) {
+        return String::new();
+    }
+    let Some(att) = crate::network::load_attachment(sd, &r.id) else {
+        return String::new();
+    };
+    att.ports
+        .iter()
+        .map(|p| {
+            let ip = if p.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                &p.host_ip
+            };
+            format!(
+                "{ip}:{}->{}/{}",
+                p.host_port,
+                p.container_port,
+                p.protocol.as_str()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn truncate(s: &str, n: usize) -> String {

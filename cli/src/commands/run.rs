@@ -55,6 +55,8 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     let mut record = foreground::Record::reserve(settings, &args, &id).map_err(fail)?;
     let prepared = prepare(settings, &args, &id, notifier.as_ref()).map_err(fail)?;
     record.prepared(&prepared).map_err(fail)?;
+    // Declared after the record, so dropped (torn down) before it goes.
+    let network = record.attach_network().map_err(fail)?;
     // `_guard` and `_pin` live until the container is gone, at the end of this function.
     let Prepared {
         run_dir,
@@ -111,6 +113,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
         let _ = container.kill(nix::sys::signal::Signal::SIGKILL);
     }
     let status = supervise(container).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, anyhow!(e)))?;
+    drop(network);
     drop(_guard);
     drop(record);
     tracing::debug!(run_dir = %run_dir.display(), ?status, "container exited");
@@ -217,6 +220,7 @@ pub(crate) fn base_record(
         replay: None,
         config: settings.config_path.clone(),
         healthcheck: None,
+        network: None,
     })
 }
 
@@ -292,6 +296,7 @@ pub(crate) fn write_bundle(
     }
     rec.image_digest = prepared.digest.clone();
     rec.healthcheck = prepared.healthcheck.clone();
+    rec.network = prepared.network.clone();
     rec.command = options
         .spec
         .process()
@@ -353,6 +358,8 @@ pub(crate) struct Prepared {
     pub healthcheck: Option<crate::health::HealthCheck>,
     /// The image's StopSignal (or SIGTERM).
     pub stop_signal: nix::sys::signal::Signal,
+    /// The CNI network to attach before the start, if any.
+    pub network: Option<crate::network::Request>,
 }
 
 /// Removes the run's directory (upper dir included) when dropped.
@@ -381,6 +388,13 @@ pub(crate) fn prepare(
     id: &str,
     notifier: Option<&Notifier>,
 ) -> anyhow::Result<Prepared> {
+    // Before the pull: a typo in -p or a network that does not exist costs no download.
+    for p in &args.publish {
+        crate::network::ports::parse_publish(p)?;
+    }
+    if crate::network::is_cni(args.network_mode()) {
+        crate::network::defs::load(settings, args.network_mode())?;
+    }
     let store = super::open_store(settings)?;
     let record = match local_image(settings, &store, args) {
         Some(imported) => imported?,
@@ -401,6 +415,12 @@ pub(crate) fn prepare(
         .with_context(|| format!("corrupt config of {}", record.display_name()))?;
     let lower = rootfs::lower_dirs(&store, &record)?;
     let healthcheck = crate::health::resolve(args, &image_config)?;
+    let exposed: Vec<String> = image_config
+        .pointer("/config/ExposedPorts")
+        .and_then(serde_json::Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let network = crate::network::request(settings, args, &exposed)?;
 
     let runs = store.root().join("runs");
     sweep_dead_runs(&runs);
@@ -430,6 +450,9 @@ pub(crate) fn prepare(
         host_env: &host_env,
     })?;
     let mut spec = out.spec;
+    if network.is_some() {
+        join_pinned_netns(&mut spec, &settings.state_dir.join(id));
+    }
     if let Some(n) = notifier.filter(|n| n.mode == crate::sdnotify::Mode::Container) {
         crate::sdnotify::pass_into(&mut spec, n)?;
     }
@@ -456,7 +479,24 @@ pub(crate) fn prepare(
         image: record,
         healthcheck,
         stop_signal: out.stop_signal,
+        network,
     })
+}
+
+/// Points the spec's network namespace at the one `network::attach` pins beside the
+/// record (the state dir's `<id>/`).
+fn join_pinned_netns(spec: &mut oci_spec::runtime::Spec, record_dir: &Path) {
+    use oci_spec::runtime::LinuxNamespaceType;
+    let Some(linux) = spec.linux_mut().as_mut() else {
+        return;
+    };
+    if let Some(nss) = linux.namespaces_mut().as_mut() {
+        for ns in nss.iter_mut() {
+            if ns.typ() == LinuxNamespaceType::Network {
+                ns.set_path(Some(record_dir.join(crate::network::NETNS_FILE)));
+            }
+        }
+    }
 }
 
 /// The seccomp filter for the run: a profile from a file goes into the spec (the runtime

@@ -102,8 +102,14 @@ pub enum SpecError {
     GroupNotFound(String),
     #[error("invalid --hostname {value:?}: {reason}")]
     Hostname { value: String, reason: &'static str },
-    #[error("invalid --network {0:?}: expected host (the default) or none")]
+    #[error(
+        "invalid --network {0:?}: expected host (the default), none, bridge or a network name"
+    )]
     Network(String),
+    #[error("invalid --add-host {0:?}: expected HOST:IP")]
+    AddHost(String),
+    #[error("invalid --dns {0:?}: expected an IP address")]
+    Dns(String),
     #[error("invalid --volume {value:?}: {reason}")]
     Volume { value: String, reason: &'static str },
     #[error(
@@ -314,13 +320,16 @@ pub fn build(input: &SpecInput) -> Result<SpecOutput, SpecError> {
     build_on(input, &RealHost)
 }
 
-/// `--network`: docker's names for the two modes slate has.
+/// `--network`, as far as the spec is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Network {
     /// The host's network namespace (the default: on a Pi nothing else is needed).
     Host,
     /// A new network namespace with only `lo`.
     None,
+    /// A CNI network (bridge, a user network): a namespace slate pins and configures
+    /// before the container starts; `run` sets its path in the spec.
+    Cni,
 }
 
 impl Network {
@@ -328,6 +337,7 @@ impl Network {
         match s {
             "host" | "" => Ok(Network::Host),
             "none" => Ok(Network::None),
+            other if crate::network::defs::validate_name(other).is_ok() => Ok(Network::Cni),
             other => Err(SpecError::Network(other.to_owned())),
         }
     }
@@ -336,7 +346,7 @@ impl Network {
 pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput, SpecError> {
     let args = input.args;
     let config = image_section(input.image_config);
-    let network = Network::parse(&args.network)?;
+    let network = Network::parse(args.network_mode())?;
     let hostname = hostname(args, network, input.id, host)?;
 
     let process_args = process_args(args, config)?;
@@ -411,7 +421,7 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
         // runtime creates it once the child sits in its cgroup.
         LinuxNamespaceType::Cgroup,
     ];
-    if network == Network::None {
+    if network != Network::Host {
         namespaces.push(LinuxNamespaceType::Network);
     }
     let namespaces = namespaces

@@ -335,12 +335,12 @@ fn write_etc_files(input: &MountInput) -> Result<Vec<(&'static str, PathBuf)>, S
         (
             "/etc/resolv.conf",
             "resolv.conf",
-            resolv_conf(input.network, input.host),
+            with_dns_flags(resolv_conf(input.network, input.host), input.args)?,
         ),
         (
             "/etc/hosts",
             "hosts",
-            hosts(input.network, input.hostname, input.host),
+            with_added_hosts(hosts(input.network, input.hostname, input.host), input.args)?,
         ),
         ("/etc/hostname", "hostname", format!("{}\n", input.hostname)),
     ];
@@ -354,6 +354,63 @@ fn write_etc_files(input: &MountInput) -> Result<Vec<(&'static str, PathBuf)>, S
         out.push((dest, path));
     }
     Ok(out)
+}
+
+/// `--dns`, `--dns-search` and `--dns-option`, as docker applies them: each one given
+/// replaces the lines of its kind in the file.
+fn with_dns_flags(conf: String, args: &RunArgs) -> Result<String, SpecError> {
+    for d in &args.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(SpecError::Dns(d.clone()));
+        }
+    }
+    if args.dns.is_empty() && args.dns_search.is_empty() && args.dns_option.is_empty() {
+        return Ok(conf);
+    }
+    let replaced = |l: &str| {
+        let key = l.split_whitespace().next().unwrap_or("");
+        (key == "nameserver" && !args.dns.is_empty())
+            || ((key == "search" || key == "domain") && !args.dns_search.is_empty())
+            || (key == "options" && !args.dns_option.is_empty())
+    };
+    let mut out: String = conf
+        .lines()
+        .filter(|l| !replaced(l))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    if !args.dns_search.is_empty() {
+        out.push_str(&format!("search {}\n", args.dns_search.join(" ")));
+    }
+    for d in &args.dns {
+        out.push_str(&format!("nameserver {d}\n"));
+    }
+    if !args.dns_option.is_empty() {
+        out.push_str(&format!("options {}\n", args.dns_option.join(" ")));
+    }
+    Ok(out)
+}
+
+/// `--add-host HOST:IP` lines (docker also takes `HOST=IP`), after the generated ones.
+fn with_added_hosts(mut hosts: String, args: &RunArgs) -> Result<String, SpecError> {
+    for a in &args.add_host {
+        let (name, ip) = a
+            .split_once('=')
+            .or_else(|| a.split_once(':'))
+            .ok_or_else(|| SpecError::AddHost(a.clone()))?;
+        // An IPv6 address has colons of its own: only the first one separates.
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        if name.is_empty()
+            || name.chars().any(|c| c.is_whitespace() || c == '#')
+            || ip.parse::<std::net::IpAddr>().is_err()
+        {
+            return Err(SpecError::AddHost(a.clone()));
+        }
+        if !hosts.is_empty() && !hosts.ends_with('\n') {
+            hosts.push('\n');
+        }
+        hosts.push_str(&format!("{ip}\t{name}\n"));
+    }
+    Ok(hosts)
 }
 
 fn nameservers(conf: &str) -> impl Iterator<Item = &str> {

@@ -432,10 +432,62 @@ fn namespaces_by_network() {
     let ns = namespaces(&r.build(&["--network", "none", "nginx"]).spec);
     assert!(ns.contains(&LinuxNamespaceType::Network));
     assert_eq!(ns.len(), 6);
+    // A CNI network: its own namespace too (`run` points it at the one it pins), and so
+    // does -p without --network.
+    for flags in [&["--network", "bridge"][..], &["-p", "8080:80"], &["-P"]] {
+        let mut a = flags.to_vec();
+        a.push("nginx");
+        let ns = namespaces(&r.build(&a).spec);
+        assert!(ns.contains(&LinuxNamespaceType::Network), "{flags:?}");
+    }
     assert_eq!(
-        r.err(&["--network", "bridge", "nginx"]),
-        "invalid --network \"bridge\": expected host (the default) or none"
+        r.err(&["--network", "a/b", "nginx"]),
+        "invalid --network \"a/b\": expected host (the default), none, bridge or a network name"
     );
+}
+
+#[test]
+fn dns_and_add_host_flags() {
+    let r = Run::new();
+    r.build(&[
+        "--network",
+        "none",
+        "--dns",
+        "192.0.2.53",
+        "--dns",
+        "2001:db8::53",
+        "--dns-search",
+        "a.example",
+        "--dns-option",
+        "ndots:2",
+        "--add-host",
+        "printer:192.168.1.9",
+        "--add-host",
+        "v6=2001:db8::9",
+        "nginx",
+    ]);
+    let resolv = std::fs::read_to_string(r.dir.path().join("resolv.conf")).unwrap();
+    assert!(!resolv.contains("nameserver 10."), "{resolv}");
+    assert!(
+        resolv.contains("nameserver 192.0.2.53\nnameserver 2001:db8::53\n"),
+        "{resolv}"
+    );
+    assert!(
+        resolv.contains("search a.example\n") && resolv.contains("options ndots:2\n"),
+        "{resolv}"
+    );
+    let hosts = std::fs::read_to_string(r.dir.path().join("hosts")).unwrap();
+    assert!(
+        hosts.ends_with("192.168.1.9\tprinter\n2001:db8::9\tv6\n"),
+        "{hosts}"
+    );
+    assert!(r.err(&["--dns", "x", "nginx"]).contains("--dns"));
+    assert!(r
+        .err(&["--add-host", "nocolon", "nginx"])
+        .contains("--add-host"));
+    assert!(r
+        .err(&["--add-host", "h:notip", "nginx"])
+        .contains("--add-host"));
 }
 
 // ---- mounts

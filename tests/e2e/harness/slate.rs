@@ -274,6 +274,12 @@ impl Slate {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_wrapped(&[], args)
+    }
+
+    /// [`Slate::run`] through a wrapper command (`nsenter --net=...`): `wrapper` then the
+    /// slate binary and its arguments.
+    pub fn run_wrapped(&self, wrapper: &[String], args: &[&str]) -> Output {
         let mut all: Vec<String> = vec![
             "--root".into(),
             self.root.display().to_string(),
@@ -283,7 +289,15 @@ impl Slate {
             "info".into(),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
-        let out = Command::new(SLATE_BIN)
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(SLATE_BIN);
+                c
+            }
+            None => Command::new(SLATE_BIN),
+        };
+        let out = cmd
             .args(&all)
             .env_remove("RUST_LOG")
             .output()

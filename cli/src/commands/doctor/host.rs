@@ -342,6 +342,47 @@ fn userns_check(
     }
 }
 
+/// The CNI plugins and iptables that `--network bridge`, `-p` and user networks need. The
+/// host's network (slate's default) needs neither: a warning, not a failure.
+pub fn cni(settings: &crate::config::Settings) -> Check {
+    let dirs = crate::network::defs::plugin_dirs(settings);
+    let wanted = ["bridge", "host-local", "portmap", "firewall", "macvlan"];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|p| !dirs.iter().any(|d| d.join(p).is_file()))
+        .collect();
+    let iptables = ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    if missing.is_empty() && iptables {
+        return Check::ok(
+            "networks",
+            format!(
+                "CNI plugins in {} and iptables: --network bridge and -p work",
+                shown.join(", ")
+            ),
+        );
+    }
+    let mut what = Vec::new();
+    if !missing.is_empty() {
+        what.push(format!(
+            "CNI plugins {} not found in {}",
+            missing.join(", "),
+            shown.join(", ")
+        ));
+    }
+    if !iptables {
+        what.push("no iptables".to_string());
+    }
+    Check::warn(
+        "networks",
+        format!("{}: only --network host and none work", what.join("; ")),
+        "apt-get install containernetworking-plugins iptables (or set [network] cni_path)",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Status;

@@ -74,6 +74,12 @@ impl Record {
         }
     }
 
+    /// Attaches its network (`--network bridge`, `-p`...), if it has one: this process holds
+    /// it until the run ends.
+    pub fn attach_network(&self) -> anyhow::Result<Option<crate::network::Attached>> {
+        crate::network::attach(&self.sd, &self.rec)
+    }
+
     /// Starts its health checks, if it has any (see `crate::health`).
     pub fn start_health_monitor(&self, settings: &Settings) {
         crate::health::spawn_monitor(&settings.root, &self.sd, &self.rec);
