@@ -82,6 +82,9 @@ pub enum Command {
     /// Manage networks (bridge networks with NAT, macvlan, any CNI conflist)
     #[command(subcommand)]
     Network(crate::commands::network::NetworkCommand),
+    /// Manage named volumes (`-v NAME:/path`): data that outlives containers
+    #[command(subcommand)]
+    Volume(crate::commands::volume::VolumeCommand),
     /// Wait for containers to exit and print their exit codes
     Wait(crate::commands::wait::WaitArgs),
     /// Check this host: kernel, cgroups, seccomp, store, registries; each problem with its fix
@@ -386,6 +389,33 @@ pub struct RunArgs {
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     pub init: bool,
+    /// Add a supplementary group (name from the image's /etc/group, or a gid)
+    #[arg(long, value_name = "GROUP")]
+    pub group_add: Vec<String>,
+    /// Set a namespaced kernel parameter: KEY=VALUE (net.*, kernel.shm*, fs.mqueue.*...)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub sysctl: Vec<String>,
+    /// Size of /dev/shm (e.g. 256m) [default: 64m]
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// The container's OOM score adjustment, -1000 to 1000
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub oom_score_adj: Option<i32>,
+    /// PID namespace: host to share the host's (the container sees every process)
+    #[arg(long, value_name = "host")]
+    pub pid: Option<String>,
+    /// IPC namespace: host to share the host's (and its /dev/shm)
+    #[arg(long, value_name = "host")]
+    pub ipc: Option<String>,
+    /// UTS namespace: host to share the host's name (no --hostname then)
+    #[arg(long, value_name = "host")]
+    pub uts: Option<String>,
+    /// Mount: type=bind|volume|tmpfs,source=...,target=...[,readonly][,tmpfs-size=...]
+    #[arg(long, value_name = "SPEC")]
+    pub mount: Vec<String>,
+    /// Seconds `slate stop` waits after the stop signal before SIGKILL [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub stop_timeout: Option<u32>,
     /// Pass descriptors 3 to 3+N-1 into the container (socket activation); foreground only
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub preserve_fds: u32,

@@ -25,6 +25,18 @@ pub struct ConfigFile {
     pub pull: PullConfig,
     #[serde(default)]
     pub network: NetworkConfig,
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+/// `[security]`: defaults for every container of this host.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// no_new_privs for every container (off, as in docker: setuid `su` and
+    /// file-capability `ping` work); `--security-opt no-new-privileges=false` still wins.
+    #[serde(default)]
+    pub no_new_privileges: bool,
 }
 
 /// `[network]`: the bridge networks and the CNI plugins behind them.

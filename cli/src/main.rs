@@ -14,6 +14,7 @@ mod sdnotify;
 mod spec;
 mod state;
 mod supervisor;
+mod volumes;
 
 use std::process::ExitCode;
 

@@ -185,6 +185,9 @@ pub struct Record {
     /// Its network, when not the host's or none (`--network bridge`, `-p`...).
     #[serde(default)]
     pub network: Option<crate::network::Request>,
+    /// `--stop-timeout`: what `slate stop` waits by default.
+    #[serde(default)]
+    pub stop_timeout: Option<u32>,
 }
 
 impl Record {

@@ -46,6 +46,7 @@ mod resume;
 mod run;
 mod run_cgroupfs;
 mod run_devices;
+mod run_docker;
 mod run_foreground;
 mod run_limits;
 mod run_pull;

@@ -52,7 +52,7 @@ fn exit_125_when_slate_itself_fails() {
     out.error_mentions(&["--cpus"]);
     let out = env.run(&["--pids-limit", "-5"], &["true"]).failure(125);
     out.error_mentions(&["--pids-limit"]);
-    let out = env.run(&["-v", "relative:/x"], &["true"]).failure(125);
+    let out = env.run(&["-v", "bad name:/x"], &["true"]).failure(125);
     out.error_mentions(&["--volume"]);
     // Nothing was run: no run dir, no mounts (checked by `run`).
 }

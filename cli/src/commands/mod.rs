@@ -20,6 +20,7 @@ pub(crate) mod save;
 pub(crate) mod stop;
 mod system;
 pub(crate) mod systemd;
+pub(crate) mod volume;
 pub(crate) mod wait;
 
 use std::fmt;
@@ -86,6 +87,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Inspect(a) => inspect::run(&settings, a),
         Command::Port(a) => network::port(&settings, a),
         Command::Network(c) => network::run(&settings, c),
+        Command::Volume(c) => volume::run(&settings, c),
         Command::Wait(a) => wait::run(&settings, a),
         Command::Doctor(a) => doctor::run(&settings, a),
         Command::Systemd(SystemdCommand::Unit(a)) => systemd::run(*a),

@@ -221,6 +221,7 @@ pub(crate) fn base_record(
         config: settings.config_path.clone(),
         healthcheck: None,
         network: None,
+        stop_timeout: args.stop_timeout,
     })
 }
 
@@ -441,6 +442,7 @@ pub(crate) fn prepare(
 
     let read_image_file = |p: &str| rootfs::read_file(&lower, p);
     let host_env = |k: &str| std::env::var(k).ok();
+    let volumes_dir = crate::volumes::volumes_dir(&settings.root);
     let out = spec::build(&SpecInput {
         args,
         image_config: &image_config,
@@ -448,6 +450,8 @@ pub(crate) fn prepare(
         id,
         run_dir: &run_dir,
         host_env: &host_env,
+        no_new_privileges: settings.file.security.no_new_privileges,
+        volumes_dir: Some(&volumes_dir),
     })?;
     let mut spec = out.spec;
     if network.is_some() {

@@ -10,9 +10,9 @@ use crate::containers;
 
 #[derive(Debug, clap::Args)]
 pub struct StopArgs {
-    /// Seconds to wait before killing
-    #[arg(short = 't', long = "time", default_value_t = 10)]
-    pub time: u64,
+    /// Seconds to wait before killing [default: the container's --stop-timeout, else 10]
+    #[arg(short = 't', long = "time", visible_alias = "timeout")]
+    pub time: Option<u64>,
     /// Container names or ids (prefixes)
     #[arg(required = true)]
     pub containers: Vec<String>,
@@ -20,17 +20,22 @@ pub struct StopArgs {
 
 pub fn run(settings: &Settings, args: StopArgs) -> anyhow::Result<u8> {
     let sd = containers::open_swept(settings)?;
-    let timeout = Duration::from_secs(args.time);
     let results = containers::for_each_parallel(&args.containers, |key| {
         let rec = sd.find(key)?;
-        let how = containers::stop(&sd, &rec, timeout)?;
+        let secs = timeout_of(args.time, &rec);
+        let how = containers::stop(&sd, &rec, Duration::from_secs(secs))?;
         if how == containers::Stopped::Killed {
             eprintln!(
-                "slate: {} did not stop on {} within {} s: killed it (SIGKILL)",
-                rec.name, rec.stop_signal, args.time
+                "slate: {} did not stop on {} within {secs} s: killed it (SIGKILL)",
+                rec.name, rec.stop_signal
             );
         }
         Ok(())
     });
     Ok(containers::report(&args.containers, results))
+}
+
+/// `-t`, else the container's `--stop-timeout`, else docker's 10 s.
+pub fn timeout_of(flag: Option<u64>, rec: &crate::state::Record) -> u64 {
+    flag.or(rec.stop_timeout.map(u64::from)).unwrap_or(10)
 }

@@ -54,6 +54,11 @@ pub struct SpecInput<'a> {
     pub run_dir: &'a Path,
     /// slate's own environment, for `-e NAME` and `--env-file` lines without a value.
     pub host_env: &'a dyn Fn(&str) -> Option<String>,
+    /// `[security] no_new_privileges`: the default when no `--security-opt` says otherwise
+    /// (off, as in docker and podman, so setuid and file-capability programs work).
+    pub no_new_privileges: bool,
+    /// Where named volumes live (`<root>/volumes`); None where they cannot be used.
+    pub volumes_dir: Option<&'a Path>,
 }
 
 /// The spec and the few decisions the runtime's `Spec` has no field for.
@@ -108,13 +113,25 @@ pub enum SpecError {
     Network(String),
     #[error("invalid --add-host {0:?}: expected HOST:IP")]
     AddHost(String),
+    #[error("invalid --sysctl {0:?}: expected KEY=VALUE")]
+    Sysctl(String),
+    #[error("invalid --oom-score-adj {0}: expected -1000 to 1000")]
+    OomScoreAdj(i32),
+    #[error("invalid --{flag} {value:?}: expected host or private{extra}")]
+    NamespaceMode {
+        flag: &'static str,
+        value: String,
+        extra: &'static str,
+    },
+    #[error("--hostname and --uts host contradict each other: with the host's UTS namespace the container has the host's name")]
+    HostnameWithUtsHost,
+    #[error("invalid --mount {value:?}: {reason}")]
+    MountFlag { value: String, reason: String },
     #[error("invalid --dns {0:?}: expected an IP address")]
     Dns(String),
     #[error("invalid --volume {value:?}: {reason}")]
     Volume { value: String, reason: &'static str },
-    #[error(
-        "invalid --volume {0:?}: named volumes are not supported yet, give an absolute host path"
-    )]
+    #[error("invalid --volume {0:?}: the host part must be an absolute path, ./relative, or a volume name (letters, digits, '_', '.', '-')")]
     NamedVolume(String),
     #[error(
         "invalid --volume {0:?}: anonymous volumes are not supported yet, give HOST:CONTAINER"
@@ -347,14 +364,31 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
     let args = input.args;
     let config = image_section(input.image_config);
     let network = Network::parse(args.network_mode())?;
-    let hostname = hostname(args, network, input.id, host)?;
+    let pid_host = namespace_mode("pid", args.pid.as_deref())?;
+    let ipc_host = namespace_mode("ipc", args.ipc.as_deref())?;
+    let uts_host = namespace_mode("uts", args.uts.as_deref())?;
+    if uts_host && args.hostname.is_some() {
+        return Err(SpecError::HostnameWithUtsHost);
+    }
+    let hostname = if uts_host {
+        host.hostname()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    } else {
+        hostname(args, network, input.id, host)?
+    };
 
     let process_args = process_args(args, config)?;
     let user_arg = match &args.user {
         Some(u) => Some(u.clone()),
         None => config_str(config, "User")?.filter(|u| !u.is_empty()),
     };
-    let user = user::resolve(user_arg.as_deref(), input.read_image_file)?;
+    let mut user = user::resolve(user_arg.as_deref(), input.read_image_file)?;
+    for g in user::group_add(&args.group_add, input.read_image_file)? {
+        if !user.additional_gids.contains(&g) {
+            user.additional_gids.push(g);
+        }
+    }
     let env = env::build(&env::EnvInput {
         image_env: config_str_array(config, "Env")?.unwrap_or_default(),
         env_files: &args.env_file,
@@ -366,7 +400,7 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
     })?;
     let cwd = workdir(args, config)?;
 
-    let sec = security::build(args, host)?;
+    let sec = security::build(args, host, input.no_new_privileges)?;
     let mut resources = resources::build(args, host)?;
     let (device_nodes, device_rules) = devices::build(&args.device, host)?;
     if let Some(rules) = resources.devices_mut() {
@@ -380,12 +414,20 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
     };
     // Last, because it is the one step that touches the host (the generated /etc files,
     // missing -v directories): nothing is written for a command line that is refused.
+    let sysctl = sysctls(&args.sysctl)?;
+    if let Some(adj) = args.oom_score_adj {
+        if !(-1000..=1000).contains(&adj) {
+            return Err(SpecError::OomScoreAdj(adj));
+        }
+    }
     let mounts = mounts::build(&mounts::MountInput {
         args,
         network,
         hostname: &hostname,
         run_dir: input.run_dir,
         host,
+        ipc_host,
+        volumes_dir: input.volumes_dir,
     })?;
 
     let mut process = Process::default();
@@ -410,17 +452,22 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
         Some(rlimits)
     });
     process.set_no_new_privileges(Some(sec.no_new_privileges));
-    process.set_oom_score_adj(None);
+    process.set_oom_score_adj(args.oom_score_adj);
 
-    let mut namespaces = vec![
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        // /proc/self/cgroup names the container's own cgroups as the root, as docker's do; the
-        // runtime creates it once the child sits in its cgroup.
-        LinuxNamespaceType::Cgroup,
-    ];
+    let mut namespaces = vec![LinuxNamespaceType::Mount];
+    // An absent namespace is the host's: `--pid/--ipc/--uts host`.
+    if !pid_host {
+        namespaces.push(LinuxNamespaceType::Pid);
+    }
+    if !ipc_host {
+        namespaces.push(LinuxNamespaceType::Ipc);
+    }
+    if !uts_host {
+        namespaces.push(LinuxNamespaceType::Uts);
+    }
+    // /proc/self/cgroup names the container's own cgroups as the root, as docker's do; the
+    // runtime creates it once the child sits in its cgroup.
+    namespaces.push(LinuxNamespaceType::Cgroup);
     if network != Network::Host {
         namespaces.push(LinuxNamespaceType::Network);
     }
@@ -443,7 +490,11 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
     });
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);
-    linux.set_sysctl(None);
+    linux.set_sysctl(if sysctl.is_empty() {
+        None
+    } else {
+        Some(sysctl)
+    });
     linux.set_rootfs_propagation(None);
     linux.set_cgroups_path(None);
     linux.set_seccomp(sec.seccomp_profile);
@@ -459,7 +510,8 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
     spec.set_root(Some(root));
     spec.set_mounts(Some(mounts));
     spec.set_process(Some(process));
-    spec.set_hostname(Some(hostname));
+    // The host's UTS namespace keeps the host's name: setting it would rename the host.
+    spec.set_hostname(if uts_host { None } else { Some(hostname) });
     spec.set_domainname(None);
     spec.set_annotations(Some(annotations));
     spec.set_linux(Some(linux));
@@ -542,6 +594,39 @@ fn workdir(args: &RunArgs, config: &Value) -> Result<PathBuf, SpecError> {
         return Err(SpecError::Workdir { value, origin });
     }
     Ok(PathBuf::from(value))
+}
+
+/// `--pid/--ipc/--uts`: true for `host`.
+fn namespace_mode(flag: &'static str, value: Option<&str>) -> Result<bool, SpecError> {
+    match value {
+        None | Some("") | Some("private") => Ok(false),
+        Some("host") => Ok(true),
+        Some("shareable") if flag == "ipc" => Ok(false),
+        Some(v) => Err(SpecError::NamespaceMode {
+            flag,
+            value: v.to_owned(),
+            extra: if v.starts_with("container:") {
+                " (joining another container's namespace is not supported yet)"
+            } else {
+                ""
+            },
+        }),
+    }
+}
+
+/// `--sysctl KEY=VALUE`; the runtime refuses keys that are not namespaced or whose
+/// namespace the container shares with the host.
+fn sysctls(flags: &[String]) -> Result<HashMap<String, String>, SpecError> {
+    let mut out = HashMap::new();
+    for f in flags {
+        match f.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+                out.insert(k.to_owned(), v.to_owned());
+            }
+            _ => return Err(SpecError::Sysctl(f.clone())),
+        }
+    }
+    Ok(out)
 }
 
 /// `--hostname`, else as docker: the host's name with the host's network (the container shares

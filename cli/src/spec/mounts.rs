@@ -17,6 +17,10 @@ pub(crate) struct MountInput<'a> {
     pub hostname: &'a str,
     pub run_dir: &'a Path,
     pub host: &'a dyn Host,
+    /// `--ipc host`: the host's /dev/shm and /dev/mqueue, not the container's own.
+    pub ipc_host: bool,
+    /// Where named volumes live; None: `-v NAME:/path` is refused.
+    pub volumes_dir: Option<&'a Path>,
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
@@ -28,11 +32,36 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
     m
 }
 
-/// docker's default mounts (moby `oci/defaults.go`).
-fn default_mounts(privileged: bool) -> Vec<Mount> {
+/// docker's default mounts (moby `oci/defaults.go`), with `--shm-size` (bytes) and
+/// `--ipc host` applied to /dev/shm and /dev/mqueue.
+fn default_mounts(privileged: bool, shm_bytes: Option<i64>, ipc_host: bool) -> Vec<Mount> {
+    let shm_size = format!("size={}k", shm_bytes.map_or(65536, |b| (b + 1023) / 1024));
     // /sys is read-only unless --privileged; the cgroup tree as well (docker makes it
     // writable for privileged containers with their own cgroup namespace, as here).
     let sys_mode = if privileged { "rw" } else { "ro" };
+    let mut shm = mount(
+        "/dev/shm",
+        "tmpfs",
+        "shm",
+        &["nosuid", "noexec", "nodev", "mode=1777", &shm_size],
+    );
+    // (An mqueue mount shows the queues of the mounting process's IPC namespace: with
+    // --ipc host a fresh one already is the host's.)
+    let mqueue = mount(
+        "/dev/mqueue",
+        "mqueue",
+        "mqueue",
+        &["nosuid", "noexec", "nodev"],
+    );
+    if ipc_host {
+        // The host's POSIX shared memory, as docker's --ipc host shares it.
+        shm = mount(
+            "/dev/shm",
+            "bind",
+            "/dev/shm",
+            &["rbind", "rprivate", "nosuid", "nodev"],
+        );
+    }
     vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(
@@ -54,18 +83,8 @@ fn default_mounts(privileged: bool) -> Vec<Mount> {
                 "gid=5",
             ],
         ),
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        ),
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        ),
+        shm,
+        mqueue,
         mount(
             "/sys",
             "sysfs",
@@ -161,8 +180,13 @@ fn parse_volume_mode(value: &str, mode: &str) -> Result<VolumeMode, SpecError> {
 }
 
 /// `-v HOST:CONTAINER[:OPTS]` -> a recursive bind mount. Missing host directories are created,
-/// as docker does for `-v` (not for `--mount`).
-fn volume(value: &str, host: &dyn Host) -> Result<Mount, SpecError> {
+/// as docker does for `-v` (not for `--mount`). `-v NAME:CONTAINER` is the named volume
+/// NAME's data directory (created on first use, as docker's).
+fn volume(
+    value: &str,
+    host: &dyn Host,
+    volumes_dir: Option<&Path>,
+) -> Result<(Mount, Option<String>), SpecError> {
     let bad = |reason| SpecError::Volume {
         value: value.to_owned(),
         reason,
@@ -187,8 +211,13 @@ fn volume(value: &str, host: &dyn Host) -> Result<Mount, SpecError> {
     if src.is_empty() || dst.is_empty() {
         return Err(bad("expected HOST:CONTAINER[:OPTIONS]"));
     }
+    let mut named = None;
     let src_path = if src.starts_with('/') {
         PathBuf::from(src)
+    } else if crate::volumes::valid_name(src) && !is_cwd_relative(src) {
+        let dir = volumes_dir.ok_or_else(|| SpecError::NamedVolume(value.to_owned()))?;
+        named = Some(src.to_owned());
+        crate::volumes::data_dir(dir, src)
     } else if is_cwd_relative(src) {
         match host.cwd() {
             Some(cwd) => cwd.join(src),
@@ -218,7 +247,103 @@ fn volume(value: &str, host: &dyn Host) -> Result<Mount, SpecError> {
     let mut m = mount("", "bind", "", &options);
     m.set_destination(dst);
     m.set_source(Some(src_path));
-    Ok(m)
+    Ok((m, named))
+}
+
+/// `--mount type=bind|volume|tmpfs,...` (docker's keys), as the `-v`/`--tmpfs` value it
+/// means, plus whether its source must exist already (a bind's, unlike `-v`).
+fn mount_flag(value: &str) -> Result<(MountKind, String), SpecError> {
+    let bad = |reason: &str| SpecError::MountFlag {
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut typ = "volume";
+    let (mut source, mut target) = (None, None);
+    let mut readonly = false;
+    let mut propagation = None;
+    let mut tmpfs_opts = Vec::new();
+    for kv in value.split(',') {
+        let (k, v) = match kv.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (kv, None),
+        };
+        match (k, v) {
+            ("type", Some(t)) => typ = t,
+            ("source" | "src", Some(v)) => source = Some(v),
+            ("target" | "destination" | "dst", Some(v)) => target = Some(v),
+            ("readonly" | "ro", None | Some("true") | Some("1")) => readonly = true,
+            ("readonly" | "ro", Some("false") | Some("0")) => readonly = false,
+            ("bind-propagation", Some(p)) => propagation = Some(p),
+            ("tmpfs-size", Some(sz)) => tmpfs_opts.push(format!("size={sz}")),
+            ("tmpfs-mode", Some(m)) => tmpfs_opts.push(format!("mode={m}")),
+            ("volume-nocopy", _) | ("consistency", _) => {}
+            _ => return Err(bad(&format!("unknown or malformed key {kv:?}"))),
+        }
+    }
+    let target = target.ok_or_else(|| bad("target= is missing"))?;
+    match typ {
+        "bind" | "volume" => {
+            let source = source.ok_or_else(|| {
+                bad(if typ == "bind" {
+                    "source= is missing"
+                } else {
+                    "anonymous volumes are not supported yet: give source=NAME"
+                })
+            })?;
+            if typ == "bind" && !source.starts_with('/') {
+                return Err(bad("a bind's source must be an absolute host path"));
+            }
+            if typ == "volume" && source.starts_with('/') {
+                return Err(bad(
+                    "a volume's source is a volume name; use type=bind for a host path",
+                ));
+            }
+            let mut opts = Vec::new();
+            if readonly {
+                opts.push("ro");
+            }
+            if let Some(p) = propagation {
+                opts.push(p);
+            }
+            let mut v = format!("{source}:{target}");
+            if !opts.is_empty() {
+                v.push(':');
+                v.push_str(&opts.join(","));
+            }
+            Ok((
+                if typ == "bind" {
+                    MountKind::Bind
+                } else {
+                    MountKind::Volume
+                },
+                v,
+            ))
+        }
+        "tmpfs" => {
+            if source.is_some() {
+                return Err(bad("a tmpfs has no source"));
+            }
+            if readonly {
+                tmpfs_opts.push("ro".into());
+            }
+            let mut v = target.to_owned();
+            if !tmpfs_opts.is_empty() {
+                v.push(':');
+                v.push_str(&tmpfs_opts.join(","));
+            }
+            Ok((MountKind::Tmpfs, v))
+        }
+        other => Err(bad(&format!(
+            "unknown type {other:?}: bind, volume or tmpfs"
+        ))),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MountKind {
+    Bind,
+    Volume,
+    Tmpfs,
 }
 
 /// `--tmpfs PATH[:OPTS]`: docker's defaults `noexec,nosuid,nodev` (no size limit: tmpfs's own
@@ -266,10 +391,26 @@ fn tmpfs(value: &str) -> Result<Mount, SpecError> {
 pub(crate) fn build(input: &MountInput) -> Result<Vec<Mount>, SpecError> {
     let args = input.args;
     let mut user: Vec<Mount> = Vec::new();
-    for v in &args.volume {
-        user.push(volume(v, input.host)?);
+    // -v values and --mount binds and volumes, with what creating their source means.
+    let mut binds: Vec<(String, MountKind)> = args
+        .volume
+        .iter()
+        .map(|v| (v.clone(), MountKind::Volume))
+        .collect();
+    let mut tmpfses: Vec<String> = args.tmpfs.clone();
+    for m in &args.mount {
+        match mount_flag(m)? {
+            (MountKind::Tmpfs, v) => tmpfses.push(v),
+            (kind, v) => binds.push((v, kind)),
+        }
     }
-    for t in &args.tmpfs {
+    let mut named: Vec<Option<String>> = Vec::new();
+    for (v, _) in &binds {
+        let (m, n) = volume(v, input.host, input.volumes_dir)?;
+        user.push(m);
+        named.push(n);
+    }
+    for t in &tmpfses {
         user.push(tmpfs(t)?);
     }
     for (i, m) in user.iter().enumerate() {
@@ -277,14 +418,29 @@ pub(crate) fn build(input: &MountInput) -> Result<Vec<Mount>, SpecError> {
             return Err(SpecError::DuplicateMount(m.destination().clone()));
         }
     }
-    // Only now that every flag parsed: missing -v host directories are created, as docker.
-    for (v, m) in args.volume.iter().zip(&user) {
+    // Only now that every flag parsed: missing -v host directories are created, as docker;
+    // named volumes on first use; a --mount bind's source must exist.
+    for (((v, kind), m), name) in binds.iter().zip(&user).zip(&named) {
         let src = match m.source() {
             Some(s) => s,
             None => continue,
         };
+        if let (Some(name), Some(dir)) = (name, input.volumes_dir) {
+            crate::volumes::ensure(dir, name).map_err(|e| SpecError::VolumeHost {
+                value: v.clone(),
+                path: src.clone(),
+                source: std::io::Error::other(format!("{e:#}")),
+            })?;
+            continue;
+        }
         match std::fs::symlink_metadata(src) {
             Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && *kind == MountKind::Bind => {
+                return Err(SpecError::MountFlag {
+                    value: v.clone(),
+                    reason: format!("bind source path {} does not exist", src.display()),
+                })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(src).map_err(|source| SpecError::VolumeHost {
                     value: v.clone(),
@@ -303,7 +459,18 @@ pub(crate) fn build(input: &MountInput) -> Result<Vec<Mount>, SpecError> {
     }
     let taken = |dest: &Path| user.iter().any(|u| u.destination() == dest);
 
-    let mut out: Vec<Mount> = default_mounts(args.privileged)
+    let shm_bytes = match &args.shm_size {
+        None => None,
+        Some(sz) => Some(
+            super::resources::parse_size(sz)
+                .filter(|b| *b > 0)
+                .ok_or_else(|| SpecError::Size {
+                    flag: "--shm-size",
+                    value: sz.clone(),
+                })?,
+        ),
+    };
+    let mut out: Vec<Mount> = default_mounts(args.privileged, shm_bytes, input.ipc_host)
         .into_iter()
         .filter(|m| !taken(m.destination()))
         .collect();

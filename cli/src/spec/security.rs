@@ -172,7 +172,11 @@ fn capability_set(args: &RunArgs, host: &dyn Host) -> Result<Capabilities, SpecE
     Ok(set)
 }
 
-pub(crate) fn build(args: &RunArgs, host: &dyn Host) -> Result<Security, SpecError> {
+pub(crate) fn build(
+    args: &RunArgs,
+    host: &dyn Host,
+    no_new_privileges_default: bool,
+) -> Result<Security, SpecError> {
     let set = capability_set(args, host)?;
     let mut capabilities = LinuxCapabilities::default();
     capabilities.set_bounding(Some(set.clone()));
@@ -183,11 +187,12 @@ pub(crate) fn build(args: &RunArgs, host: &dyn Host) -> Result<Security, SpecErr
     capabilities.set_inheritable(Some(HashSet::new()));
     capabilities.set_ambient(Some(HashSet::new()));
 
-    // slate differs from docker here on purpose: DESIGN.md makes no_new_privs part of every
-    // launch (setuid binaries in an image cannot gain what the capability drop took away), so
-    // it is on unless `--security-opt no-new-privileges=false` turns it off. `--privileged`
-    // means "confine nothing", so it defaults to off there, as in docker.
-    let mut no_new_privileges = !args.privileged;
+    // Off by default, as in docker and podman: setuid programs (`su`, `passwd`) and
+    // file capabilities (`ping`) of an image work. They can only gain what the bounding set
+    // still holds, which the capability drop already limited. Hardened hosts turn it on for
+    // every container with `[security] no_new_privileges = true`; `--security-opt
+    // no-new-privileges[=BOOL]` decides per container. `--privileged` confines nothing.
+    let mut no_new_privileges = no_new_privileges_default && !args.privileged;
     let mut seccomp_opt: Option<String> = None;
     let mut systempaths_unconfined = false;
     for opt in &args.security_opt {

@@ -182,6 +182,8 @@ impl Run {
             id: ID,
             run_dir: self.dir.path(),
             host_env: &host_env,
+            no_new_privileges: false,
+            volumes_dir: Some(&self.dir.path().join("volumes")),
         };
         build_on(&input, &self.host)
     }
@@ -376,7 +378,8 @@ fn user_from_image_and_flag() {
         .user()
         .clone();
     assert_eq!((u.uid(), u.gid()), (101, 101));
-    assert_eq!(u.additional_gids().clone(), Some(vec![33]));
+    // The primary group first (CVE-2023-25173), then the groups naming the user.
+    assert_eq!(u.additional_gids().clone(), Some(vec![101, 33]));
     let u = process(&r.build(&["-u", "1234:www", "nginx"]).spec)
         .user()
         .clone();
@@ -563,7 +566,7 @@ fn refused_command_line_touches_nothing() {
     let v = format!("{}:/data", missing.display());
     for bad in [
         vec!["-v", v.as_str(), "--memory", "12q", "nginx"],
-        vec!["-v", v.as_str(), "-v", "named:/x", "nginx"],
+        vec!["-v", v.as_str(), "--sysctl", "nokeyvalue", "nginx"],
         vec!["-v", v.as_str(), "--ulimit", "bogus=1", "nginx"],
     ] {
         assert!(r.try_build(&bad).is_err());
@@ -575,10 +578,18 @@ fn refused_command_line_touches_nothing() {
 #[test]
 fn volume_errors() {
     let r = Run::new();
-    assert_eq!(
-        r.err(&["-v", "mydata:/data", "nginx"]),
-        "invalid --volume \"mydata:/data\": named volumes are not supported yet, give an absolute host path"
-    );
+    // A name is a named volume, created on first use under the store's volumes/.
+    let s = r.build(&["-v", "mydata:/data:ro", "nginx"]).spec;
+    let m = s
+        .mounts()
+        .iter()
+        .flatten()
+        .find(|m| m.destination() == Path::new("/data"))
+        .unwrap();
+    let data = r.dir.path().join("volumes/mydata/_data");
+    assert_eq!(m.source().as_deref(), Some(data.as_path()));
+    assert!(data.is_dir());
+    assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
     assert!(r
         .err(&["-v", "/data", "nginx"])
         .contains("anonymous volumes"));
@@ -1484,7 +1495,10 @@ fn capabilities_slate_lacks() {
 fn security_defaults() {
     let r = Run::new();
     let out = r.build(&["nginx"]);
-    assert_eq!(process(&out.spec).no_new_privileges(), Some(true));
+    // Off, as docker: setuid and file-capability programs work ([security] turns it on).
+    assert_eq!(process(&out.spec).no_new_privileges(), Some(false));
+    let nnp = r.build(&["--security-opt", "no-new-privileges", "nginx"]);
+    assert_eq!(process(&nnp.spec).no_new_privileges(), Some(true));
     assert_eq!(out.seccomp, SeccompChoice::Default);
     assert!(linux(&out.spec).seccomp().is_none());
     assert_eq!(
@@ -1854,6 +1868,8 @@ fn real_host_probes() {
             id: ID,
             run_dir: dir.path(),
             host_env: &host_env,
+            no_new_privileges: false,
+            volumes_dir: None,
         };
         let out = build(&input).unwrap();
         assert!(out
@@ -1868,4 +1884,130 @@ fn real_host_probes() {
     assert!(RealHost
         .rlimit_hard(PosixRlimitType::RlimitNofile)
         .is_some());
+}
+
+#[test]
+fn host_namespaces_sysctl_shm_and_oom() {
+    let r = Run::new();
+    let s = r
+        .build(&["--pid", "host", "--ipc", "host", "--uts", "host", "nginx"])
+        .spec;
+    let ns = namespaces(&s);
+    for t in [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+    ] {
+        assert!(!ns.contains(&t), "{t:?} must be the host's");
+    }
+    // The host's UTS namespace: no name is set (it would rename the host).
+    assert_eq!(s.hostname(), &None);
+    let shm = |s: &Spec| {
+        s.mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination() == Path::new("/dev/shm"))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(shm(&s).typ().as_deref(), Some("bind"));
+    let s = r
+        .build(&[
+            "--shm-size",
+            "256m",
+            "--sysctl",
+            "net.core.somaxconn=1024",
+            "--network",
+            "none",
+            "--oom-score-adj",
+            "-500",
+            "nginx",
+        ])
+        .spec;
+    assert!(shm(&s)
+        .options()
+        .as_ref()
+        .unwrap()
+        .contains(&"size=262144k".to_string()));
+    assert_eq!(
+        linux(&s)
+            .sysctl()
+            .as_ref()
+            .unwrap()
+            .get("net.core.somaxconn")
+            .map(String::as_str),
+        Some("1024")
+    );
+    assert_eq!(process(&s).oom_score_adj(), Some(-500));
+    assert!(r
+        .err(&["--shm-size", "lots", "nginx"])
+        .contains("--shm-size"));
+    assert!(r
+        .err(&["--sysctl", "novalue", "nginx"])
+        .contains("--sysctl"));
+    assert!(r.err(&["--pid", "bogus", "nginx"]).contains("--pid"));
+    assert!(r
+        .err(&["--oom-score-adj", "-1001", "nginx"])
+        .contains("-1000 to 1000"));
+}
+
+#[test]
+fn mount_flag_forms() {
+    let r = Run::new();
+    let src = r.dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let bind = format!(
+        "type=bind,src={},dst=/b,ro=true,bind-propagation=rslave",
+        src.display()
+    );
+    let s = r
+        .build(&[
+            "--mount",
+            &bind,
+            "--mount",
+            "type=tmpfs,destination=/t,tmpfs-mode=1770",
+            "--mount",
+            "source=named,target=/v",
+            "nginx",
+        ])
+        .spec;
+    let find = |d: &str| {
+        s.mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination() == Path::new(d))
+            .cloned()
+            .unwrap()
+    };
+    let b = find("/b");
+    assert_eq!(b.source().as_deref(), Some(src.as_path()));
+    let o = b.options().clone().unwrap();
+    assert!(
+        o.contains(&"ro".into()) && o.contains(&"rslave".into()),
+        "{o:?}"
+    );
+    assert!(find("/t")
+        .options()
+        .clone()
+        .unwrap()
+        .contains(&"mode=1770".into()));
+    assert!(find("/v")
+        .source()
+        .as_ref()
+        .unwrap()
+        .ends_with("volumes/named/_data"));
+    for (bad, why) in [
+        ("type=bind,source=rel,target=/x", "absolute"),
+        ("type=volume,source=/abs,target=/x", "type=bind"),
+        ("type=tmpfs,source=x,target=/x", "no source"),
+        ("type=bind,source=/x", "target= is missing"),
+        ("type=volume,target=/x", "anonymous"),
+        (
+            "type=bind,bogus=1,target=/x,source=/x",
+            "unknown or malformed",
+        ),
+    ] {
+        let e = r.err(&["--mount", bad, "nginx"]);
+        assert!(e.contains(why) && e.contains("--mount"), "{bad}: {e}");
+    }
 }

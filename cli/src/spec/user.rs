@@ -180,6 +180,12 @@ pub(crate) fn resolve(
             }
         }
     }
+    // The primary group is a supplementary one too (docker and containerd since
+    // CVE-2022-2989/CVE-2023-25173): a file denied to the primary group by a negative group
+    // permission must not become readable by dropping it with setgroups.
+    if !additional_gids.contains(&gid) {
+        additional_gids.insert(0, gid);
+    }
     let home = if home.is_empty() || !home.starts_with('/') {
         "/".to_owned()
     } else {
@@ -191,6 +197,26 @@ pub(crate) fn resolve(
         additional_gids,
         home,
     })
+}
+
+/// `--group-add`: group names from the image's /etc/group, or gids.
+pub(crate) fn group_add(
+    groups: &[String],
+    read_image_file: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Vec<u32>, SpecError> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let entries = read_image_file("/etc/group")
+        .map(|f| parse_group(&f))
+        .unwrap_or_default();
+    groups
+        .iter()
+        .map(|g| match entries.iter().find(|e| &e.name == g) {
+            Some(e) => Ok(e.gid),
+            None => parse_id(g).ok_or_else(|| SpecError::GroupNotFound(g.clone())),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -236,7 +262,7 @@ app:x:1000:
     fn root_by_default_with_its_groups_and_home() {
         let u = resolve(None, &files).unwrap();
         assert_eq!((u.uid, u.gid), (0, 0));
-        assert_eq!(u.additional_gids, vec![10]);
+        assert_eq!(u.additional_gids, vec![0, 10]);
         assert_eq!(u.home, "/root");
     }
 
@@ -244,7 +270,7 @@ app:x:1000:
     fn name_resolves_uid_gid_and_supplementary_groups() {
         let u = resolve(Some("app"), &files).unwrap();
         assert_eq!((u.uid, u.gid), (1000, 1000));
-        assert_eq!(u.additional_gids, vec![10, 29, 44]);
+        assert_eq!(u.additional_gids, vec![1000, 10, 29, 44]);
         assert_eq!(u.home, "/home/app");
     }
 
@@ -252,14 +278,14 @@ app:x:1000:
     fn uid_found_in_passwd_gets_its_gid_and_groups() {
         let u = resolve(Some("1000"), &files).unwrap();
         assert_eq!((u.uid, u.gid), (1000, 1000));
-        assert_eq!(u.additional_gids, vec![10, 29, 44]);
+        assert_eq!(u.additional_gids, vec![1000, 10, 29, 44]);
     }
 
     #[test]
     fn unknown_uid_is_fine_with_gid_0() {
         let u = resolve(Some("4242"), &files).unwrap();
         assert_eq!((u.uid, u.gid), (4242, 0));
-        assert!(u.additional_gids.is_empty());
+        assert_eq!(u.additional_gids, vec![0]);
         assert_eq!(u.home, "/");
         let u = resolve(Some("4242"), &none).unwrap();
         assert_eq!((u.uid, u.gid), (4242, 0));
@@ -279,13 +305,24 @@ app:x:1000:
     }
 
     #[test]
+    fn group_add_takes_names_and_gids() {
+        let g = group_add(&["audio".into(), "4444".into()], &files).unwrap();
+        assert_eq!(g, vec![29, 4444]);
+        assert!(matches!(
+            group_add(&["nosuch".into()], &files),
+            Err(SpecError::GroupNotFound(_))
+        ));
+    }
+
+    #[test]
     fn explicit_group_forms() {
         // name:group
         let u = resolve(Some("app:staff"), &files).unwrap();
         assert_eq!((u.uid, u.gid), (1000, 50));
-        assert!(
-            u.additional_gids.is_empty(),
-            "explicit group: no supplementary"
+        assert_eq!(
+            u.additional_gids,
+            vec![50],
+            "explicit group: only itself as supplementary"
         );
         // uid:gid, neither in the files
         let u = resolve(Some("4242:4343"), &files).unwrap();

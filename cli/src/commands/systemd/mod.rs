@@ -86,10 +86,6 @@ pub struct UnitArgs {
         requires = "auto_update"
     )]
     pub auto_update_interval: String,
-    /// Seconds `slate stop` gives the app after its stop signal before killing it; the unit's
-    /// TimeoutStopSec= adds 20
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
-    pub stop_timeout: u64,
     /// Seconds the unit may take to start, the pull included (TimeoutStartSec=; 0: no limit)
     #[arg(long, default_value_t = 900, value_name = "SECS")]
     pub start_timeout: u64,
@@ -240,7 +236,9 @@ impl Unit {
             line,
             fixed,
             restart: restart_policy(args, m)?,
-            stop_timeout: args.stop_timeout,
+            // `run`'s --stop-timeout (docker's flag): what `slate stop` gives the app after
+            // its stop signal; the unit's TimeoutStopSec= adds a margin.
+            stop_timeout: args.run.stop_timeout.map_or(10, u64::from),
             start_timeout: args.start_timeout,
         })
     }

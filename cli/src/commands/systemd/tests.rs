@@ -269,6 +269,7 @@ fn the_unit_has_the_recommended_shape() {
             "always",
             "--sdnotify=conmon",
             "--memory=64m",
+            "--stop-timeout=25",
             "nginx:alpine"
         ]
     );

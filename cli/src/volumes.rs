@@ -1,0 +1,220 @@
+//! Named volumes: `-v NAME:/path` and `--mount type=volume,source=NAME,...`, managed with
+//! `slate volume create|ls|rm|inspect|prune`.
+//!
+//! A volume is `<root>/volumes/<NAME>/` in the store: `_data/` (what containers see, as in
+//! docker's layout) and `volume.json` (when it was made, its labels). It is the one thing a
+//! container writes that outlives it: `slate rm` never removes one, `slate volume rm` and
+//! `prune` do, and only when no container record still names it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+
+/// What `volume.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub name: String,
+    pub created: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (one character allowed too).
+pub fn valid_name(name: &str) -> bool {
+    name.len() <= 255
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+pub fn volumes_dir(root: &Path) -> PathBuf {
+    root.join("volumes")
+}
+
+pub fn data_dir(volumes: &Path, name: &str) -> PathBuf {
+    volumes.join(name).join("_data")
+}
+
+/// Creates the volume if it does not exist; true when it was created now.
+pub fn ensure(volumes: &Path, name: &str) -> anyhow::Result<bool> {
+    create(volumes, name, Default::default(), true)
+}
+
+fn create(
+    volumes: &Path,
+    name: &str,
+    labels: std::collections::BTreeMap<String, String>,
+    existing_ok: bool,
+) -> anyhow::Result<bool> {
+    if !valid_name(name) {
+        bail!("invalid volume name {name:?}: letters, digits, '_', '.' and '-', starting with a letter or digit");
+    }
+    let dir = volumes.join(name);
+    if dir.join("_data").is_dir() {
+        if existing_ok {
+            return Ok(false);
+        }
+        bail!("volume {name} already exists");
+    }
+    std::fs::create_dir_all(volumes)
+        .with_context(|| format!("cannot create {}", volumes.display()))?;
+    // Made aside and renamed in: a concurrent `run -v NAME:...` sees the volume whole or not
+    // at all.
+    let tmp = volumes.join(format!(".{name}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("_data"))
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let meta = Meta {
+        name: name.to_string(),
+        created: crate::state::now_rfc3339(),
+        labels,
+    };
+    let bytes = serde_json::to_vec_pretty(&meta).context("cannot serialise the volume")?;
+    std::fs::write(tmp.join("volume.json"), bytes)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    match std::fs::rename(&tmp, &dir) {
+        Ok(()) => Ok(true),
+        // Someone else made it first.
+        Err(_) if dir.join("_data").is_dir() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if existing_ok {
+                Ok(false)
+            } else {
+                bail!("volume {name} already exists")
+            }
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e).with_context(|| format!("cannot create volume {name}"))
+        }
+    }
+}
+
+/// `slate volume create`.
+pub fn create_named(
+    volumes: &Path,
+    name: &str,
+    labels: std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    create(volumes, name, labels, false).map(drop)
+}
+
+/// Every volume, by name.
+pub fn list(volumes: &Path) -> anyhow::Result<Vec<Meta>> {
+    let rd = match std::fs::read_dir(volumes) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", volumes.display())),
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        if !valid_name(&name) || !e.path().join("_data").is_dir() {
+            continue;
+        }
+        let meta = std::fs::read(e.path().join("volume.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
+            .unwrap_or(Meta {
+                name: name.clone(),
+                created: String::new(),
+                labels: Default::default(),
+            });
+        out.push(meta);
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The names of the containers (of `records`) whose spec mounts the volume's data.
+pub fn users(sd: &crate::state::StateDir, volumes: &Path, name: &str) -> Vec<String> {
+    let data = data_dir(volumes, name);
+    let mut out = Vec::new();
+    for rec in sd.list().unwrap_or_default() {
+        let spec = std::fs::read(sd.dir(&rec.id).join("spec.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let uses = spec
+            .as_ref()
+            .and_then(|s| s.get("mounts")?.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.get("source").and_then(|s| s.as_str()).map(Path::new) == Some(&data));
+        if uses {
+            out.push(rec.name.clone());
+        }
+    }
+    out
+}
+
+/// Removes a volume and its data.
+pub fn remove(volumes: &Path, name: &str) -> anyhow::Result<()> {
+    if !valid_name(name) || !volumes.join(name).join("_data").is_dir() {
+        bail!("no such volume: {name}");
+    }
+    let dir = volumes.join(name);
+    // Renamed out of the way first, so a run starting meanwhile creates a new, empty one
+    // rather than getting a half-deleted tree.
+    let doomed = volumes.join(format!(".rm-{name}.{}", std::process::id()));
+    std::fs::rename(&dir, &doomed).with_context(|| format!("cannot remove volume {name}"))?;
+    std::fs::remove_dir_all(&doomed).with_context(|| format!("cannot remove volume {name}"))
+}
+
+/// Bytes and files under a directory (not following symlinks), for `volume ls`/`inspect`.
+pub fn usage(dir: &Path) -> u64 {
+    fn walk(p: &Path, total: &mut u64) {
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if let Ok(m) = e.metadata() {
+                *total += m.len();
+                if m.is_dir() {
+                    walk(&e.path(), total);
+                }
+            }
+        }
+    }
+    let mut t = 0;
+    walk(dir, &mut t);
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["data", "pg-15_data.v1", "a"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", "-x", ".x", "a/b", "..", "a b", "x:y"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn create_list_remove() {
+        let t = tempfile::tempdir().unwrap();
+        let v = t.path().join("volumes");
+        assert!(ensure(&v, "data").unwrap());
+        assert!(!ensure(&v, "data").unwrap());
+        assert!(create_named(&v, "data", Default::default()).is_err());
+        std::fs::write(data_dir(&v, "data").join("f"), "x").unwrap();
+        let l = list(&v).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].name, "data");
+        remove(&v, "data").unwrap();
+        assert!(list(&v).unwrap().is_empty());
+        assert!(remove(&v, "data").is_err());
+        assert!(remove(&v, "../etc").is_err());
+    }
+}
