@@ -67,8 +67,22 @@ pub enum Command {
     Ps(crate::commands::ps::PsArgs),
     /// Print the logs of a container
     Logs(crate::commands::logs::LogsArgs),
+    /// Start stopped containers again (a fresh rootfs, the same flags)
+    Start(crate::commands::lifecycle::StartArgs),
     /// Stop containers: their stop signal, then SIGKILL after a timeout
     Stop(crate::commands::stop::StopArgs),
+    /// Stop, then start containers
+    Restart(crate::commands::lifecycle::RestartArgs),
+    /// Freeze every process of containers (cgroup freezer)
+    Pause(crate::commands::lifecycle::PauseArgs),
+    /// Thaw paused containers
+    Unpause(crate::commands::lifecycle::PauseArgs),
+    /// Rename a container
+    Rename(crate::commands::lifecycle::RenameArgs),
+    /// Show containers' CPU, memory and pids, from their cgroups
+    Stats(crate::commands::stats::StatsArgs),
+    /// Show the processes of a container
+    Top(crate::commands::stats::TopArgs),
     /// Send a signal to a container
     Kill(crate::commands::kill::KillArgs),
     /// Remove containers

@@ -52,6 +52,13 @@ fn cleanup_dead(sd: &StateDir, mut rec: Record) {
     }
     remove_cgroup(&rec);
     crate::network::release_recorded(sd, &rec.id);
+    if !rec.auto_remove && !rec.foreground {
+        crate::commands::lifecycle::keep_etc_files(sd, &rec);
+    }
+    let _ = std::fs::remove_file(
+        sd.dir(&rec.id)
+            .join(crate::commands::lifecycle::PAUSED_FILE),
+    );
     unmount_below(&rec.run_dir);
     remove_run_dir(&rec.run_dir);
     rec.status = Status::Exited;
@@ -177,6 +184,7 @@ pub fn stop(sd: &StateDir, rec: &Record, timeout: Duration) -> anyhow::Result<St
         cleanup_dead(sd, rec.clone());
         return Ok(Stopped::Cleanly);
     }
+    crate::commands::lifecycle::thaw_if_paused(sd, rec);
     let sig = rec.stop_signal.parse::<Signal>().unwrap_or(Signal::SIGTERM);
     if !signal(rec, sig)? {
         // No container process yet: a foreground `slate run` still pulling or preparing. It
@@ -213,6 +221,7 @@ fn signal_starting_foreground(rec: &Record, sig: Signal) -> anyhow::Result<()> {
 /// SIGKILL to PID 1 and to everything in the container's cgroup.
 pub fn kill_hard(sd: &StateDir, id: &str) -> anyhow::Result<()> {
     let rec = sd.load(id)?;
+    crate::commands::lifecycle::thaw_if_paused(sd, &rec);
     if !signal(&rec, Signal::SIGKILL)? {
         signal_starting_foreground(&rec, Signal::SIGKILL)?;
     }

@@ -333,7 +333,8 @@ pub fn monitor(settings: &crate::config::Settings, id: &str) -> anyhow::Result<u
             health.save(&sd, id)?;
             continue;
         }
-        if !rec.container_alive() {
+        // A paused container cannot answer (docker pauses its checks too).
+        if !rec.container_alive() || crate::commands::lifecycle::is_paused(&sd, id) {
             continue;
         }
         let probe = run_probe(settings, &sd, &rec, &check);

@@ -333,6 +333,11 @@ impl StateDir {
         self.dir(id).join("stop").exists()
     }
 
+    /// Forgets an earlier stop request (`slate start` of a stopped container).
+    pub fn clear_stop(&self, id: &str) {
+        let _ = fs::remove_file(self.dir(id).join("stop"));
+    }
+
     pub fn request_stop(&self, id: &str) -> anyhow::Result<()> {
         let p = self.dir(id).join("stop");
         fs::write(&p, b"").with_context(|| format!("cannot write {}", p.display()))

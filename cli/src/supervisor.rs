@@ -463,6 +463,9 @@ impl Supervisor {
         if let Some(mut n) = self.network.take() {
             n.release();
         }
+        if !self.rec.auto_remove {
+            crate::commands::lifecycle::keep_etc_files(&self.sd, &self.rec);
+        }
         remove_run_dir(&self.rec.run_dir);
         self.rec.status = Status::Exited;
         self.rec.exit_code = Some(code);

@@ -54,3 +54,4 @@ mod run_resources;
 mod run_security;
 mod save_load;
 mod systemd_unit;
+mod verbs;

@@ -73,6 +73,13 @@ fn prepare(settings: &Settings, args: &ExecArgs) -> anyhow::Result<(ExecOptions,
         Some(p) if rec.status == Status::Running && rec.container_alive() => Pid::from_raw(p),
         _ => bail!("container {} is not running", rec.name),
     };
+    if crate::commands::lifecycle::is_paused(&sd, &rec.id) {
+        bail!(
+            "container {} is paused: `slate unpause {}` first",
+            rec.name,
+            rec.name
+        );
+    }
     let spec_path = sd.dir(&rec.id).join("spec.json");
     let spec = crate::spec::stored::load(&spec_path)
         .with_context(|| format!("cannot read {}", spec_path.display()))?;

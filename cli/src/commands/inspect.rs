@@ -33,6 +33,7 @@ pub fn run(settings: &Settings, args: InspectArgs) -> anyhow::Result<u8> {
                 "netns": a.netns,
             });
         }
+        v["paused"] = serde_json::json!(crate::commands::lifecycle::is_paused(&sd, &rec.id));
         if let Some(h) = crate::health::Health::load(&sd, &rec.id) {
             v["health"] = serde_json::to_value(&h).context("cannot serialise the health state")?;
         }

@@ -7,6 +7,7 @@ pub(crate) mod exec;
 mod image;
 pub(crate) mod inspect;
 pub(crate) mod kill;
+pub(crate) mod lifecycle;
 pub(crate) mod load;
 mod login;
 pub(crate) mod logs;
@@ -17,6 +18,7 @@ pub(crate) mod pull;
 pub(crate) mod rm;
 pub(crate) mod run;
 pub(crate) mod save;
+pub(crate) mod stats;
 pub(crate) mod stop;
 mod system;
 pub(crate) mod systemd;
@@ -60,7 +62,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     }
     if matches!(
         cli.command,
-        Command::Run(_) | Command::Exec(_) | Command::Supervise(_)
+        Command::Run(_)
+            | Command::Exec(_)
+            | Command::Supervise(_)
+            | Command::Start(_)
+            | Command::Restart(_)
     ) {
         seal_binary(&settings)?;
     }
@@ -81,6 +87,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Ps(a) => ps::run(&settings, a),
         Command::Logs(a) => logs::run(&settings, a),
         Command::Stop(a) => stop::run(&settings, a),
+        Command::Start(a) => lifecycle::start(&settings, a),
+        Command::Restart(a) => lifecycle::restart(&settings, a),
+        Command::Pause(a) => lifecycle::pause(&settings, a, true),
+        Command::Unpause(a) => lifecycle::pause(&settings, a, false),
+        Command::Rename(a) => lifecycle::rename(&settings, a),
+        Command::Stats(a) => stats::stats(&settings, a),
+        Command::Top(a) => stats::top(&settings, a),
         Command::Kill(a) => kill::run(&settings, a),
         Command::Rm(a) => rm::run(&settings, a),
         Command::Exec(a) => exec::run(&settings, a),

@@ -60,6 +60,7 @@ pub fn run(settings: &Settings, args: PsArgs) -> anyhow::Result<u8> {
                 parse_rfc3339(&r.created).map(ago).unwrap_or_default(),
                 status_text(
                     r,
+                    crate::commands::lifecycle::is_paused(&sd, &r.id),
                     r.healthcheck
                         .as_ref()
                         .and_then(|_| crate::health::Health::load(&sd, &r.id))
@@ -126,7 +127,7 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// `Up 5 minutes`, `Exited (0) 3 hours ago`, `Restarting (1) 2 seconds ago`.
-pub fn status_text(r: &Record, health: Option<&crate::health::Health>) -> String {
+pub fn status_text(r: &Record, paused: bool, health: Option<&crate::health::Health>) -> String {
     let since = |t: &Option<String>| {
         t.as_deref()
             .and_then(parse_rfc3339)
@@ -138,6 +139,7 @@ pub fn status_text(r: &Record, health: Option<&crate::health::Health>) -> String
     };
     match r.status {
         Status::Created => "Created".to_string(),
+        Status::Running if paused => format!("Up {} (Paused)", since(&r.started)),
         Status::Running => match health {
             Some(h) if h.status == crate::health::Status::Starting => {
                 format!("Up {} (health: starting)", since(&r.started))

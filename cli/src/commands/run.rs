@@ -28,6 +28,7 @@ use slate_runtime::{supervise, Container, ContainerOptions, Rootfs};
 mod detach;
 mod foreground;
 
+pub(crate) use detach::start_supervisor;
 pub use detach::SuperviseArgs;
 
 use super::ExitWith;
@@ -367,6 +368,10 @@ pub(crate) struct Prepared {
 pub(crate) struct RunDirGuard(PathBuf);
 
 impl RunDirGuard {
+    pub fn new(dir: PathBuf) -> RunDirGuard {
+        RunDirGuard(dir)
+    }
+
     /// Someone else (a detached container's supervisor) owns the directory now.
     pub fn disarm(self) {
         std::mem::forget(self);

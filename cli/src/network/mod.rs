@@ -194,7 +194,8 @@ pub fn attach(sd: &StateDir, rec: &Record) -> anyhow::Result<Option<Attached>> {
     let mut ports = req.ports.clone();
     let held = ports::reserve(&mut ports)?;
     let hosts_file = rec.run_dir.join("hosts");
-    let hosts_base = std::fs::read_to_string(&hosts_file).unwrap_or_default();
+    let hosts_base =
+        strip_network_section(&std::fs::read_to_string(&hosts_file).unwrap_or_default());
     let mut cni_args = String::from("IgnoreUnknown=1");
     if let Some(ip) = req.ip {
         cni_args.push_str(&format!(";IP={ip}"));
@@ -323,6 +324,38 @@ pub fn all_attachments(sd: &StateDir) -> Vec<Attachment> {
         .collect()
 }
 
+/// The first line of the names slate adds to a member's hosts file.
+fn section_marker(network: &str) -> String {
+    format!("# network {network}, kept current by slate")
+}
+
+/// A hosts file without the names an earlier run of the container had added (`slate
+/// start` brings back the file as that run left it).
+fn strip_network_section(hosts: &str) -> String {
+    let mut out = String::new();
+    for l in hosts.lines() {
+        if l.starts_with("# network ") && l.ends_with(", kept current by slate") {
+            break;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// A container was renamed: its peers' hosts files get the new name.
+pub fn renamed(sd: &StateDir, id: &str, name: &str) {
+    let Some(mut att) = load_attachment(sd, id) else {
+        return;
+    };
+    att.container_name = name.to_string();
+    let _lock = lock(sd);
+    if let Err(e) = save(sd, &att) {
+        tracing::warn!("{e:#}");
+    }
+    refresh_hosts(sd, &att.network);
+}
+
 /// Rewrites the hosts file of every member of `network`: its base, then every member's
 /// address and names (name and short id, as docker's DNS answers them).
 fn refresh_hosts(sd: &StateDir, network: &str) {
@@ -332,7 +365,8 @@ fn refresh_hosts(sd: &StateDir, network: &str) {
         if !s.is_empty() && !s.ends_with('\n') {
             s.push('\n');
         }
-        s.push_str(&format!("# network {network}, kept current by slate\n"));
+        s.push_str(&section_marker(network));
+        s.push('\n');
         for m in &members {
             if let Some(ip) = m.ip {
                 let short: String = m.container_id.chars().take(12).collect();

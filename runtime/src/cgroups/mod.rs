@@ -38,6 +38,7 @@ mod host;
 mod inherit;
 mod limits;
 mod report;
+mod stats;
 mod v1;
 mod v2;
 
@@ -51,6 +52,7 @@ pub use devices::DeviceRuleError;
 pub use host::{systemctl_delegate, systemd_unit};
 pub(crate) use host::{FsOps, Host, Layout};
 pub use report::{probe_device_filter, report, Availability, Controller, Mode, Report, Unit};
+pub use stats::Stats;
 
 /// Name of the parent cgroup under which slate creates container cgroups.
 pub const SLATE_PARENT: &str = "slate";
@@ -138,6 +140,12 @@ pub enum CgroupError {
     },
     #[error("cgroup {path} still has processes after {waited_ms} ms")]
     NotEmpty { path: PathBuf, waited_ms: u128 },
+    #[error(
+        "this host has no cgroup freezer (v1: mount the freezer controller; v2 needs Linux 5.2)"
+    )]
+    NoFreezer,
+    #[error("{path}: the container did not settle after {waited_ms} ms (a process in uninterruptible sleep?)")]
+    FreezeTimeout { path: PathBuf, waited_ms: u128 },
     #[error("cannot remove cgroup {path}: {source}")]
     Remove {
         path: PathBuf,
@@ -350,6 +358,22 @@ impl Cgroup {
             Inner::V1(c) => c.pids(),
             Inner::V2(c) => c.pids(),
         }
+    }
+
+    /// Usage figures for `slate stats`, read from the cgroup's files.
+    pub fn stats(&self) -> Stats {
+        stats::read_stats(&self.view())
+    }
+
+    /// Freezes (`slate pause`) or thaws (`unpause`) every process of the container, and
+    /// waits until the kernel says they are.
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        stats::set_frozen(&self.view(), frozen)
+    }
+
+    /// Whether the container is frozen now.
+    pub fn is_frozen(&self) -> bool {
+        stats::is_frozen(&self.view())
     }
 
     /// Kills leftovers, waits until the cgroup is empty and deletes it on all hierarchies.

@@ -146,7 +146,11 @@ fn remove_orphaned_logs(containers: &std::path::Path, sd: &StateDir) {
 }
 
 /// Starts `slate supervise <id>` and waits for its ready line; returns the supervisor's PID.
-fn start_supervisor(settings: &Settings, sd: &StateDir, id: &str) -> anyhow::Result<u32> {
+pub(crate) fn start_supervisor(
+    settings: &Settings,
+    sd: &StateDir,
+    id: &str,
+) -> anyhow::Result<u32> {
     let (ready_r, ready_w): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("cannot create a pipe")?;
     let raw_w = ready_w.as_raw_fd();
