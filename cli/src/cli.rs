@@ -63,6 +63,13 @@ pub enum Command {
     /// Manage slate's store
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage containers (prune, ls, rm, inspect)
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Show this host and this slate (also `system info`)
+    Info(crate::commands::system::InfoArgs),
+    /// Show slate's version
+    Version(crate::commands::system::VersionArgs),
     /// List containers
     Ps(crate::commands::ps::PsArgs),
     /// Print the logs of a container
@@ -121,6 +128,25 @@ pub enum Command {
 pub enum SystemCommand {
     /// Show disk usage of images, layers, blobs and work in progress
     Df(DfArgs),
+    /// Remove stopped containers, unused networks and layers (-a: unused images,
+    /// --volumes: unused volumes)
+    Prune(crate::commands::system::SystemPruneArgs),
+    /// Show this host and this slate
+    Info(crate::commands::system::InfoArgs),
+}
+
+/// `slate container ...`: docker's management command for the container verbs.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Remove every stopped container
+    Prune(crate::commands::volume::PruneArgs),
+    /// List containers
+    #[command(visible_alias = "list")]
+    Ls(crate::commands::ps::PsArgs),
+    /// Remove containers
+    Rm(crate::commands::rm::RmArgs),
+    /// Show containers as JSON
+    Inspect(crate::commands::inspect::InspectArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,9 +217,12 @@ pub struct PullArgs {
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
-    /// Output format
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    /// table, json, or a template: '{{.Repository}}:{{.Tag}}', 'table {{.ID}}\t{{.Size}}'
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Filter: reference=PATTERN (nginx*, */web:*), dangling=true|false, label=KEY[=VALUE]
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
     /// Print only image digests
     #[arg(short, long)]
     pub quiet: bool,
@@ -506,5 +535,115 @@ impl RunArgs {
             self.network.as_deref(),
             !self.publish.is_empty() || self.publish_all,
         )
+    }
+}
+
+/// docker `run` flags slate does not have, with what to do instead: a command line copied
+/// from a docker tutorial gets one clear line rather than "invalid reference".
+const DOCKER_ONLY: &[(&str, &str)] = &[
+    ("link", "use a user network (`slate network create NAME`, then --network NAME): containers on it reach each other by name"),
+    ("volumes-from", "mount the same volumes by name (-v NAME:/path) in both containers"),
+    ("userns", "user namespaces are not supported yet"),
+    ("cgroupns", "slate always gives a container its own cgroup namespace"),
+    ("cgroup-parent", "slate places containers under its own cgroup, or its systemd unit's"),
+    ("runtime", "slate is its own runtime"),
+    ("isolation", "Linux containers only"),
+    ("gpus", "pass the device nodes with --device"),
+    ("storage-opt", "the rootfs is an overlay on the store's filesystem; limit the store with [pull] max_store_size"),
+    ("kernel-memory", "removed from the kernel (cgroup v2 has no kernel memory limit); use --memory"),
+    ("cpu-rt-runtime", "real-time CPU scheduling is not supported"),
+    ("cpu-rt-period", "real-time CPU scheduling is not supported"),
+    ("cpu-period", "use --cpus"),
+    ("cpu-quota", "use --cpus"),
+    ("memory-swappiness", "not supported (and ignored by docker on cgroup v2)"),
+    ("oom-kill-disable", "not supported (and ignored by docker on cgroup v2)"),
+    ("mac-address", "not supported yet"),
+    ("ip6", "IPv6 addresses are not supported yet"),
+    ("network-alias", "containers are found by name and short id on their network"),
+    ("link-local-ip", "not supported"),
+    ("log-opt", "use --log-max-size and --log-max-files"),
+    ("detach-keys", "a detached container has no terminal to detach from; use slate exec -it"),
+    ("sig-proxy", "slate always forwards signals to a foreground container"),
+    ("cidfile", "use --name, or the id `run -d` prints"),
+    ("attach", "a foreground run is attached to stdout and stderr; -i adds stdin"),
+    ("device-cgroup-rule", "give the devices with --device"),
+    ("domainname", "not supported yet"),
+    ("volume-driver", "named volumes are directories in the store"),
+    ("disable-content-trust", "slate verifies every digest it pulls"),
+    ("annotation", "use --label"),
+    ("health-start-interval", "not supported yet: --health-start-period and --health-interval are"),
+];
+
+/// For a `run` (or `systemd unit`) whose first word after the flags starts with `-`: clap
+/// took an unknown flag for the image. Returns the one line to print instead, with docker's
+/// flags that slate lacks named as such and a near miss suggested.
+pub fn misplaced_flag(word: &str, known: &[String]) -> String {
+    let name = word.trim_start_matches('-');
+    let name = name.split_once('=').map_or(name, |(n, _)| n);
+    if let Some((_, instead)) = DOCKER_ONLY.iter().find(|(f, _)| *f == name) {
+        return format!("docker's --{name} is not supported by slate: {instead}");
+    }
+    let short = !word.starts_with("--");
+    let best = known
+        .iter()
+        .filter(|_| !short)
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, k)) => {
+            format!("unknown flag {word}: did you mean --{k}? (`slate run --help` lists them)")
+        }
+        None => format!(
+            "unknown flag {word} (`slate run --help` lists the flags; the image comes after them)"
+        ),
+    }
+}
+
+/// Levenshtein distance, for flag suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The long flags of `slate run`.
+pub fn run_flags() -> Vec<String> {
+    use clap::CommandFactory as _;
+    Cli::command()
+        .find_subcommand("run")
+        .map(|c| {
+            c.get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+
+    #[test]
+    fn misplaced_flags_are_named() {
+        let known = run_flags();
+        assert!(known.contains(&"publish".to_string()));
+        assert_eq!(
+            misplaced_flag("--publsh", &known),
+            "unknown flag --publsh: did you mean --publish? (`slate run --help` lists them)"
+        );
+        assert!(misplaced_flag("--link=db", &known).starts_with("docker's --link is not supported"));
+        assert!(misplaced_flag("--zzzzzzzz", &known).contains("the image comes after them"));
+        assert!(!misplaced_flag("-Z", &known).contains("did you mean"));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

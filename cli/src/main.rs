@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod containers;
 mod health;
+mod listing;
 mod logs;
 mod network;
 mod output;
@@ -41,6 +42,17 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_level.as_deref());
+    let run_args = match &cli.command {
+        cli::Command::Run(a) => Some(a.as_ref()),
+        cli::Command::Systemd(cli::SystemdCommand::Unit(u)) => Some(&u.run),
+        _ => None,
+    };
+    if let Some(word) = run_args.map(|a| a.image()).filter(|w| w.starts_with('-')) {
+        // Everything after the first word that is not a flag is the image and its command,
+        // so an unknown flag would otherwise be read as the image.
+        eprintln!("slate: {}", cli::misplaced_flag(word, &cli::run_flags()));
+        return ExitCode::from(EXIT_SLATE_FAILED);
+    }
     match commands::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

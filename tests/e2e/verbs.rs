@@ -255,3 +255,180 @@ fn cgroup_dir(d: &Detached, name: &str, controller: &str) -> PathBuf {
         .cloned()
         .expect("a cgroup dir")
 }
+
+#[test]
+fn ps_filters_and_templates() {
+    let d = detached("ps-filter");
+    d.run_d(
+        &["--name", "web", "-l", "app=shop", "-l", "tier=front"],
+        &["sleep", "1000"],
+    );
+    d.run_d(&["--name", "db", "-l", "app=shop"], &["sleep", "1000"]);
+    d.run_d(&["--name", "done"], &["true"]);
+    wait_status(&d, "done", "exited");
+    let names = |args: &[&str]| {
+        let mut a = vec!["ps", "--format", "{{.Names}}"];
+        a.extend_from_slice(args);
+        let mut v: Vec<String> = d
+            .slate(&a)
+            .success()
+            .stdout
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&[]), ["db", "web"]);
+    assert_eq!(names(&["-a"]), ["db", "done", "web"]);
+    assert_eq!(names(&["-f", "label=tier=front"]), ["web"]);
+    assert_eq!(names(&["-f", "label=app"]), ["db", "web"]);
+    // The same key twice: either; two keys: both.
+    assert_eq!(names(&["-f", "name=web", "-f", "name=db"]), ["db", "web"]);
+    assert_eq!(
+        names(&["-f", "name=web", "-f", "label=tier=back"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(names(&["-f", "status=exited"]), ["done"]);
+    assert_eq!(names(&["-f", "exited=0"]), ["done"]);
+    assert_eq!(
+        names(&["-f", &format!("ancestor={}", d.image)]),
+        ["db", "web"]
+    );
+    assert_eq!(names(&["-f", "network=host"]), ["db", "web"]);
+    let out = d
+        .slate(&[
+            "ps",
+            "--format",
+            "table {{.Names}}\\t{{.State}}\\t{{.Label \"tier\"}}",
+            "-f",
+            "name=web",
+        ])
+        .success();
+    let lines: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["NAMES", "STATE", "TIER"],
+            vec!["web", "running", "front"]
+        ]
+    );
+    d.slate(&["ps", "--format", "{{.Nope}}"])
+        .failure(1)
+        .error_mentions(&["no field .Nope", ".Names"]);
+    d.slate(&["ps", "-f", "colour=red"])
+        .failure(1)
+        .error_mentions(&["unknown key colour"]);
+    let q = d.slate(&["ps", "-q", "-f", "name=db"]).success();
+    assert_eq!(q.stdout.trim().len(), 12);
+
+    let imgs = d
+        .slate(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .success();
+    assert_eq!(imgs.stdout.lines().count(), 1, "{}", imgs.stdout);
+    let repo = d
+        .image
+        .rsplit_once(':')
+        .map(|(r, _)| r)
+        .unwrap_or(&d.image)
+        .to_string();
+    let last = repo.rsplit('/').next().unwrap_or("");
+    let hit = d
+        .slate(&["images", "-q", "-f", &format!("reference=*/*/{last}*")])
+        .success();
+    assert_eq!(hit.stdout.lines().count(), 1, "{repo}: {}", hit.stdout);
+    let miss = d
+        .slate(&["images", "-q", "-f", "reference=nothing*"])
+        .success();
+    assert_eq!(miss.stdout, "");
+    assert_eq!(
+        d.slate(&["images", "-q", "-f", "dangling=true"])
+            .success()
+            .stdout,
+        ""
+    );
+}
+
+#[test]
+fn container_and_system_prune_info_and_version() {
+    let d = detached("prune");
+    d.run_d(&["--name", "keep"], &["sleep", "1000"]);
+    d.run_d(&["--name", "gone1"], &["true"]);
+    d.run_d(&["--name", "gone2"], &["true"]);
+    wait_status(&d, "gone1", "exited");
+    wait_status(&d, "gone2", "exited");
+    let out = d.slate(&["container", "prune", "-f"]).success();
+    assert_eq!(
+        out.stdout.matches("Deleted container").count(),
+        2,
+        "{out:?}"
+    );
+    let left = d.slate(&["ps", "-a", "--format", "{{.Names}}"]).success();
+    assert_eq!(left.stdout, "keep\n");
+
+    d.slate(&["network", "create", "unused"]).success();
+    d.slate(&["volume", "create", "scratch"]).success();
+    d.slate(&["stop", "-t", "1", "keep"]).success();
+    let out = d.slate(&["system", "prune", "-f"]).success();
+    assert!(out.stdout.contains("Deleted container"), "{out:?}");
+    assert!(out.stdout.contains("Deleted network unused"), "{out:?}");
+    assert!(
+        !out.stdout.contains("scratch"),
+        "volumes only with --volumes: {out:?}"
+    );
+    assert!(out.stdout.contains("Total reclaimed space"), "{out:?}");
+    // The image is kept without -a; -a --volumes takes it and the volume.
+    assert_eq!(
+        d.slate(&["images", "-q"]).success().stdout.lines().count(),
+        1
+    );
+    let out = d
+        .slate(&["system", "prune", "-a", "--volumes", "-f"])
+        .success();
+    assert!(out.stdout.contains("Deleted volume scratch"), "{out:?}");
+    assert_eq!(d.slate(&["images", "-q"]).success().stdout, "");
+
+    let info = d.slate(&["info", "--format", "json"]).success().json();
+    assert_eq!(info["store"]["root"], d.slate.root().display().to_string());
+    assert_eq!(info["containers"]["total"], 0);
+    let mode = info["cgroups"]["version"].as_str().expect("cgroup version");
+    let expected = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "v2"
+    } else {
+        "hybrid (v1 controllers, v2 mounted)"
+    };
+    assert_eq!(mode, expected);
+    assert!(d.slate(&["info"]).success().stdout.contains("Cgroups:"));
+    let v = d.slate(&["version", "--format", "json"]).success().json();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn unknown_flags_are_flags_not_image_references() {
+    let d = detached("flags");
+    let out = d.slate(&["run", "--publsh", "80", &d.image]).failure(125);
+    assert_eq!(
+        out.stderr.trim(),
+        "slate: unknown flag --publsh: did you mean --publish? (`slate run --help` lists them)"
+    );
+    assert!(!out.stderr.contains("reference"), "{out:?}");
+    let out = d.slate(&["run", "--link", "db", &d.image]).failure(125);
+    out.error_mentions(&["docker's --link is not supported", "network"]);
+    let out = d
+        .slate(&["run", "-d", "--cpu-quota=5000", &d.image])
+        .failure(125);
+    out.error_mentions(&["--cpu-quota", "--cpus"]);
+    let out = d
+        .slate(&["systemd", "unit", "--memry", "5m", &d.image])
+        .failure(125);
+    out.error_mentions(&["did you mean --memory?"]);
+    // Nothing was started, and a flag after the image is the command's.
+    let out = d
+        .slate(&["run", "--rm", &d.image, "echo", "--publsh"])
+        .success();
+    assert_eq!(out.stdout, "--publsh\n");
+}

@@ -5,21 +5,73 @@ use serde_json::json;
 use slate_image::rootfs;
 use slate_image::store::ImageRecord;
 
-use crate::cli::{Format, ImagesArgs, InspectArgs, MountArgs, RmiArgs, UnmountArgs};
+use crate::cli::{ImagesArgs, InspectArgs, MountArgs, RmiArgs, UnmountArgs};
 use crate::config::Settings;
 use crate::output::{ago, human_size, parse_rfc3339, table};
 
+const FIELDS: &[(&str, &str)] = &[
+    ("ID", "IMAGE ID"),
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("Digest", "DIGEST"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("Size", "SIZE"),
+    ("Platform", "PLATFORM"),
+];
+
+/// docker's `reference=`: against `name:tag`, and against the name alone, also with
+/// docker.io's defaults left out (`nginx` for `docker.io/library/nginx`).
+fn reference_matches(r: &ImageRecord, pattern: &str) -> bool {
+    let short = r
+        .name
+        .strip_prefix("docker.io/library/")
+        .or_else(|| r.name.strip_prefix("docker.io/"))
+        .unwrap_or(&r.name);
+    let tag = r.tag.as_deref().unwrap_or("<none>");
+    [r.name.as_str(), short].iter().any(|n| {
+        crate::listing::glob(pattern, n) || crate::listing::glob(pattern, &format!("{n}:{tag}"))
+    })
+}
+
 pub fn list(settings: &Settings, args: ImagesArgs) -> anyhow::Result<u8> {
+    let format = crate::listing::OutputFormat::parse(&args.format, FIELDS)?;
+    let filters =
+        crate::listing::Filters::parse(&args.filter, &["reference", "dangling", "label"])?;
     let store = super::open_store(settings)?;
-    let images = store.images().context("cannot list images")?;
+    let mut images = store.images().context("cannot list images")?;
+    let labels_of = |r: &ImageRecord| -> std::collections::BTreeMap<String, String> {
+        store
+            .get_blob(&r.config_digest)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|c| c.pointer("/config/Labels").cloned())
+            .and_then(|l| serde_json::from_value(l).ok())
+            .unwrap_or_default()
+    };
+    images.retain(|r| {
+        filters.accept(&|k, v| match k {
+            "reference" => reference_matches(r, v),
+            "dangling" => (v == "true") == r.tag.is_none(),
+            "label" => crate::listing::label_matches(&labels_of(r), v),
+            _ => false,
+        })
+    });
     if args.quiet {
         for r in &images {
             println!("{}", r.digest);
         }
         return Ok(0);
     }
-    match args.format {
-        Format::Json => {
+    let created = |r: &ImageRecord| {
+        r.created
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .map(ago)
+            .unwrap_or_else(|| "N/A".to_string())
+    };
+    match format {
+        crate::listing::OutputFormat::Json => {
             let v: Vec<_> = images
                 .iter()
                 .map(|r| {
@@ -35,7 +87,31 @@ pub fn list(settings: &Settings, args: ImagesArgs) -> anyhow::Result<u8> {
                 .collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        Format::Table => {
+        crate::listing::OutputFormat::Template { header, parts } => {
+            use crate::listing::Part;
+            let field = |r: &ImageRecord, p: &Part| -> String {
+                match p {
+                    Part::Label(k) => labels_of(r).get(k).cloned().unwrap_or_default(),
+                    Part::Text(t) => t.clone(),
+                    Part::Field(f) => match f.as_str() {
+                        "ID" => r.digest.hex()[..12].to_string(),
+                        "Repository" => r.name.clone(),
+                        "Tag" => r.tag.clone().unwrap_or_else(|| "<none>".into()),
+                        "Digest" => r.digest.to_string(),
+                        "CreatedSince" => created(r),
+                        "CreatedAt" => r.created.clone().unwrap_or_default(),
+                        "Size" => human_size(r.unpacked_size),
+                        "Platform" => r.platform.to_string(),
+                        _ => String::new(),
+                    },
+                }
+            };
+            print!(
+                "{}",
+                crate::listing::render(header, &parts, FIELDS, &images, field)
+            );
+        }
+        crate::listing::OutputFormat::Table => {
             let rows: Vec<Vec<String>> = images
                 .iter()
                 .map(|r| {
@@ -43,11 +119,7 @@ pub fn list(settings: &Settings, args: ImagesArgs) -> anyhow::Result<u8> {
                         r.name.clone(),
                         r.tag.clone().unwrap_or_else(|| "<none>".to_string()),
                         r.digest.hex()[..12].to_string(),
-                        r.created
-                            .as_deref()
-                            .and_then(parse_rfc3339)
-                            .map(ago)
-                            .unwrap_or_else(|| "N/A".to_string()),
+                        created(r),
                         human_size(r.unpacked_size),
                         r.platform.to_string(),
                     ]

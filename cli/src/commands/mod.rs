@@ -20,7 +20,7 @@ pub(crate) mod run;
 pub(crate) mod save;
 pub(crate) mod stats;
 pub(crate) mod stop;
-mod system;
+pub(crate) mod system;
 pub(crate) mod systemd;
 pub(crate) mod volume;
 pub(crate) mod wait;
@@ -30,7 +30,7 @@ use std::fmt;
 use anyhow::Context;
 use slate_image::store::Store;
 
-use crate::cli::{Cli, Command, ImageCommand, SystemCommand, SystemdCommand};
+use crate::cli::{Cli, Command, ContainerCommand, ImageCommand, SystemCommand, SystemdCommand};
 use crate::config::Settings;
 
 /// An error that asks for a specific exit status (docker's 125/126/127 for `run`). It
@@ -82,6 +82,20 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Logout(a) => login::logout(&settings, a),
         Command::Image(ImageCommand::Prune(a)) => prune::run(&settings, a),
         Command::System(SystemCommand::Df(a)) => system::df(&settings, a),
+        Command::System(SystemCommand::Prune(a)) => system::prune(&settings, a),
+        Command::System(SystemCommand::Info(a)) | Command::Info(a) => system::info(&settings, a),
+        Command::Version(a) => system::version(a),
+        Command::Container(ContainerCommand::Prune(_)) => {
+            let freed = system::container_prune(&settings)?;
+            println!(
+                "Total reclaimed space: {}",
+                crate::output::human_size(freed)
+            );
+            Ok(0)
+        }
+        Command::Container(ContainerCommand::Ls(a)) => ps::run(&settings, a),
+        Command::Container(ContainerCommand::Rm(a)) => rm::run(&settings, a),
+        Command::Container(ContainerCommand::Inspect(a)) => inspect::run(&settings, a),
         Command::Load(a) => load::run(&settings, a),
         Command::Save(a) => save::run(&settings, a),
         Command::Ps(a) => ps::run(&settings, a),
