@@ -9,8 +9,10 @@
 VM_SUITE=bookworm
 # What the hosts slate targets run, plus busybox-static (the initramfs' shell),
 # docker-registry (disabled at boot, started by the tests that need it) and curl (pushes
-# images to it through the registry API: autoupdate.sh).
-VM_PACKAGES=(systemd systemd-sysv udev dbus iproute2 procps kmod util-linux busybox-static docker-registry curl)
+# images to it through the registry API: autoupdate.sh), and the CNI plugins and iptables
+# that --network bridge and -p need (network.sh).
+VM_PACKAGES=(systemd systemd-sysv udev dbus iproute2 procps kmod util-linux busybox-static docker-registry curl
+  containernetworking-plugins iptables)
 # Modules the initramfs needs to reach the root disk; the guest root gets all of them.
 VM_INITRD_MODULES=(virtio_pci virtio_blk)
 VM_ROOT_SIZE=2G

@@ -262,6 +262,9 @@ check "devices: mknod of the guest disk works, open fails EPERM" "$dev_why" dev_
 # --- `slate systemd unit`: generated units under systemd.
 # shellcheck source=tests/vm/guest/unit.sh
 . "$(dirname "$0")/unit.sh"
+# Networks: -p, a unit killed with SIGKILL, a user network (issue 15).
+# shellcheck source=tests/vm/guest/network.sh
+. "$(dirname "$0")/network.sh"
 # `slate auto-update` of a unit: v1 -> v2, a broken v3 rolled back, registry down (issue 13).
 # shellcheck source=tests/vm/guest/autoupdate.sh
 . "$(dirname "$0")/autoupdate.sh"
