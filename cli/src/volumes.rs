@@ -187,6 +187,136 @@ pub fn usage(dir: &Path) -> u64 {
     t
 }
 
+/// Fills named volumes this run created with what the image has at their container paths,
+/// as docker does (`-v nginx-conf:/etc/nginx` starts with nginx's configuration), owner and
+/// mode included. `volumes` are (data dir, container path) pairs.
+///
+/// The image is mounted read-only in a mount namespace of a short-lived thread's own, so
+/// nothing shows on the host; each path is resolved inside that root (`RESOLVE_IN_ROOT`:
+/// a symlink in the image cannot point the copy at the host), and below it nothing is
+/// followed: symlinks are copied as symlinks, device nodes and sockets are skipped. On
+/// failure the volumes are removed again, so the next run copies afresh.
+pub fn copy_up(
+    store: &slate_image::store::Store,
+    image: &slate_image::store::ImageRecord,
+    scratch: &Path,
+    volumes: &[(PathBuf, PathBuf)],
+) -> anyhow::Result<()> {
+    if volumes.is_empty() {
+        return Ok(());
+    }
+    let res = std::thread::scope(|s| {
+        s.spawn(|| copy_up_in_own_namespace(store, image, scratch, volumes))
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the volume copy thread panicked")))
+    });
+    let _ = std::fs::remove_dir(scratch);
+    if res.is_err() {
+        for (data, _) in volumes {
+            if let Some(dir) = data.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+    res
+}
+
+fn copy_up_in_own_namespace(
+    store: &slate_image::store::Store,
+    image: &slate_image::store::ImageRecord,
+    scratch: &Path,
+    volumes: &[(PathBuf, PathBuf)],
+) -> anyhow::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    // CLONE_FS: the thread gets its own root and cwd, which a mount namespace needs.
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS)
+        .context("cannot create a mount namespace to copy the image into a new volume")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("cannot make the copy's mounts private")?;
+    std::fs::create_dir_all(scratch)
+        .with_context(|| format!("cannot create {}", scratch.display()))?;
+    slate_image::rootfs::mount_readonly(store, image, scratch)
+        .context("cannot mount the image to copy it into a new volume")?;
+    let root = rustix::fs::open(
+        scratch,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("cannot open {}", scratch.display()))?;
+    for (data, dest) in volumes {
+        let rel = dest.strip_prefix("/").unwrap_or(dest);
+        let fd = match rustix::fs::openat2(
+            &root,
+            rel,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Ok(fd) => fd,
+            // Nothing (or no directory) there in the image: the volume starts empty.
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => continue,
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("cannot open {} in the image", dest.display()))
+            }
+        };
+        let src = PathBuf::from(format!(
+            "/proc/thread-self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ));
+        copy_tree(&src, data).with_context(|| {
+            format!(
+                "cannot copy the image's {} into the new volume",
+                dest.display()
+            )
+        })?;
+        let md = std::fs::metadata(&src)
+            .with_context(|| format!("cannot stat {} in the image", dest.display()))?;
+        set_owner_mode(data, &md)?;
+    }
+    Ok(())
+}
+
+/// Copies a directory's contents, not following any symlink, keeping owners and modes.
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let from = e.path();
+        let to = dst.join(e.file_name());
+        let md = std::fs::symlink_metadata(&from)?;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir(&to)?;
+            copy_tree(&from, &to)?;
+            set_owner_mode(&to, &md)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+            std::os::unix::fs::lchown(&to, Some(md.uid()), Some(md.gid()))?;
+        } else if ft.is_file() {
+            std::fs::copy(&from, &to)?;
+            set_owner_mode(&to, &md)?;
+        }
+        // Device nodes, fifos and sockets: not data a volume carries (docker skips them too).
+    }
+    Ok(())
+}
+
+fn set_owner_mode(path: &Path, md: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    // Owner first: chown clears the set-id bits that the mode then puts back.
+    std::os::unix::fs::chown(path, Some(md.uid()), Some(md.gid()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(md.mode() & 0o7777))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -261,3 +261,68 @@ fn stop_timeout_is_what_stop_waits_by_default() {
     // It waited the container's 1 s, not docker's default 10 s; -t still wins.
     assert!(out.stderr.contains("within 1 s"), "{out:?}");
 }
+
+#[test]
+fn a_new_named_volume_gets_the_images_files_and_nothing_of_the_host() {
+    // A marker on the host that a copy escaping the image would bring along.
+    let marker_dir =
+        std::env::temp_dir().join(format!("slate-e2e-host-marker-{}", std::process::id()));
+    std::fs::create_dir_all(&marker_dir).expect("marker dir");
+    std::fs::write(marker_dir.join("host-secret"), "host\n").expect("marker");
+    let escape = format!("../../../../../..{}", marker_dir.display());
+    let extra = vec![
+        Entry::dir("etc/app").owner(1000, 1000).mode(0o750),
+        Entry::file("etc/app/conf", "from the image\n")
+            .owner(1000, 1000)
+            .mode(0o640),
+        Entry::symlink("etc/app/link", "conf"),
+        Entry::dir("etc/app/sub"),
+        Entry::file("etc/app/sub/deep", "deep\n"),
+        Entry::symlink("escape", escape.as_str()),
+        Entry::symlink("magic", "/proc/self/root/tmp"),
+    ];
+    let env = RunEnv::with_image(
+        "volume-copy",
+        &run_image::image(run_image::default_config(), vec![extra]),
+    );
+    let out = env
+        .run(
+            &["-v", "appconf:/etc/app"],
+            &["sh", "-c", "cat /etc/app/conf /etc/app/sub/deep; readlink /etc/app/link; stat -c '%u:%g %a' /etc/app /etc/app/conf"],
+        )
+        .success();
+    assert_eq!(
+        out.stdout, "from the image\ndeep\nconf\n1000:1000 750\n1000:1000 640\n",
+        "{out:?}"
+    );
+    // The copy happens once: a later run sees what the container changed.
+    env.run(
+        &["-v", "appconf:/etc/app"],
+        &["sh", "-c", "echo changed > /etc/app/conf"],
+    )
+    .success();
+    let out = env
+        .run(&["-v", "appconf:/etc/app"], &["cat", "/etc/app/conf"])
+        .success();
+    assert_eq!(out.stdout, "changed\n");
+    // nocopy: docker's opt-out.
+    let out = env
+        .run(&["-v", "empty:/etc/app:nocopy"], &["ls", "-A", "/etc/app"])
+        .success();
+    assert_eq!(out.stdout, "");
+    // Symlinks in the image resolve inside it: nothing of the host comes into a volume.
+    // (The run itself may then fail: the runtime resolves the mount point inside the
+    // container too, where these point at nothing.)
+    for (vol, path) in [("esc", "/escape"), ("mag", "/magic")] {
+        let out = env
+            .slate
+            .run(&env.args(&["-v", &format!("{vol}:{path}")], &["ls", "-A", path]));
+        assert!(!out.stdout.contains("host-secret"), "{path}: {out:?}");
+        let data = env.slate.root().join(format!("volumes/{vol}/_data"));
+        assert!(
+            !data.join("host-secret").exists(),
+            "{path}: the host's file was copied"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&marker_dir);
+}

@@ -458,6 +458,12 @@ pub(crate) fn prepare(
         no_new_privileges: settings.file.security.no_new_privileges,
         volumes_dir: Some(&volumes_dir),
     })?;
+    crate::volumes::copy_up(
+        &store,
+        &record,
+        &run_dir.join("volume-copy"),
+        &out.new_volumes,
+    )?;
     let mut spec = out.spec;
     if network.is_some() {
         join_pinned_netns(&mut spec, &settings.state_dir.join(id));

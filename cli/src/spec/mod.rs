@@ -65,6 +65,8 @@ pub struct SpecInput<'a> {
 #[derive(Debug)]
 pub struct SpecOutput {
     pub spec: Spec,
+    /// Named volumes this run created (data dir, container path): to fill from the image.
+    pub new_volumes: Vec<(PathBuf, PathBuf)>,
     /// The image's StopSignal, or SIGTERM: what `slate stop` sends first.
     #[allow(dead_code)] // until `slate stop` (detached containers) reads it
     pub stop_signal: Signal,
@@ -420,7 +422,7 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
             return Err(SpecError::OomScoreAdj(adj));
         }
     }
-    let mounts = mounts::build(&mounts::MountInput {
+    let (mounts, new_volumes) = mounts::build(&mounts::MountInput {
         args,
         network,
         hostname: &hostname,
@@ -518,6 +520,7 @@ pub(crate) fn build_on(input: &SpecInput, host: &dyn Host) -> Result<SpecOutput,
 
     Ok(SpecOutput {
         spec,
+        new_volumes,
         stop_signal,
         seccomp: sec.choice,
     })

@@ -236,7 +236,21 @@ fn volume(
     if dst == Path::new("/") {
         return Err(bad("the container path cannot be /"));
     }
+    // `nocopy` (a new named volume stays empty) is for named volumes only.
+    let kept: String;
     let mode = match mode {
+        Some(m) if named.is_some() => {
+            kept = m
+                .split(',')
+                .filter(|o| *o != "nocopy")
+                .collect::<Vec<_>>()
+                .join(",");
+            if kept.is_empty() {
+                VolumeMode::default()
+            } else {
+                parse_volume_mode(value, &kept)?
+            }
+        }
         Some(m) => parse_volume_mode(value, m)?,
         None => VolumeMode::default(),
     };
@@ -388,7 +402,12 @@ fn tmpfs(value: &str) -> Result<Mount, SpecError> {
     Ok(m)
 }
 
-pub(crate) fn build(input: &MountInput) -> Result<Vec<Mount>, SpecError> {
+/// Named volumes a run created: (data dir, container path).
+pub(crate) type NewVolumes = Vec<(PathBuf, PathBuf)>;
+
+/// The mounts, and the named volumes created by this run: they get the image's files at
+/// that path, as docker's do.
+pub(crate) fn build(input: &MountInput) -> Result<(Vec<Mount>, NewVolumes), SpecError> {
     let args = input.args;
     let mut user: Vec<Mount> = Vec::new();
     // -v values and --mount binds and volumes, with what creating their source means.
@@ -418,6 +437,7 @@ pub(crate) fn build(input: &MountInput) -> Result<Vec<Mount>, SpecError> {
             return Err(SpecError::DuplicateMount(m.destination().clone()));
         }
     }
+    let mut new_volumes = Vec::new();
     // Only now that every flag parsed: missing -v host directories are created, as docker;
     // named volumes on first use; a --mount bind's source must exist.
     for (((v, kind), m), name) in binds.iter().zip(&user).zip(&named) {
@@ -426,11 +446,17 @@ pub(crate) fn build(input: &MountInput) -> Result<Vec<Mount>, SpecError> {
             None => continue,
         };
         if let (Some(name), Some(dir)) = (name, input.volumes_dir) {
-            crate::volumes::ensure(dir, name).map_err(|e| SpecError::VolumeHost {
+            let created = crate::volumes::ensure(dir, name).map_err(|e| SpecError::VolumeHost {
                 value: v.clone(),
                 path: src.clone(),
                 source: std::io::Error::other(format!("{e:#}")),
             })?;
+            let nocopy = v
+                .rsplit_once(':')
+                .is_some_and(|(_, o)| o.split(',').any(|o| o == "nocopy"));
+            if created && !nocopy {
+                new_volumes.push((src.clone(), m.destination().clone()));
+            }
             continue;
         }
         match std::fs::symlink_metadata(src) {
@@ -487,7 +513,7 @@ pub(crate) fn build(input: &MountInput) -> Result<Vec<Mount>, SpecError> {
         out.push(m);
     }
     out.extend(user);
-    Ok(out)
+    Ok((out, new_volumes))
 }
 
 /// Writes resolv.conf, hosts and hostname into the run directory; returns (destination,
