@@ -25,6 +25,10 @@
 //! - Owners are numeric (header, overridden by PAX `uid`/`gid`), never looked up by name. Modes
 //!   are applied after `chown` (which clears setuid/setgid) and xattrs after that (`chown` also
 //!   drops `security.capability`). Directory times are restored last, after their children.
+//! - With a tar-split recorder (as pulls have), a regular file that a later entry removes is
+//!   moved (or copied) into the recorder's own directory beside `dest` rather than deleted, so
+//!   that `slate save` can still re-create the earlier entry (see [`crate::tarsplit`]). Its
+//!   name there is its inode number, never a name from the stream.
 //! - Memory stays bounded: tar metadata (GNU long names, PAX records, sparse maps) between two
 //!   entries may not exceed [`HEADER_BUDGET`] bytes, and file data streams through one reused
 //!   buffer.
@@ -143,8 +147,10 @@ pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<UnpackStats, UnpackErro
 }
 
 /// [`unpack`], logging with `recorder` what it takes to re-create the tar later (see
-/// [`crate::tarsplit`]). With a recorder the stream is read to its end (up to the log's
-/// limit), past the end-of-archive marker.
+/// [`crate::tarsplit`]). With a recorder the stream is read to its end, past the
+/// end-of-archive marker, and a regular file that a later entry removes is first kept aside
+/// by the recorder (in its own directory beside `dest`, under a name the layer does not
+/// choose).
 pub(crate) fn unpack_recorded<R: Read>(
     reader: R,
     dest: &Path,
@@ -173,6 +179,8 @@ pub(crate) fn unpack_recorded<R: Read>(
         scratch: Vec::new(),
         dirs: DirTimes::default(),
         stats: UnpackStats::default(),
+        recorder,
+        created: None,
     };
     loop {
         // Only while the tar crate looks for the next entry is it reading metadata into memory;
@@ -192,6 +200,11 @@ pub(crate) fn unpack_recorded<R: Read>(
         // Whatever the entry's data was (a directory with a size, a global PAX header), consume
         // it here so that the budget above only ever covers metadata.
         drain(&mut entry, &mut u.buf)?;
+        if let Some(r) = recorder {
+            r.borrow_mut()
+                .file_done(u.created.take())
+                .map_err(UnpackError::Tar)?;
+        }
     }
     u.restore_dir_times()?;
     if let Some(r) = recorder {
@@ -252,9 +265,13 @@ fn record_entry<R: Read>(
     scratch: &mut Vec<u8>,
 ) -> Result<(), UnpackError> {
     let kind = entry.header().entry_type();
+    let raw = entry.path_bytes();
+    // As the unpacker decides: a v7 directory (trailing slash) and whiteouts are no files.
     let is_file = matches!(kind, EntryType::Regular | EntryType::Continuous)
-        && normalize(&entry.path_bytes(), scratch).is_ok()
+        && raw.last() != Some(&b'/')
+        && normalize(&raw, scratch).is_ok()
         && !split_last(scratch).1.starts_with(b".wh.");
+    drop(raw);
     // A GNU sparse entry stores fewer bytes than its logical size; the header says how many.
     let stored = if kind == EntryType::GNUSparse {
         entry.header().entry_size().map_err(UnpackError::Tar)?
@@ -448,18 +465,25 @@ fn is_whiteout(st: &FileStat) -> bool {
     file_type(st) == SFlag::S_IFCHR && st.st_rdev == 0
 }
 
+/// The tar-split recorder, if the unpack keeps one: regular files are kept aside for it
+/// before they are removed.
+type Keep<'a> = Option<&'a RefCell<Recorder>>;
+
 /// Removes whatever is at `dir/name` (a directory with all it holds), if anything. Only ever
 /// called for the path of the current entry, which is inside the layer.
-fn remove(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
+fn remove(dir: BorrowedFd<'_>, name: &[u8], keep: Keep<'_>) -> Result<(), Errno> {
+    if keep_aside(keep, dir, name) {
+        return Ok(());
+    }
     match unistd::unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => Ok(()),
-        Err(Errno::EISDIR) => remove_tree(dir, name),
+        Err(Errno::EISDIR) => remove_tree(dir, name, keep),
         Err(e) => Err(e),
     }
 }
 
 /// Removes the directory `dir/name` and everything below it, through descriptors only.
-fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
+fn remove_tree(dir: BorrowedFd<'_>, name: &[u8], keep: Keep<'_>) -> Result<(), Errno> {
     let fd = sys::openat(dir, name, DIR_RDONLY, Mode::empty())?;
     // Names first, removal after: deleting while readdir is still iterating may skip entries.
     let mut names: Vec<CString> = Vec::new();
@@ -476,9 +500,12 @@ fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
     }
     for child in &names {
         let bytes = child.as_bytes();
+        if keep_aside(keep, fd.as_fd(), bytes) {
+            continue;
+        }
         match unistd::unlinkat(Some(fd.as_raw_fd()), bytes, UnlinkatFlags::NoRemoveDir) {
             Ok(()) => {}
-            Err(Errno::EISDIR) => remove_tree(fd.as_fd(), bytes)?,
+            Err(Errno::EISDIR) => remove_tree(fd.as_fd(), bytes, keep)?,
             Err(e) => return Err(e),
         }
     }
@@ -490,14 +517,83 @@ fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> Result<(), Errno> {
 fn replacing<T>(
     dir: BorrowedFd<'_>,
     name: &[u8],
+    keep: Keep<'_>,
     mut op: impl FnMut() -> Result<T, Errno>,
 ) -> Result<T, Errno> {
     match op() {
         Err(Errno::EEXIST) => {
-            remove(dir, name)?;
+            remove(dir, name, keep)?;
             op()
         }
         r => r,
+    }
+}
+
+/// Before a regular file is removed (a later entry takes its path, or the path of a
+/// directory above it), keeps it aside for the tar-split log: the earlier entry's bytes are
+/// still part of the layer's tar (see [`crate::tarsplit`]). Returns whether `dir/name` is
+/// gone (renamed into the kept directory). A failure gives the log up, not the unpack.
+fn keep_aside(keep: Keep<'_>, dir: BorrowedFd<'_>, name: &[u8]) -> bool {
+    let Some(recorder) = keep else {
+        return false;
+    };
+    let mut r = recorder.borrow_mut();
+    if !r.recording() {
+        return false;
+    }
+    match keep_file(&mut r, dir, name) {
+        Ok(gone) => gone,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot keep a replaced file aside");
+            r.abandon("a replaced file could not be kept aside");
+            false
+        }
+    }
+}
+
+fn keep_file(r: &mut Recorder, dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
+    let st = match fstatat_nofollow(dir, name) {
+        Ok(st) => st,
+        // Nothing there (or nothing to look at): the removal itself says what is wrong.
+        Err(_) => return Ok(false),
+    };
+    // An empty file has no data in the log to re-create.
+    if file_type(&st) != SFlag::S_IFREG || st.st_size == 0 {
+        return Ok(false);
+    }
+    let kept = r.kept_dir()?;
+    // The inode number: what the file's `F` record calls it (its label).
+    let label = st.st_ino.to_string();
+    let label = label.as_bytes();
+    let last = st.st_nlink <= 1;
+    match fstatat_nofollow(kept.as_fd(), label) {
+        // Its only name, or the last of several (whose content was copied when the first one
+        // went): the file itself moves, over the copy if there is one.
+        Ok(_) | Err(Errno::ENOENT) if last => {
+            nix::fcntl::renameat(Some(dir.as_raw_fd()), name, Some(kept.as_raw_fd()), label)?;
+            Ok(true)
+        }
+        // Other hardlinks still name it: moving it would show them a link count one too
+        // high inside the container, so its content is copied.
+        Err(Errno::ENOENT) => {
+            let from = sys::openat(
+                dir,
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+                Mode::empty(),
+            )?;
+            let to = sys::openat(
+                kept.as_fd(),
+                label,
+                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
+                Mode::from_bits_truncate(0o600),
+            )?;
+            io::copy(&mut File::from(from), &mut File::from(to))?;
+            Ok(false)
+        }
+        // Copied already, when another of its names went.
+        Ok(_) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -559,7 +655,7 @@ fn timespec(secs: i64, nanos: i64) -> TimeSpec {
 }
 
 /// State of one unpack. Buffers are reused from entry to entry.
-struct Unpacker {
+struct Unpacker<'r> {
     root: OwnedFd,
     cache: ParentCache,
     buf: Vec<u8>,
@@ -573,6 +669,9 @@ struct Unpacker {
     scratch: Vec<u8>,
     dirs: DirTimes,
     stats: UnpackStats,
+    recorder: Keep<'r>,
+    /// Inode number of the regular file the current entry wrote, for the recorder.
+    created: Option<u64>,
 }
 
 /// The parent directory of the previous entry, kept open: layers list a directory's entries
@@ -695,7 +794,7 @@ impl Cx<'_> {
     }
 }
 
-impl Unpacker {
+impl Unpacker<'_> {
     /// Lays down one entry.
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let kind = entry.header().entry_type();
@@ -803,6 +902,7 @@ impl Unpacker {
             scratch,
             dirs,
             name,
+            recorder,
             ..
         } = self;
         let cx = Cx(name);
@@ -827,7 +927,7 @@ impl Unpacker {
                     // it) and only updates its metadata; anything else is replaced.
                     if file_type(&st) != SFlag::S_IFDIR {
                         was_whiteout = is_whiteout(&st);
-                        remove(pdir, base).map_err(cx.io("removing existing path"))?;
+                        remove(pdir, base, *recorder).map_err(cx.io("removing existing path"))?;
                         stat::mkdirat(at, base, Mode::from_bits_truncate(0o700))
                             .map_err(cx.io("creating directory"))?;
                     }
@@ -877,6 +977,8 @@ impl Unpacker {
             buf,
             stats,
             name,
+            recorder,
+            created,
             ..
         } = self;
         let cx = Cx(name);
@@ -887,11 +989,16 @@ impl Unpacker {
         let pdir = pfd.as_ref().map_or(root.as_fd(), |fd| fd.as_fd());
         // 0600 until the owner is set: a setuid file is never briefly someone else's.
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
-        let fd = replacing(pdir, base, || {
+        let fd = replacing(pdir, base, *recorder, || {
             sys::openat(pdir, base, flags, Mode::from_bits_truncate(0o600))
         })
         .map_err(cx.io("creating file"))?;
         let mut file = File::from(fd);
+        if recorder.is_some() {
+            // The recorder names the file by its inode (see `keep_aside`).
+            let md = file.metadata().map_err(cx.io_err("inspecting file"))?;
+            *created = Some(md.ino());
+        }
         let written = copy_data(entry, &mut file, buf, sparse, &cx)?;
         stats.bytes += written;
         // Order matters: chown clears setuid/setgid and drops security.capability, so mode and
@@ -921,6 +1028,7 @@ impl Unpacker {
             scratch,
             link,
             name,
+            recorder,
             ..
         } = self;
         let cx = Cx(name);
@@ -946,7 +1054,7 @@ impl Unpacker {
         let pfd = take_parent(cache, root.as_fd(), parent, true, &cx)?;
         let pdir = pfd.as_ref().map_or(root.as_fd(), |fd| fd.as_fd());
         let target = &link[..];
-        replacing(pdir, base, || {
+        replacing(pdir, base, *recorder, || {
             unistd::symlinkat(target, Some(pdir.as_raw_fd()), base)
         })
         .map_err(cx.io("creating symlink"))?;
@@ -985,6 +1093,7 @@ impl Unpacker {
             cache,
             link,
             name,
+            recorder,
             ..
         } = self;
         let cx = Cx(name);
@@ -1043,7 +1152,7 @@ impl Unpacker {
                     Err(_) => false,
                 };
                 if !same {
-                    remove(pdir, base).map_err(cx.io("removing existing path"))?;
+                    remove(pdir, base, *recorder).map_err(cx.io("removing existing path"))?;
                     link().map_err(|e| hardlink_error(&cx, e))?;
                 }
             }
@@ -1068,6 +1177,7 @@ impl Unpacker {
             cache,
             scratch,
             name,
+            recorder,
             ..
         } = self;
         let cx = Cx(name);
@@ -1102,7 +1212,7 @@ impl Unpacker {
         let pfd = take_parent(cache, root.as_fd(), parent, true, &cx)?;
         let pdir = pfd.as_ref().map_or(root.as_fd(), |fd| fd.as_fd());
         let at = Some(pdir.as_raw_fd());
-        replacing(pdir, base, || {
+        replacing(pdir, base, *recorder, || {
             stat::mknodat(at, base, sflag, Mode::from_bits_truncate(0o600), dev)
         })
         .map_err(cx.io("creating device node or fifo"))?;

@@ -3,7 +3,8 @@
 //! ```text
 //! blobs/sha256/<hex>      manifests and configs (small); layer blobs only when kept
 //! layers/<chain-hex>/     one committed layer: diff/ (an overlayfs lower dir) + layer.json,
-//!                         tar-split.zst (what `slate save` needs to re-create its tar)
+//!                         tar-split.zst (what `slate save` needs to re-create its tar),
+//!                         tar-split.kept/ (files the layer itself overwrote, for the same)
 //! l/<12 hex>              short links to layers/<chain-hex>/diff: overlayfs takes all
 //!                         lower dirs in one page of mount options, so short names (from
 //!                         this directory) let a run stack hundreds of layers, not ~40
