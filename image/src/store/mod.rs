@@ -701,7 +701,9 @@ impl Store {
 
     /// Bytes the store uses: layers, blobs and tmp (the budget of `max_store_size`).
     /// Layers are counted by the size recorded when they were committed, so measuring
-    /// after every pull does not stat every file of the store (tens of thousands on a Pi).
+    /// after every pull does not stat every file of the store (tens of thousands on a Pi),
+    /// plus their tar-split log: it holds whatever the tar had outside regular files,
+    /// unbounded but for the tar itself, which a budget must not overlook.
     pub fn size(&self) -> u64 {
         let mut total: u64 = ["blobs", "images", "tmp"]
             .iter()
@@ -715,7 +717,10 @@ impl Store {
                     .ok()
                     .and_then(|d| serde_json::from_slice::<LayerMeta>(&d).ok());
                 total += match recorded {
-                    Some(m) => m.size,
+                    Some(m) => {
+                        let log = e.path().join(crate::tarsplit::FILE_NAME);
+                        m.size + fs::symlink_metadata(log).map_or(0, |m| m.len())
+                    }
                     None => disk_usage(&e.path()),
                 };
             }
@@ -1173,6 +1178,20 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(names, vec!["r.example/a", "r.example/b"]);
         assert!(store.size() <= three - 10);
+    }
+
+    #[test]
+    fn a_layers_tar_split_log_counts_in_the_store_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = record("r.example/a", "1", &["a"]);
+        add_layers(&store, &a);
+        let before = store.size();
+        let log = store
+            .layer_path(&a.layers[0].chain_id)
+            .join(crate::tarsplit::FILE_NAME);
+        fs::write(&log, vec![0u8; 1000]).unwrap();
+        assert_eq!(store.size(), before + 1000);
     }
 
     #[test]
