@@ -27,7 +27,7 @@ use crate::digest::{Digest, HashingReader};
 use crate::manifest::{self, Compression, Manifest, ManifestError};
 use crate::platform::Platform;
 use crate::reference::Reference;
-use crate::registry::{Client, RegistryError};
+use crate::registry::{Client, RegistryError, Retry, RetryCause};
 use crate::store::{ImageRecord, LayerMeta, LayerRecord, Removed, Store, StoreError};
 use crate::tarsplit;
 use crate::unpack::{self, UnpackError};
@@ -691,7 +691,17 @@ impl Read for NetStream<'_> {
                         return Err(e);
                     }
                     let wait = self.client.backoff(self.failures);
-                    tracing::info!(blob = %self.digest, at = self.pos, error = %e, "download cut off, resuming in {wait:?}");
+                    tracing::debug!(blob = %self.digest, at = self.pos, error = %e, "download cut off");
+                    self.client.retrying(Retry {
+                        registry: self.reference.registry().to_string(),
+                        what: format!("blob {}", self.digest),
+                        cause: RetryCause::CutOff {
+                            reason: e.to_string(),
+                        },
+                        next: self.failures + 1,
+                        attempts,
+                        wait,
+                    });
                     std::thread::sleep(wait);
                 }
             }

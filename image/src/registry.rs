@@ -13,18 +13,24 @@
 //! - Docker Hub may be reached through pull-through mirrors (`mirrors`), tried in order
 //!   for each request; when a mirror fails the next is tried, then Docker Hub itself. A
 //!   mirror that cannot be reached at all is skipped for the life of the client.
-//! - Idempotent requests are retried (logged at info: only the final failure is an
-//!   error worth a warning) with capped exponential backoff on connection
-//!   errors, timeouts, 429 (honouring `Retry-After`) and 5xx.
+//! - Idempotent requests are retried with capped exponential backoff on connection
+//!   errors, timeouts, 429 (honouring `Retry-After`) and 5xx. Each retry is handed to the
+//!   caller's observer ([`Client::on_retry`]) to show, as the library prints nothing
+//!   (without one it is logged at info). A registry where nothing answers at all (two
+//!   attempts in a row refused, or with no route to it) is not waited for: that request
+//!   fails at once and later ones to it get a single attempt, so a `run --pull always`
+//!   with the registry down falls back to the local image in well under a second instead
+//!   of sitting out the whole backoff. Timeouts, 429 and 5xx keep the full schedule.
 //!
 //! The client is blocking: layer downloads run on plain threads that decompress and unpack
 //! as they read. reqwest keeps one small I/O thread per client; it is dropped with the
 //! client, before any container is cloned.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
@@ -101,6 +107,76 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// A request that failed and is about to be sent again, for the caller to show.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// `host[:port]` of the registry (or mirror) asked.
+    pub registry: String,
+    /// What was asked for: `the API root`, `manifest name:tag`, `blob sha256:...`.
+    pub what: String,
+    pub cause: RetryCause,
+    /// The attempt about to be made (2 on the first retry), of `attempts` at most.
+    pub next: u32,
+    pub attempts: u32,
+    /// The pause before it.
+    pub wait: Duration,
+}
+
+/// Why a request is sent again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryCause {
+    /// No connection was made: refused, no route, a connect timeout, a name that does
+    /// not resolve. `reason` is short: `connection refused`, `timed out`.
+    Unreachable { reason: String },
+    /// Connected, but the request failed before an answer (timed out, reset).
+    Failed { reason: String },
+    /// The registry answered 429 or a 5xx.
+    Busy { status: StatusCode },
+    /// A download broke off in the middle of the body and is resumed or redone.
+    CutOff { reason: String },
+}
+
+impl fmt::Display for Retry {
+    /// One line: `registry 127.0.0.1:5000 not reachable (connection refused); retry 2/5
+    /// in 0.4 s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.registry;
+        match &self.cause {
+            RetryCause::Unreachable { reason } => {
+                write!(f, "registry {r} not reachable ({reason})")?
+            }
+            RetryCause::Failed { reason } => write!(
+                f,
+                "registry {r}: request for {} failed ({reason})",
+                self.what
+            )?,
+            RetryCause::Busy { status } => {
+                write!(f, "registry {r} answered {status} for {}", self.what)?
+            }
+            RetryCause::CutOff { reason } => {
+                write!(f, "registry {r}: {} cut off ({reason})", self.what)?
+            }
+        }
+        write!(
+            f,
+            "; retry {}/{} in {:.1} s",
+            self.next,
+            self.attempts,
+            self.wait.as_secs_f64()
+        )
+    }
+}
+
+/// What [`Client::on_retry`] calls, from whichever thread retries.
+type RetryObserver = Arc<dyn Fn(&Retry) + Send + Sync>;
+
+/// Attempts in a row that found nothing there (refused, no route) after which a request to
+/// a registry stops retrying. A port that refuses twice, 0.4 s apart, has nothing listening:
+/// sitting out the rest of the backoff (6 s with the defaults) would only delay the
+/// fallback to a local image. A registry that is slow or overloaded answers or times out
+/// instead, and keeps the full schedule.
+const REFUSED_IN_A_ROW: u32 = 2;
+
 /// How the client reaches registries.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -159,6 +235,10 @@ pub struct Client {
     tokens: Mutex<HashMap<(String, String), String>>,
     /// Mirrors that could not be reached: not tried again by this client.
     dead_mirrors: Mutex<Vec<String>>,
+    /// Registries where nothing answered (see [`REFUSED_IN_A_ROW`]): one attempt per request
+    /// until one gets an answer.
+    unreachable: Mutex<Vec<String>>,
+    observer: Option<RetryObserver>,
 }
 
 /// Where one request goes: a registry, or a mirror standing in for Docker Hub.
@@ -205,6 +285,26 @@ impl Client {
             endpoints: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             dead_mirrors: Mutex::new(Vec::new()),
+            unreachable: Mutex::new(Vec::new()),
+            observer: None,
+        }
+    }
+
+    /// Hands every retry to `f` (to show it: the library prints nothing) instead of logging
+    /// it at info.
+    pub fn on_retry(mut self, f: impl Fn(&Retry) + Send + Sync + 'static) -> Client {
+        self.observer = Some(Arc::new(f));
+        self
+    }
+
+    /// Reports a retry to the observer, or logs it when there is none.
+    pub(crate) fn retrying(&self, retry: Retry) {
+        match &self.observer {
+            Some(f) => {
+                tracing::debug!(registry = %retry.registry, what = %retry.what, cause = ?retry.cause, "retrying");
+                f(&retry)
+            }
+            None => tracing::info!("{retry}"),
         }
     }
 
@@ -412,6 +512,22 @@ impl Client {
     where
         F: Fn() -> RequestBuilder,
     {
+        // Found unreachable by an earlier request: one try, so a registry that came back is
+        // used and one still gone costs nothing.
+        let attempts = if lock(&self.unreachable).iter().any(|r| r == registry) {
+            1
+        } else {
+            attempts.max(1)
+        };
+        let retry = |cause, next, wait| Retry {
+            registry: registry.to_string(),
+            what: what.to_string(),
+            cause,
+            next,
+            attempts,
+            wait,
+        };
+        let mut refused = 0;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -419,6 +535,7 @@ impl Client {
             let backoff = self.backoff(attempt);
             match make().send() {
                 Ok(resp) => {
+                    lock(&self.unreachable).retain(|r| r != registry);
                     let s = resp.status();
                     let transient = s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error();
                     if !transient || last {
@@ -427,18 +544,37 @@ impl Client {
                     let wait = retry_after(resp.headers())
                         .unwrap_or(backoff)
                         .min(self.opts.max_backoff * 3);
-                    tracing::info!(registry, what, status = %s, attempt, "registry busy, retrying in {wait:?}");
+                    self.retrying(retry(RetryCause::Busy { status: s }, attempt + 1, wait));
                     std::thread::sleep(wait);
                 }
                 Err(e) => {
-                    if last || !(e.is_connect() || e.is_timeout() || e.is_request() || e.is_body())
-                    {
+                    let nothing = nothing_there(&e);
+                    refused = if nothing.is_some() { refused + 1 } else { 0 };
+                    let gone = refused >= REFUSED_IN_A_ROW;
+                    if gone {
+                        tracing::debug!(registry, "nothing answers: no more retries for it");
+                        let mut u = lock(&self.unreachable);
+                        if !u.iter().any(|r| r == registry) {
+                            u.push(registry.to_string());
+                        }
+                    }
+                    let retryable =
+                        e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
+                    if last || gone || !retryable {
                         return Err(RegistryError::Connect {
                             registry: registry.to_string(),
                             error: e,
                         });
                     }
-                    tracing::info!(registry, what, attempt, error = %error_chain(&e), "request failed, retrying in {backoff:?}");
+                    let reason = nothing
+                        .map(str::to_string)
+                        .unwrap_or_else(|| short_reason(&e));
+                    let cause = if e.is_connect() {
+                        RetryCause::Unreachable { reason }
+                    } else {
+                        RetryCause::Failed { reason }
+                    };
+                    self.retrying(retry(cause, attempt + 1, backoff));
                     std::thread::sleep(backoff);
                 }
             }
@@ -629,7 +765,16 @@ impl Client {
                     source,
                 }) if attempt < self.attempts() => {
                     let wait = self.backoff(attempt);
-                    tracing::info!(registry, what, error = %source, "download cut off, retrying in {wait:?}");
+                    self.retrying(Retry {
+                        registry,
+                        what,
+                        cause: RetryCause::CutOff {
+                            reason: source.to_string(),
+                        },
+                        next: attempt + 1,
+                        attempts: self.attempts(),
+                        wait,
+                    });
                     std::thread::sleep(wait);
                 }
                 r => return r,
@@ -800,6 +945,38 @@ impl Client {
             Err(unauthorized())
         }
     }
+}
+
+/// The errors that say nothing is there at all, as opposed to something slow or broken:
+/// the host refused the connection, or the network has no route to it. Walks the source
+/// chain to the socket's own error (reqwest and hyper wrap it).
+fn nothing_there(e: &reqwest::Error) -> Option<&'static str> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return Some("connection refused"),
+                std::io::ErrorKind::NetworkUnreachable => return Some("network unreachable"),
+                std::io::ErrorKind::HostUnreachable => return Some("host unreachable"),
+                _ => {}
+            }
+        }
+        cur = c.source();
+    }
+    None
+}
+
+/// A few words on why a request failed, for a retry line (the full chain is for the final
+/// error): `timed out`, or the innermost cause (`Connection reset by peer (os error 104)`).
+fn short_reason(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut inner: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
 }
 
 fn basic_header(c: &Credential) -> String {
@@ -1039,6 +1216,112 @@ mod tests {
         };
         let err = c.ping(&closed, false, t).expect_err("nothing listens");
         assert!(err.to_string().contains(&closed), "{err}");
+    }
+
+    /// A client whose retries are collected, with pauses too short to slow a test.
+    fn observed(attempts: u32, stall: Duration) -> (Client, Arc<Mutex<Vec<Retry>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let c = Client::new(ClientOptions {
+            attempts,
+            max_backoff: Duration::from_millis(1),
+            stall_timeout: stall,
+            ..ClientOptions::default()
+        })
+        .on_retry(move |r| lock(&sink).push(r.clone()));
+        (c, seen)
+    }
+
+    #[test]
+    fn a_registry_that_refuses_is_given_up_after_two_refusals() {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        let (c, seen) = observed(5, Duration::from_secs(5));
+        let r: Reference = format!("{closed}/some/image:v1")
+            .parse()
+            .expect("reference");
+        let err = c.manifest(&r, "v1").expect_err("nothing listens");
+        assert!(matches!(err, RegistryError::Connect { .. }), "{err}");
+        // The HTTPS probe of a loopback registry is one attempt; plain HTTP is retried once,
+        // then the second refusal in a row ends it.
+        let retries = lock(&seen).clone();
+        assert_eq!(retries.len(), 1, "{retries:?}");
+        assert_eq!(
+            retries[0].cause,
+            RetryCause::Unreachable {
+                reason: "connection refused".to_string()
+            }
+        );
+        assert_eq!((retries[0].next, retries[0].attempts), (2, 5));
+        assert_eq!(
+            retries[0].to_string(),
+            format!("registry {closed} not reachable (connection refused); retry 2/5 in 0.0 s")
+        );
+        // Later requests to it are not retried at all.
+        c.manifest(&r, "v1").expect_err("still nothing");
+        assert_eq!(lock(&seen).len(), 1, "{:?}", lock(&seen));
+    }
+
+    /// A loopback server answering every HTTP request with 503 (and closing what is not
+    /// HTTP, a TLS hello); returns its address and how many HTTP requests it got.
+    fn always_busy() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let count = Arc::new(AtomicUsize::new(0));
+        let n = count.clone();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let got = s.read(&mut buf).unwrap_or(0);
+                if buf[..got].starts_with(b"GET ") {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    let _ = s.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            }
+        });
+        (addr, count)
+    }
+
+    #[test]
+    fn busy_and_silent_registries_keep_the_whole_schedule() {
+        let (host, requests) = always_busy();
+        let (c, seen) = observed(3, Duration::from_secs(5));
+        let r: Reference = format!("{host}/some/image:v1").parse().expect("reference");
+        let err = c.manifest(&r, "v1").expect_err("always 503");
+        assert!(
+            matches!(err, RegistryError::Status { status, .. } if status == StatusCode::SERVICE_UNAVAILABLE),
+            "{err}"
+        );
+        // The API root, then the manifest: three attempts each, two retries each.
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 6);
+        let retries = lock(&seen).clone();
+        assert_eq!(retries.len(), 4, "{retries:?}");
+        assert!(retries.iter().all(|r| r.cause
+            == RetryCause::Busy {
+                status: StatusCode::SERVICE_UNAVAILABLE
+            }));
+
+        // Accepts and never answers: every attempt times out, and each is retried.
+        let silent = loopback(None);
+        let (c, seen) = observed(3, Duration::from_millis(200));
+        let r: Reference = format!("{silent}/some/image:v1")
+            .parse()
+            .expect("reference");
+        c.manifest(&r, "v1").expect_err("silence");
+        let retries = lock(&seen).clone();
+        assert_eq!(retries.len(), 2, "{retries:?}");
+        assert!(
+            retries.iter().all(
+                |r| matches!(&r.cause, RetryCause::Failed { reason } if reason == "timed out")
+            ),
+            "{retries:?}"
+        );
     }
 
     #[test]
