@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use slate_image::auth::Credentials;
-use slate_image::registry::ClientOptions;
+use slate_image::registry::{Client, ClientOptions};
 use slate_image::store::StorePolicy;
 
 pub const DEFAULT_CONFIG: &str = "/etc/slate/config.toml";
@@ -177,6 +177,15 @@ impl Settings {
             o.stall_timeout = Duration::from_secs(s.max(1));
         }
         Ok(o)
+    }
+
+    /// The registry client of a command that pulls, saying when it retries a registry (on
+    /// a terminal unless `quiet`, else as warnings: [`crate::progress::show_retries`]).
+    pub fn registry_client(&self, quiet: bool) -> anyhow::Result<Client> {
+        Ok(crate::progress::show_retries(
+            Client::new(self.client_options()?),
+            quiet,
+        ))
     }
 
     pub fn parallel(&self) -> usize {

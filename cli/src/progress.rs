@@ -1,5 +1,6 @@
 //! Pull progress: bars on a terminal (indicatif), one line per finished layer otherwise
-//! (systemd's journal, CI logs), nothing with `-q`.
+//! (systemd's journal, CI logs), nothing with `-q`. Registry retries likewise: a plain line
+//! on a terminal, a warning in a log.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -7,6 +8,7 @@ use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use slate_image::pull::Progress;
+use slate_image::registry::Client;
 use slate_image::store::{ImageRecord, LayerRecord};
 
 use crate::output::human_size;
@@ -19,6 +21,36 @@ pub fn for_stderr(quiet: bool) -> Box<dyn Progress> {
         Box::new(Bars::new())
     } else {
         Box::new(Lines)
+    }
+}
+
+/// Has `client` say when it retries a registry: on a terminal, one plain line per retry
+/// (`registry 127.0.0.1:5000 not reachable (connection refused); retry 2/5 in 0.4 s`,
+/// above the bars of a pull drawing them; none with `-q`); otherwise (systemd's journal, a
+/// CI log) a warning per retry, without escape codes.
+pub fn show_retries(client: Client, quiet: bool) -> Client {
+    let terminal = std::io::stderr().is_terminal();
+    client.on_retry(move |retry| {
+        if !terminal {
+            tracing::warn!("{retry}");
+        } else if !quiet {
+            print_line(&retry.to_string());
+        }
+    })
+}
+
+/// The bars being drawn on stderr, if a pull draws any: a line printed under them would be
+/// overdrawn, so it goes through them. stderr is one per process, so is this.
+static DRAWING: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// One line on stderr, above the bars if some are drawn (they are cleared for it and drawn
+/// again below; `MultiProgress::println` leaves the line unterminated while no bar is drawn
+/// yet, as during a manifest's retries).
+fn print_line(line: &str) {
+    let drawing = DRAWING.lock().ok().and_then(|d| d.clone());
+    match drawing {
+        Some(multi) => multi.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
     }
 }
 
@@ -55,8 +87,12 @@ struct Bars {
 
 impl Bars {
     fn new() -> Bars {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        if let Ok(mut d) = DRAWING.lock() {
+            *d = Some(multi.clone());
+        }
         Bars {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            multi,
             total: Mutex::new(None),
             bars: Mutex::new(HashMap::new()),
         }
@@ -128,6 +164,9 @@ impl Drop for Bars {
             if let Some(t) = t.as_ref() {
                 t.finish_and_clear();
             }
+        }
+        if let Ok(mut d) = DRAWING.lock() {
+            *d = None;
         }
     }
 }

@@ -82,6 +82,28 @@ fn a_registry_that_never_recovers_fails_the_pull_clearly() {
     out.assert_each_cause_once();
     store::assert_consistent(&slate, &[], &[]);
     assert!(slate.images().is_empty());
+    // A registry that answers 5xx keeps the whole schedule (unlike one that refuses
+    // connections): both attempts of each request, and a warning for each retry.
+    let log = proxy.log();
+    let mut paths: Vec<&str> = log.iter().map(|l| l.path.as_str()).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    for p in &paths {
+        let n = log.iter().filter(|l| l.path == *p).count();
+        assert_eq!(n, 2, "{p} asked {n} times: {log:?}");
+    }
+    let retries: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("answered 503") && l.contains("; retry "))
+        .collect();
+    assert_eq!(retries.len(), log.len() - paths.len(), "{out:?}");
+    assert!(
+        retries
+            .iter()
+            .all(|l| l.contains("WARN") && l.contains("; retry 2/2 in ")),
+        "{retries:?}"
+    );
 }
 
 #[test]

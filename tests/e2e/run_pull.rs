@@ -1,6 +1,9 @@
 //! `slate run --pull missing|always|never`: a moved tag is deployed by `always` only, a
-//! registry that is gone falls back to the local copy with a warning, and `never` without
-//! the image fails with 125.
+//! registry that is gone falls back to the local copy with a warning (at once when its port
+//! refuses connections, saying so as it retries), and `never` without the image fails with
+//! 125.
+
+use std::time::Instant;
 
 use crate::harness::registry::Registry;
 use crate::harness::run_image::{self, RunEnv};
@@ -79,4 +82,51 @@ fn pull_never_without_the_image_fails_with_125() {
         "--pull never asked the registry for the manifest"
     );
     assert!(env.slate.images().is_empty(), "nothing was pulled");
+}
+
+/// A store with the `run/<label>:v1` image pulled from a private registry that is then
+/// killed: its port refuses connections.
+fn local_copy_only(label: &str) -> RunEnv {
+    let reg = Registry::private();
+    let reference = reg.push_image(&format!("run/{label}"), "v1", &marked("local"));
+    let env = RunEnv::empty(label, &reference);
+    env.slate.pull(&reference, None);
+    drop(reg); // killed and removed
+    env
+}
+
+#[test]
+fn pull_always_gives_up_a_refusing_registry_at_once_and_says_so() {
+    let env = local_copy_only("pull-refused");
+    let t = Instant::now();
+    let out = env.run(&["--pull", "always"], &["cat", "/which"]).success();
+    // Measured, not asserted: the attempts below are what keeps it short.
+    eprintln!(
+        "run --pull always, registry port closed: fell back after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(out.stdout, "local\n", "{out:?}");
+    // HTTPS first (a loopback registry may be plain HTTP), then HTTP retried once: its
+    // second refusal in a row ends it, where a timeout or a 503 would go on to attempt 5.
+    let retries: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not reachable"))
+        .collect();
+    assert_eq!(retries.len(), 1, "one retry line: {out:?}");
+    assert!(
+        retries[0].contains(" WARN ") && retries[0].contains("(connection refused); retry 2/5 in "),
+        "not a terminal: a warning per retry: {}",
+        retries[0]
+    );
+    assert!(
+        out.stderr.lines().any(|l| l.contains("local copy")),
+        "{out:?}"
+    );
+    // The journal (or this pipe) gets no colour codes.
+    assert!(
+        !out.stderr.contains("\x1b["),
+        "escape codes: {:?}",
+        out.stderr
+    );
 }

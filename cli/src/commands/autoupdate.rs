@@ -344,7 +344,7 @@ fn try_update(
     };
     let (new_digest, source) = match policy.as_str() {
         "registry" => {
-            let client = Client::new(settings.client_options()?);
+            let client = settings.registry_client(false)?;
             let resolved = pull::resolve(&client, &reference, &opts).map_err(|e| {
                 anyhow!(e).context(format!(
                     "cannot check {reference} in its registry (nothing changed, {} keeps running)",

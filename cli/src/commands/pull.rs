@@ -11,7 +11,6 @@ use slate_image::archive;
 use slate_image::platform::Platform;
 use slate_image::pull::{self, PullOptions};
 use slate_image::reference::Reference;
-use slate_image::registry::Client;
 use slate_image::store::Store;
 
 use crate::cli::PullArgs;
@@ -71,7 +70,7 @@ pub fn run(settings: &Settings, args: PullArgs) -> anyhow::Result<u8> {
         Some(imported) => imported?,
         None => {
             let reference: Reference = args.image.parse()?;
-            let client = Client::new(settings.client_options()?);
+            let client = settings.registry_client(args.quiet)?;
             let progress = crate::progress::for_stderr(args.quiet);
             let pulled = pull::pull(&store, &client, &reference, &opts, progress.as_ref())
                 .with_context(|| format!("cannot pull {reference}"))?;

@@ -19,7 +19,7 @@ use anyhow::{anyhow, bail, Context};
 use slate_image::platform::Platform;
 use slate_image::pull::{self, PullError, PullOptions};
 use slate_image::reference::Reference;
-use slate_image::registry::{Client, RegistryError};
+use slate_image::registry::RegistryError;
 use slate_image::rootfs;
 use slate_image::store::{ImageRecord, Store};
 use slate_runtime::seccomp::Program;
@@ -641,13 +641,13 @@ fn ensure_image(
             "image {reference} is not in the store and --pull never forbids pulling it: run `slate pull {reference}` first"
         )),
         (PullPolicy::Missing, None) => {
-            let client = Client::new(settings.client_options()?);
+            let client = settings.registry_client(args.quiet)?;
             let pulled = pull::pull(store, &client, reference, &opts, progress)
                 .with_context(|| format!("cannot pull {reference}"))?;
             Ok(pulled.record)
         }
         (PullPolicy::Always, local) => {
-            let client = Client::new(settings.client_options()?);
+            let client = settings.registry_client(args.quiet)?;
             let resolved = match pull::resolve(&client, reference, &opts) {
                 Ok(r) => r,
                 Err(e) if is_unreachable(&e) && local.is_some() => {
