@@ -104,6 +104,13 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
 /// about the container.
 const QUIET_DEPS: &str = "hyper=warn,reqwest=warn,rustls=warn,h2=warn,libcgroups=error";
 
+/// Whether log lines get colours: for a terminal only (a unit's stderr is the journal,
+/// which would keep the escape codes, as would a file or a pipe), and not when `NO_COLOR`
+/// is set to anything but the empty string (no-color.org).
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(level: Option<&str>) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
@@ -123,12 +130,27 @@ fn init_logging(level: Option<&str>) {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                // Colours for a terminal only: a unit's stderr is the journal, which would
-                // keep the escape codes.
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_ansi(colour(
+                    std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                ))
                 .with_target(false)
                 .without_time(),
         )
         .with(filter)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(super::colour(true, None));
+        assert!(!super::colour(false, None), "a pipe or the journal");
+        assert!(!super::colour(true, Some(OsStr::new("1"))));
+        // no-color.org: an empty NO_COLOR does not count.
+        assert!(super::colour(true, Some(OsStr::new(""))));
+    }
 }

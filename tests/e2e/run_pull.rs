@@ -1,12 +1,14 @@
 //! `slate run --pull missing|always|never`: a moved tag is deployed by `always` only, a
 //! registry that is gone falls back to the local copy with a warning (at once when its port
-//! refuses connections, saying so as it retries), and `never` without the image fails with
-//! 125.
+//! refuses connections, saying so as it retries; colours on a terminal only), and `never`
+//! without the image fails with 125.
 
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::harness::registry::Registry;
 use crate::harness::run_image::{self, RunEnv};
+use crate::harness::slate::SLATE_BIN;
 use crate::harness::tar_writer::Entry;
 
 fn marked(which: &str) -> crate::harness::fixture::BuiltImage {
@@ -129,4 +131,58 @@ fn pull_always_gives_up_a_refusing_registry_at_once_and_says_so() {
         "escape codes: {:?}",
         out.stderr
     );
+}
+
+/// `slate ARGS` on a terminal of its own (`script`), with extra environment; returns what
+/// the terminal showed (stdout and stderr together).
+fn on_a_terminal(env: &RunEnv, args: &[&str], extra_env: &[(&str, &str)]) -> String {
+    let (_, all) = run_image::command(&env.slate, args);
+    let line = std::iter::once(SLATE_BIN.to_string())
+        .chain(all)
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .env(
+            "DOCKER_CONFIG",
+            crate::harness::slate_cmd::docker_config_dir(&env.slate),
+        );
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running script");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    env.assert_clean(&text);
+    text
+}
+
+#[test]
+fn on_a_terminal_retries_are_plain_lines_and_no_color_turns_colours_off() {
+    let env = local_copy_only("pull-refused-tty");
+    let args = env.args(&["--pull", "always"], &["cat", "/which"]);
+    let shown = on_a_terminal(&env, &args, &[]);
+    assert!(shown.contains("local"), "{shown}");
+    let retries: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.contains("not reachable"))
+        .collect();
+    assert_eq!(retries.len(), 1, "{shown}");
+    assert!(
+        retries[0].starts_with("registry ")
+            && retries[0].contains("(connection refused); retry 2/5 in "),
+        "a plain line, not a log record: {:?}",
+        retries[0]
+    );
+    assert!(
+        shown.contains("\x1b["),
+        "a terminal gets colours: {shown:?}"
+    );
+    let shown = on_a_terminal(&env, &args, &[("NO_COLOR", "1")]);
+    assert!(shown.lines().any(|l| l.contains("local copy")), "{shown}");
+    assert!(!shown.contains("\x1b["), "NO_COLOR: {shown:?}");
 }
