@@ -173,8 +173,8 @@ pub enum Stopped {
     Killed,
 }
 
-/// `slate stop`: no more restarts, the stop signal, then SIGKILL (to every process of the
-/// cgroup) after `timeout`.
+/// `slate stop`: no more restarts, the stop signal, then SIGKILL after `timeout` (to PID 1;
+/// the supervisor then kills whatever else is in the cgroup as it removes it).
 pub fn stop(sd: &StateDir, rec: &Record, timeout: Duration) -> anyhow::Result<Stopped> {
     if !rec.is_active() {
         return Ok(Stopped::Cleanly);
@@ -218,15 +218,19 @@ fn signal_starting_foreground(rec: &Record, sig: Signal) -> anyhow::Result<()> {
     }
 }
 
-/// SIGKILL to PID 1 and to everything in the container's cgroup.
+/// SIGKILL to PID 1, which takes the rest of its PID namespace with it.
+///
+/// The cgroup is left to the container's supervisor, which kills whatever is left in it
+/// and deletes it as soon as it has reaped PID 1. Killing the cgroup from here as well
+/// raced that removal: two processes freezing, killing and thawing the same v1 cgroup,
+/// the supervisor deleting it between this process's freeze and thaw, and `rm -f` warning
+/// that it could not thaw a cgroup that was gone. A supervisor that died is found by
+/// [`wait_inactive`], which cleans up after it (cgroup included).
 pub fn kill_hard(sd: &StateDir, id: &str) -> anyhow::Result<()> {
     let rec = sd.load(id)?;
     crate::commands::lifecycle::thaw_if_paused(sd, &rec);
     if !signal(&rec, Signal::SIGKILL)? {
         signal_starting_foreground(&rec, Signal::SIGKILL)?;
-    }
-    if let Ok(cg) = Cgroup::open_recorded(&rec.id, rec.cgroups_path.as_deref(), &rec.cgroup_paths) {
-        let _ = cg.kill_all();
     }
     Ok(())
 }

@@ -1060,3 +1060,32 @@ fn stop_of_many_works_on_them_at_once_and_says_when_it_killed() {
     );
     assert!(out.stderr.contains("nope"), "{out:?}");
 }
+
+/// `rm -f` of a running container says nothing on stderr (at info level, even). Its cgroup
+/// is its supervisor's to remove: `rm -f` freezing, killing and thawing it as well raced that
+/// removal and could warn that it could not thaw a v1 freezer cgroup that was gone. Several
+/// rounds, as that race was not lost every time.
+#[test]
+fn rm_f_of_a_running_container_warns_of_nothing() {
+    let d = Detached::new("rm-f-quiet");
+    for round in 0..5 {
+        let name = format!("busy{round}");
+        let id = d.run_d(
+            &["--name", &name],
+            &["sh", "-c", "sleep 1000 & sleep 1000 & wait"],
+        );
+        let pid = d.inspect(&name)["pid"].as_i64().expect("a pid");
+        let out = d.slate(&["rm", "-f", &name]).success();
+        assert_eq!(out.stdout.trim(), name, "{out:?}");
+        assert!(
+            out.stderr.trim().is_empty(),
+            "rm -f of a running container printed: {out:?}"
+        );
+        assert!(!alive(pid as i32), "{name} still runs after rm -f");
+        assert!(
+            cgroup_dirs(&id).is_empty(),
+            "cgroup of {name} left after rm -f"
+        );
+    }
+    assert!(d.ps_json(true).is_empty());
+}
