@@ -92,7 +92,8 @@ fn pause_freezes_and_unpause_thaws() {
     );
     wait_status(&d, "ticker", "running");
     std::thread::sleep(Duration::from_millis(200));
-    d.slate(&["pause", "ticker"]).success();
+    let out = d.slate(&["pause", "ticker"]).success();
+    assert_eq!(out.stdout, "ticker\n", "the name, once");
     let ps = d.slate(&["ps"]).success();
     assert!(ps.stdout.contains("(Paused)"), "{}", ps.stdout);
     assert_eq!(d.inspect("ticker")["paused"], true);

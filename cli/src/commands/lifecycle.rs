@@ -70,7 +70,6 @@ pub fn start(settings: &Settings, args: StartArgs) -> anyhow::Result<u8> {
     let sd = StateDir::open(&settings.state_dir)?;
     let results = containers::for_each_parallel(&args.containers, |key| {
         start_one(settings, &sd, key)?;
-        println!("{key}");
         Ok(())
     });
     Ok(containers::report(&args.containers, results))
@@ -172,7 +171,6 @@ pub fn restart(settings: &Settings, args: RestartArgs) -> anyhow::Result<u8> {
         let secs = super::stop::timeout_of(args.time, &rec);
         containers::stop(&sd, &rec, Duration::from_secs(secs))?;
         start_one(settings, &sd, key)?;
-        println!("{key}");
         Ok(())
     });
     Ok(containers::report(&args.containers, results))
@@ -208,7 +206,6 @@ pub fn pause(settings: &Settings, args: PauseArgs, frozen: bool) -> anyhow::Resu
             );
         }
         set_frozen(&sd, &rec, frozen)?;
-        println!("{key}");
         Ok(())
     });
     Ok(containers::report(&args.containers, results))
