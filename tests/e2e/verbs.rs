@@ -433,3 +433,15 @@ fn unknown_flags_are_flags_not_image_references() {
         .success();
     assert_eq!(out.stdout, "--publsh\n");
 }
+
+#[test]
+fn kill_of_many_reports_each() {
+    let d = detached("kill-many");
+    d.run_d(&["--name", "a"], &["sleep", "1000"]);
+    d.run_d(&["--name", "b"], &["sleep", "1000"]);
+    let out = d.slate(&["kill", "a", "nosuch", "b"]).failure(1);
+    assert_eq!(out.stdout, "a\nb\n", "{out:?}");
+    out.error_mentions(&["nosuch"]);
+    wait_status(&d, "a", "exited");
+    wait_status(&d, "b", "exited");
+}

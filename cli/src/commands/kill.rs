@@ -35,7 +35,8 @@ pub fn parse_signal(s: &str) -> anyhow::Result<Signal> {
 pub fn run(settings: &Settings, args: KillArgs) -> anyhow::Result<u8> {
     let sig = parse_signal(&args.signal)?;
     let sd = containers::open_swept(settings)?;
-    for key in &args.containers {
+    // All at once, as docker's CLI does; each container's failure is its own line.
+    let results = containers::for_each_parallel(&args.containers, |key| {
         let rec = sd.find(key)?;
         if !rec.is_active() {
             bail!("container {} is not running", rec.name);
@@ -44,9 +45,9 @@ pub fn run(settings: &Settings, args: KillArgs) -> anyhow::Result<u8> {
         if !containers::signal(&rec, sig)? {
             bail!("container {} is not running", rec.name);
         }
-        println!("{key}");
-    }
-    Ok(0)
+        Ok(())
+    });
+    Ok(containers::report(&args.containers, results))
 }
 
 #[cfg(test)]
