@@ -9,16 +9,16 @@ veths() { ip -o link show type veth 2>/dev/null | wc -l; }
 leases() { find /run/slate/networks/leases -type f -regex '.*/[0-9.]*' 2>/dev/null | wc -l; }
 
 t=$(now)
-id=$("$SLATE" run -d -q --name web -p 8080:80 "$IMG" busybox httpd -f -p 80 -h /etc 2>&1)
+id=$("$SLATE" run -d -q --name web -p 18080:80 "$IMG" busybox httpd -f -p 80 -h /etc 2>&1)
 got=""
-wait_for 30 sh -c 'http_get() { curl -s -m 5 "http://127.0.0.1:$1/hostname"; }; [ -n "$(http_get 8080)" ]'
-got=$(http_get 8080)
-check "network: run -d -p 8080:80 answers on the host's port 8080 ($(since "$t") s)" \
+wait_for 30 sh -c 'http_get() { curl -s -m 5 "http://127.0.0.1:$1/hostname"; }; [ -n "$(http_get 18080)" ]'
+got=$(http_get 18080)
+check "network: run -d -p 18080:80 answers on the host's port 18080 ($(since "$t") s)" \
   "run said: $(echo "$id" | one_line); GET said: ${got:-nothing}" \
   test "$got" = "${id:0:12}"
-dup=$("$SLATE" run --rm -q -p 8080:80 "$IMG" true 2>&1)
+dup=$("$SLATE" run --rm -q -p 18080:80 "$IMG" true 2>&1)
 dup_rc=$?
-check "network: a second -p 8080 fails at run with a clear error (status $dup_rc)" \
+check "network: a second -p 18080 fails at run with a clear error (status $dup_rc)" \
   "said: $(echo "$dup" | one_line)" \
   sh -c "[ $dup_rc -eq 125 ] && echo \"\$1\" | grep -q 'already in use'" _ "$dup"
 "$SLATE" rm -f web >/dev/null 2>&1
@@ -27,16 +27,16 @@ check "network: rm -f leaves no veth and no lease" "veths $(veths), leases $(lea
 
 # A unit that publishes a port, killed hard: systemd restarts it, and the new start gets the
 # port, a veth and a lease again, with the dead run's swept.
-"$SLATE" systemd unit --install --now --name webu -p 8081:80 "$IMG" busybox httpd -f -p 80 -h /etc >/dev/null 2>&1
-wait_for 60 sh -c '[ -n "$(curl -s -m 5 http://127.0.0.1:8081/hostname)" ]'
-first=$(http_get 8081)
-check "network: a unit with -p 8081:80 serves" "GET said: ${first:-nothing}; $(systemctl is-active slate-webu.service)" \
+"$SLATE" systemd unit --install --now --name webu -p 18081:80 "$IMG" busybox httpd -f -p 80 -h /etc >/dev/null 2>&1
+wait_for 60 sh -c '[ -n "$(curl -s -m 5 http://127.0.0.1:18081/hostname)" ]'
+first=$(http_get 18081)
+check "network: a unit with -p 18081:80 serves" "GET said: ${first:-nothing}; $(systemctl is-active slate-webu.service)" \
   test -n "$first"
 systemctl kill -s KILL slate-webu.service
 sleep 1
-wait_for 90 sh -c 'h=$(curl -s -m 5 http://127.0.0.1:8081/hostname); [ -n "$h" ] && [ "$h" != "$1" ]' _ "$first"
-second=$(http_get 8081)
-check "network: after SIGKILL the restarted unit serves again on 8081, a new container" \
+wait_for 90 sh -c 'h=$(curl -s -m 5 http://127.0.0.1:18081/hostname); [ -n "$h" ] && [ "$h" != "$1" ]' _ "$first"
+second=$(http_get 18081)
+check "network: after SIGKILL the restarted unit serves again on 18081, a new container" \
   "before ${first:-nothing}, after ${second:-nothing}; unit $(systemctl is-active slate-webu.service); log: $(journalctl -q --no-pager -u slate-webu.service | tail -3 | one_line)" \
   sh -c "[ -n '$second' ] && [ '$second' != '$first' ]"
 check "network: one veth and one lease while the unit runs (the killed run's were swept)" \
