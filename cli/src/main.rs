@@ -9,6 +9,7 @@ mod health;
 mod listing;
 mod logs;
 mod network;
+mod oci;
 mod output;
 mod progress;
 mod sdnotify;
@@ -29,6 +30,14 @@ fn main() -> ExitCode {
     static_nss::pin_host_lookups();
     if let Some(code) = supervisor::fast_path() {
         return ExitCode::from(code);
+    }
+    // runc's command line: as `slate-runc` (or `runc`), or `slate oci ...`.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.first().is_some_and(|a| oci::is_runc_name(a)) {
+        return oci_main(args);
+    }
+    if args.get(1).is_some_and(|a| a == "oci") {
+        return oci_main(args.into_iter().skip(1).collect());
     }
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
@@ -63,6 +72,28 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code_for(&e))
         }
     }
+}
+
+/// The OCI command line, from a sealed copy of the binary when it creates containers (the
+/// container's process is a clone of this one: CVE-2019-5736, see slate_runtime::seal).
+fn oci_main(args: Vec<std::ffi::OsString>) -> ExitCode {
+    init_logging(None);
+    let creates = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.to_string_lossy().starts_with('-'))
+        .is_some_and(|a| a == "create" || a == "run");
+    if creates {
+        let scratch = std::path::Path::new("/run/slate-runc");
+        if let Err(e) = std::fs::create_dir_all(scratch)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| slate_runtime::seal::ensure(scratch).map_err(anyhow::Error::from))
+        {
+            eprintln!("slate-runc: cannot run from a sealed copy of slate: {e:#}");
+            return ExitCode::from(1);
+        }
+    }
+    oci::main(args)
 }
 
 /// Host name lookups of the static ARM builds (cross/build: glibc `+crt-static`).

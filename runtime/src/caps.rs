@@ -116,7 +116,14 @@ impl CapsPlan {
         caps::set(None, CapSet::Effective, &self.effective).map_err(err)?;
         caps::set(None, CapSet::Permitted, &self.permitted).map_err(err)?;
         caps::clear(None, CapSet::Ambient).map_err(err)?;
-        for c in &self.ambient {
+        // The kernel raises an ambient capability only if it is both permitted and
+        // inheritable. runc and crun skip the others rather than fail: `runc spec`'s own
+        // config asks for ambient caps with an empty inheritable set.
+        for c in self
+            .ambient
+            .iter()
+            .filter(|c| self.inheritable.contains(c) && self.permitted.contains(c))
+        {
             caps::raise(None, CapSet::Ambient, *c).map_err(err)?;
         }
         Ok(())

@@ -72,6 +72,14 @@ pub struct ContainerOptions {
     /// a write to `cgroup.procs`. Default `true`; `false` takes the fallback path on purpose
     /// (to test or measure it), which old kernels and seccomp'd hosts take anyway.
     pub clone_into_cgroup: bool,
+    /// The OCI create/start split: a FIFO the process opens for writing once it is set up,
+    /// right before it execs the app. The open blocks until someone opens the FIFO for
+    /// reading (`start`); [`Container::spawn`] returns as soon as the process waits there.
+    pub start_gate: Option<PathBuf>,
+    /// The process gets SIGKILL when the process that spawned it dies (default `true`: a
+    /// container never outlives its supervisor unnoticed). An OCI `create` exits at once and
+    /// leaves the container to whoever reaps it (containerd's shim, conmon): `false`.
+    pub die_with_parent: bool,
 }
 
 impl ContainerOptions {
@@ -85,6 +93,8 @@ impl ContainerOptions {
             seccomp: None,
             attach_stdin: true,
             clone_into_cgroup: true,
+            start_gate: None,
+            die_with_parent: true,
         }
     }
 }
@@ -119,6 +129,8 @@ pub struct Container {
     status: Option<ExitStatus>,
     /// Removed once the container is reaped.
     cgroup: Option<Cgroup>,
+    /// Left to run on its own ([`Container::detach`]): dropping the handle does nothing.
+    detached: bool,
 }
 
 /// Everything the child needs, prepared before the clone.
@@ -135,6 +147,11 @@ struct Plan {
     /// The host terminal's size, for a container terminal.
     winsize: Option<libc::winsize>,
     seccomp: Option<Arc<seccomp::Program>>,
+    /// See [`ContainerOptions::start_gate`]: the FIFO, opened O_PATH before the clone (its
+    /// host path is out of reach once the child has pivoted), and the `/proc/self/fd` path
+    /// the child reopens it by.
+    start_gate: Option<(OwnedFd, CString)>,
+    die_with_parent: bool,
 }
 
 /// Receives one record of the sync protocol and the descriptor passed with it, if any.
@@ -295,6 +312,24 @@ impl Container {
                 (None, Some(profile)) => Some(Arc::new(seccomp::compile(profile)?)),
                 (None, None) => None,
             },
+            start_gate: match &opts.start_gate {
+                Some(p) => {
+                    let fd: OwnedFd = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_PATH)
+                        .open(p)
+                        .map_err(|source| Error::Io {
+                            op: "opening the start gate",
+                            source,
+                        })?
+                        .into();
+                    let via = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                        .map_err(|_| Error::Nul { what: "start gate" })?;
+                    Some((fd, via))
+                }
+                None => None,
+            },
+            die_with_parent: opts.die_with_parent,
         };
         let (parent_sock, child_sock) = socketpair(
             AddressFamily::Unix,
@@ -366,6 +401,7 @@ impl Container {
             attach_stdin: opts.attach_stdin,
             status: None,
             cgroup: Some(cgroup),
+            detached: false,
         };
         tracing::debug!(id = %container.id, pid = pid.as_raw(), "container process cloned");
         // From here on, dropping `container` on an error kills and reaps the child.
@@ -404,6 +440,10 @@ impl Container {
                 self.pty_master = Some(fd.ok_or(Error::Protocol)?);
                 continue;
             }
+            if n == ChildFailure::SIZE && buf == ChildFailure::AT_GATE {
+                // Set up and waiting for `start`: created.
+                return Ok(());
+            }
             break n;
         };
         if got == 0 {
@@ -439,6 +479,14 @@ impl Container {
     /// relays it itself instead of through [`crate::supervise`] (a detached run, say).
     pub fn take_pty_master(&mut self) -> Option<OwnedFd> {
         self.pty_master.take()
+    }
+
+    /// Leaves the container to run on its own, as an OCI `create` does: whoever reaps it
+    /// (containerd's shim, conmon, init) waits for it, and `delete` removes its cgroup.
+    /// Returns its pid.
+    pub fn detach(mut self) -> Pid {
+        self.detached = true;
+        self.pid
     }
 
     /// The container process, as seen from the host.
@@ -520,6 +568,9 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         if self.status.is_none() {
             let _ = kill(self.pid, Signal::SIGKILL);
         }
@@ -619,6 +670,7 @@ fn stage_name(s: Stage) -> &'static str {
         Stage::Cwd => "change to the working directory",
         Stage::Terminal => "attach the terminal",
         Stage::CloseFds => "close inherited descriptors",
+        Stage::StartGate => "wait for start",
         Stage::Fork => "fork the app under init",
         _ => "set up the container",
     }
@@ -663,7 +715,9 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     )
     .map_err(at(Stage::Sync, 0))?;
     // Die with the supervisor rather than outlive it unsupervised.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(at(Stage::Sync, 0))?;
+    if plan.die_with_parent {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(at(Stage::Sync, 0))?;
+    }
     let mut go = [0u8; 1];
     loop {
         match nix::unistd::read(sock.as_raw_fd(), &mut go) {
@@ -753,7 +807,9 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     setresuid(uid, uid, uid).map_err(at(Stage::Uid, 0))?;
     nix::sys::prctl::set_keepcaps(false).map_err(at(Stage::Capabilities, 0))?;
     // A uid change clears the parent-death signal; set it again.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(at(Stage::Sync, 0))?;
+    if plan.die_with_parent {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(at(Stage::Sync, 0))?;
+    }
     plan.caps.apply_sets().map_err(at(Stage::Capabilities, 0))?;
 
     // As the user, so that a directory it cannot enter is an error here, not a surprise later.
@@ -784,6 +840,12 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     // Before init forks: init never execs, so close-on-exec does not protect it, and it would
     // otherwise keep every descriptor of the host's (the run's files, a procfs handle, the
     // caller's pipes) for as long as the container lives.
+    if let Some((_, via)) = &plan.start_gate {
+        // Created: tell the caller, then wait for `start` to open the FIFO's other end.
+        // (Before the descriptors are closed: the gate is one of them.)
+        syscall::write_all(sock.as_fd(), &ChildFailure::AT_GATE).map_err(at(Stage::Sync, 0))?;
+        wait_at_gate(via).map_err(at(Stage::StartGate, 0))?;
+    }
     close_fds(plan.preserve_fds, sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
     if plan.init {
         crate::init::fork_app(|| {
@@ -800,6 +862,23 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
 
     let (stage, index, errno) = plan.exec.exec();
     Err(at(stage, index)(errno))
+}
+
+/// Blocks until the FIFO is opened for reading, then says so through it (a byte `start`
+/// reads to know the app is on its way).
+fn wait_at_gate(gate: &CString) -> Result<(), Errno> {
+    let fd = loop {
+        // SAFETY: open(2) reads the NUL-terminated path; a negative return is checked.
+        let fd = unsafe { libc::open(gate.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        match Errno::result(fd) {
+            Ok(fd) => break fd,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    // SAFETY: the descriptor was just opened and nothing else owns it.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    syscall::write_all(fd.as_fd(), &[0])
 }
 
 fn install_seccomp(plan: &Plan) -> Result<(), ChildFailure> {

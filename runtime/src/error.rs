@@ -190,10 +190,12 @@ pub(crate) enum Stage {
     Exec,
     /// The program's path goes through a `/proc` magic link (see `process::MAGIC_LINK`).
     ExecMagicLink,
+    /// Waiting at the OCI start gate (`ContainerOptions::start_gate`).
+    StartGate,
 }
 
 impl Stage {
-    const ALL: [Stage; 30] = [
+    const ALL: [Stage; 31] = [
         Stage::Sync,
         Stage::JoinNamespace,
         Stage::CgroupNamespace,
@@ -224,6 +226,7 @@ impl Stage {
         Stage::Fork,
         Stage::Exec,
         Stage::ExecMagicLink,
+        Stage::StartGate,
     ];
 
     fn from_u32(v: u32) -> Option<Stage> {
@@ -244,6 +247,10 @@ impl ChildFailure {
 
     /// The record that announces the pty master, passed alongside with SCM_RIGHTS.
     pub const PTY_MASTER: [u8; Self::SIZE] = [0xff; Self::SIZE];
+
+    /// The record that says the process is set up and waits at its start gate (the OCI
+    /// `created` state).
+    pub const AT_GATE: [u8; Self::SIZE] = [0xfe; Self::SIZE];
 
     pub fn decode(b: &[u8; Self::SIZE]) -> Option<ChildFailure> {
         let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];

@@ -116,6 +116,30 @@ fn same_namespace(pid: Pid, name: &str) -> bool {
 /// terminal (`process.terminal`) or lets the process use the caller's stdio, and forwards
 /// [`FORWARDED`] signals to it. The caller must be single-threaded.
 pub fn exec(opts: ExecOptions) -> Result<ExitStatus, Error> {
+    let started = spawn(opts)?;
+    let status = relay(started.app, started.master, &started.mask);
+    drop(started.restore);
+    status
+}
+
+/// Starts `opts.process` in the container and returns once it has exec'd, without waiting
+/// for it (the OCI `exec --detach`): its pid, and its terminal's master if it has one. The
+/// process is reparented to the caller's own subreaper (conmon, a shim) when the caller
+/// exits. The caller must be single-threaded.
+pub fn exec_detached(opts: ExecOptions) -> Result<(Pid, Option<OwnedFd>), Error> {
+    let started = spawn(opts)?;
+    Ok((started.app, started.master))
+}
+
+/// An exec'd process, and what [`relay`] needs for it.
+struct Started {
+    app: Pid,
+    master: Option<OwnedFd>,
+    mask: SigSet,
+    restore: MaskGuard,
+}
+
+fn spawn(opts: ExecOptions) -> Result<Started, Error> {
     let n = std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
         .unwrap_or(1);
@@ -220,9 +244,12 @@ pub fn exec(opts: ExecOptions) -> Result<ExitStatus, Error> {
             return Err(e);
         }
     };
-    let status = relay(app, master, &mask);
-    drop(restore);
-    status
+    Ok(Started {
+        app,
+        master,
+        mask,
+        restore,
+    })
 }
 
 /// Restores the signal mask on drop.
