@@ -96,6 +96,11 @@ pub enum Command {
     Rm(crate::commands::rm::RmArgs),
     /// Run a command in a running container
     Exec(crate::commands::exec::ExecArgs),
+    /// Copy files/folders between a running container and the host (or a tar stream)
+    #[command(
+        override_usage = "slate cp [OPTIONS] CONTAINER:SRC_PATH DEST_PATH|-\n       slate cp [OPTIONS] SRC_PATH|- CONTAINER:DEST_PATH"
+    )]
+    Cp(crate::commands::cp::CpArgs),
     /// Show a container's record and spec as JSON
     Inspect(crate::commands::inspect::InspectArgs),
     /// List a container's published ports, or the host address of one

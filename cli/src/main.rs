@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod config;
 mod containers;
+mod copy;
 mod health;
 mod listing;
 mod logs;

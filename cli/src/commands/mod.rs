@@ -2,6 +2,7 @@
 //! process exit status; errors carry context and are printed once, by `main`.
 
 pub(crate) mod autoupdate;
+pub(crate) mod cp;
 pub(crate) mod doctor;
 pub(crate) mod exec;
 mod image;
@@ -111,6 +112,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Kill(a) => kill::run(&settings, a),
         Command::Rm(a) => rm::run(&settings, a),
         Command::Exec(a) => exec::run(&settings, a),
+        Command::Cp(a) => cp::run(&settings, a),
         Command::Inspect(a) => inspect::run(&settings, a),
         Command::Port(a) => network::port(&settings, a),
         Command::Network(c) => network::run(&settings, c),
