@@ -28,6 +28,7 @@ mod auto_update;
 mod commands;
 mod concurrent;
 mod corrupt;
+mod cp;
 mod detached;
 mod doctor;
 mod fixtures;
