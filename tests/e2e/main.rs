@@ -39,6 +39,7 @@ mod health;
 mod hostile;
 mod issue11_exe;
 mod network;
+mod oci;
 mod platform;
 mod prune;
 mod pull;

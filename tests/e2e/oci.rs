@@ -1,0 +1,511 @@
+//! slate as an OCI runtime (issue 14): runc's command line on a bundle (`create`, `state`,
+//! `start`, `exec`, `kill`, `delete`, `run`, hooks, `features`), and real engines driving
+//! `slate-runc`: podman (`--runtime`) and containerd (`ctr run --runc-binary`, the runc v2
+//! shim).
+//!
+//! Each test has its own state root; podman and containerd get their own storage and state
+//! under the test's temp dir, `--network none` (no engine network is ever set up on the
+//! host), cgroups under a parent named after the test process (removed at the end), and
+//! containerd runs in a private mount namespace with a tmpfs over /run (its shim sockets and
+//! FIFOs go to /run/containerd whatever its config says).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::fixture::busybox;
+use crate::harness::slate::TestDir;
+
+const SLATE_RUNC: &str = env!("CARGO_BIN_EXE_slate-runc");
+
+/// A bundle: busybox in `rootfs/`, and a config.json running `args`.
+fn bundle(dir: &Path, args: &[&str], extra: impl FnOnce(&mut Value)) -> PathBuf {
+    let b = dir.join("bundle");
+    let root = b.join("rootfs");
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(d)).expect("rootfs dir");
+    }
+    let bb = root.join("bin/busybox");
+    if !bb.exists() {
+        std::fs::write(&bb, busybox()).expect("busybox");
+        std::fs::set_permissions(&bb, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        for a in ["sh", "echo", "cat", "sleep", "true", "hostname"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).expect("applet");
+        }
+    }
+    std::fs::write(root.join("hello"), "hello from the bundle\n").expect("hello");
+    let mut config = json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": ["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE"],
+                "effective": ["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE"],
+                "permitted": ["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE"],
+                "ambient": ["CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_AUDIT_WRITE"]
+            },
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "oci-test",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],
+            "maskedPaths": ["/proc/kcore", "/proc/keys"],
+            "readonlyPaths": ["/proc/sys"]
+        }
+    });
+    extra(&mut config);
+    std::fs::write(
+        b.join("config.json"),
+        serde_json::to_vec_pretty(&config).expect("json"),
+    )
+    .expect("config.json");
+    b
+}
+
+struct Runc {
+    root: PathBuf,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Runc {
+    /// Output goes to files, not pipes: a created container inherits them (as it inherits
+    /// the FIFOs a shim passes), and would hold a pipe open until it exits.
+    fn run(&self, args: &[&str]) -> Out {
+        std::fs::create_dir_all(&self.root).expect("state root");
+        let (o, e) = (self.root.join(".stdout"), self.root.join(".stderr"));
+        let status = Command::new(SLATE_RUNC)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&o).expect("stdout file"))
+            .stderr(std::fs::File::create(&e).expect("stderr file"))
+            .status()
+            .expect("slate-runc");
+        Out {
+            code: status.code().unwrap_or(-1),
+            stdout: std::fs::read_to_string(&o).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&e).unwrap_or_default(),
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> Out {
+        let o = self.run(args);
+        assert_eq!(o.code, 0, "slate-runc {args:?}: {}{}", o.stdout, o.stderr);
+        o
+    }
+
+    fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id]).stdout).expect("state json")
+    }
+
+    fn wait_status(&self, id: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.state(id)["status"] != want {
+            assert!(
+                Instant::now() < deadline,
+                "{id} never became {want}: {}",
+                self.state(id)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Runc {
+    fn drop(&mut self) {
+        // Whatever a failed test left: kill and delete by the runtime's own records.
+        if let Ok(rd) = std::fs::read_dir(&self.root) {
+            for e in rd.flatten() {
+                if let Some(id) = e.file_name().to_str().filter(|n| !n.starts_with('.')) {
+                    let _ = Command::new(SLATE_RUNC)
+                        .arg("--root")
+                        .arg(&self.root)
+                        .args(["delete", "--force", id])
+                        .output();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn create_start_state_exec_kill_delete_on_a_bundle() {
+    let dir = TestDir::new("oci-bundle");
+    let hook_log = dir.path().join("hooks.log");
+    let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} $(cat) >> {}", hook_log.display())]});
+    let b = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "echo started; trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        ],
+        |c| {
+            c["hooks"] = json!({
+                "prestart": [hook("prestart")],
+                "createRuntime": [hook("createRuntime")],
+                "poststart": [hook("poststart")],
+                "poststop": [hook("poststop")],
+            });
+        },
+    );
+    let rt = Runc {
+        root: dir.path().join("state"),
+    };
+    // Container ids name cgroups, shared by every test process: unique ones.
+    let id = |n: &str| format!("oci-{}-{n}", std::process::id());
+    let (c1, c2, c3) = (id("c1"), id("c2"), id("c3"));
+    let (c1, c2, c3) = (c1.as_str(), c2.as_str(), c3.as_str());
+    let pid_file = dir.path().join("init.pid");
+    let b_s = b.display().to_string();
+    let pf = pid_file.display().to_string();
+    rt.ok(&["create", "--bundle", &b_s, "--pid-file", &pf, c1]);
+    let st = rt.state(c1);
+    assert_eq!(st["status"], "created", "{st}");
+    assert_eq!(st["ociVersion"], "1.0.2");
+    assert_eq!(st["bundle"], b_s.as_str());
+    let pid = st["pid"].as_i64().expect("pid");
+    assert!(pid > 0);
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).expect("pid file").trim(),
+        pid.to_string()
+    );
+    // Created: the process exists and has not exec'd the app (it is still slate).
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_ne!(comm.trim(), "sh", "created, not started");
+    assert_ne!(
+        rt.run(&["create", "--bundle", &b_s, c1]).code,
+        0,
+        "the id is taken"
+    );
+    rt.ok(&["start", c1]);
+    rt.wait_status(c1, "running");
+    assert_ne!(rt.run(&["start", c1]).code, 0, "started twice");
+
+    let out = rt.ok(&["exec", c1, "cat", "/hello"]);
+    assert_eq!(out.stdout, "hello from the bundle\n");
+    let out = rt.run(&["exec", c1, "sh", "-c", "hostname; exit 4"]);
+    assert_eq!((out.code, out.stdout.as_str()), (4, "oci-test\n"));
+    let proc_json = dir.path().join("process.json");
+    std::fs::write(
+        &proc_json,
+        json!({"args": ["cat", "/hello"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}).to_string(),
+    )
+    .expect("process.json");
+    let out = rt.ok(&["exec", "--process", &proc_json.display().to_string(), c1]);
+    assert_eq!(out.stdout, "hello from the bundle\n");
+
+    let ps: Vec<i64> =
+        serde_json::from_str(&rt.ok(&["ps", "--format", "json", c1]).stdout).expect("ps json");
+    assert!(ps.contains(&pid), "{ps:?}");
+    let list = rt.ok(&["list", "--format", "json"]);
+    assert!(
+        list.stdout.contains(&format!("\"{c1}\"")),
+        "{}",
+        list.stdout
+    );
+
+    rt.ok(&["pause", c1]);
+    assert_eq!(rt.state(c1)["status"], "paused");
+    rt.ok(&["resume", c1]);
+    assert_eq!(rt.state(c1)["status"], "running");
+
+    let del = rt.run(&["delete", c1]);
+    assert_ne!(del.code, 0, "delete of a running container needs --force");
+    assert!(del.stderr.contains("running"), "{}", del.stderr);
+    rt.ok(&["kill", c1, "TERM"]);
+    rt.wait_status(c1, "stopped");
+    rt.ok(&["delete", c1]);
+    assert_ne!(rt.run(&["state", c1]).code, 0);
+    assert!(!rt.root.join(c1).exists());
+
+    let hooks = std::fs::read_to_string(&hook_log).expect("hooks ran");
+    let order: Vec<&str> = hooks.lines().filter_map(|l| l.split(' ').next()).collect();
+    assert_eq!(
+        order,
+        ["prestart", "createRuntime", "poststart", "poststop"],
+        "{hooks}"
+    );
+    // Each hook got the state on stdin.
+    assert!(
+        hooks
+            .lines()
+            .all(|l| l.contains(&format!("\"id\":\"{c1}\""))),
+        "{hooks}"
+    );
+
+    // delete --force of a created (never started) container; run's exit status.
+    rt.ok(&["create", "--bundle", &b_s, c2]);
+    rt.ok(&["delete", "--force", c2]);
+    let b2 = bundle(
+        &dir.path().join("two"),
+        &["sh", "-c", "echo ran; exit 7"],
+        |_| {},
+    );
+    let out = rt.run(&["run", "--bundle", &b2.display().to_string(), c3]);
+    assert_eq!((out.code, out.stdout.as_str()), (7, "ran\n"));
+    assert!(!rt.root.join(c3).exists(), "run deletes what it created");
+
+    let f: Value = serde_json::from_str(&rt.ok(&["features"]).stdout).expect("features json");
+    assert_eq!(f["ociVersionMax"], "1.2.0");
+    assert_eq!(f["linux"]["seccomp"]["enabled"], true);
+    assert!(f["linux"]["capabilities"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|x| x == "CAP_SYS_ADMIN")));
+    // Also reachable as `slate oci`.
+    let o = Command::new(crate::harness::slate::SLATE_BIN)
+        .args(["oci", "--root"])
+        .arg(&rt.root)
+        .args(["list", "-q"])
+        .output()
+        .expect("slate oci");
+    assert!(o.status.success());
+}
+
+/// A container.conf and storage of podman's own, under `dir`.
+fn podman(dir: &Path) -> Command {
+    let conf = dir.join("containers.conf");
+    if !conf.exists() {
+        std::fs::write(
+            &conf,
+            format!(
+                "[containers]\n\
+                 # podman 4.3 asks for hard rlimits this host's root cannot raise (no CAP_SYS_RESOURCE)\n\
+                 default_ulimits = []\n\
+                 [engine]\n\
+                 cgroup_manager = \"cgroupfs\"\n\
+                 events_logger = \"file\"\n\
+                 tmp_dir = \"{}\"\n",
+                dir.join("libpod-tmp").display()
+            ),
+        )
+        .expect("containers.conf");
+    }
+    let mut c = Command::new("podman");
+    c.env("CONTAINERS_CONF", &conf)
+        .arg("--root")
+        .arg(dir.join("storage"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .arg("--runtime")
+        .arg(SLATE_RUNC)
+        .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+        .stdin(Stdio::null());
+    c
+}
+
+/// The engines' cgroups go under this parent, on every hierarchy; removed (deepest first,
+/// empty directories only) when dropped.
+struct CgroupParent(String);
+
+impl CgroupParent {
+    fn new(label: &str) -> CgroupParent {
+        CgroupParent(format!("slate-e2e-{label}-{}", std::process::id()))
+    }
+}
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        let mut hier: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        hier.push(PathBuf::from("/sys/fs/cgroup"));
+        for h in hier {
+            let top = h.join(&self.0);
+            if !top.is_dir() {
+                continue;
+            }
+            let mut dirs = vec![top.clone()];
+            let mut i = 0;
+            while i < dirs.len() {
+                if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
+                    dirs.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+                }
+                i += 1;
+            }
+            for d in dirs.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+fn out_of(mut c: Command) -> Out {
+    let o = c.output().expect("command");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn busybox_reference() -> String {
+    let img = crate::harness::run_image::image(crate::harness::run_image::default_config(), vec![]);
+    crate::harness::registry::Registry::shared().push_image("oci/busybox", "v1", &img)
+}
+
+#[test]
+fn podman_runs_containers_with_slate_runc() {
+    let dir = TestDir::new("oci-podman");
+    let cg = CgroupParent::new("podman");
+    let image = busybox_reference();
+    let parent = format!("/{}", cg.0);
+    let pm = |args: &[&str]| {
+        let mut c = podman(dir.path());
+        c.args(args);
+        out_of(c)
+    };
+    // podman's own conmon cgroup and the containers' go under the test's parent.
+    let run = |args: &[&str]| {
+        let mut a = vec![args[0], "--cgroup-parent", &parent];
+        a.extend_from_slice(&args[1..]);
+        pm(&a)
+    };
+    let pulled = pm(&["pull", "-q", "--tls-verify=false", &image]);
+    assert_eq!(pulled.code, 0, "{}", pulled.stderr);
+    let out = run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "echo",
+        "hello from podman",
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "hello from podman\n"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let out = run(&[
+        "run",
+        "-d",
+        "--name",
+        "svc",
+        "--network",
+        "none",
+        &image,
+        "sh",
+        "-c",
+        "echo up; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = pm(&["exec", "svc", "cat", "/srv/data.txt"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "image data\n"),
+        "{}",
+        out.stderr
+    );
+    let out = pm(&["stop", "-t", "5", "svc"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let logs = pm(&["logs", "svc"]);
+    assert!(
+        logs.stdout.contains("up") && logs.stdout.contains("bye"),
+        "{}{}",
+        logs.stdout,
+        logs.stderr
+    );
+    assert_eq!(pm(&["rm", "svc"]).code, 0);
+    // podman's storage and its runtime state are the test's: removing them is the clean-up.
+    let _ = pm(&["system", "reset", "-f"]);
+}
+
+#[test]
+fn containerd_runs_a_container_with_slate_runc() {
+    if Command::new("containerd")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("containerd is not installed (tests/deps installs it)");
+    }
+    let dir = TestDir::new("oci-containerd");
+    let cg = CgroupParent::new("containerd");
+    let image = busybox_reference();
+    let d = dir.path().display().to_string();
+    let config = format!(
+        "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         [grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\
+         [debug]\n  address = \"{d}/debug.sock\"\n"
+    );
+    std::fs::write(dir.path().join("config.toml"), config).expect("config");
+    // Everything of containerd's (daemon, shim, ctr's FIFOs under /run/containerd) lives
+    // in this script's mount namespace, on a tmpfs, and ends with it.
+    let script = format!(
+        r#"set -e
+mount -t tmpfs tmpfs /run
+containerd --config {d}/config.toml > {d}/containerd.log 2>&1 &
+daemon=$!
+trap 'kill $daemon; wait $daemon' EXIT
+for i in $(seq 100); do [ -S {d}/c.sock ] && break; sleep 0.1; done
+C="ctr --address {d}/c.sock"
+$C images pull -q --plain-http {image} >/dev/null
+$C run --rm --runc-binary {runc} --runc-root {d}/runc --cgroup /{cg}/t1 {image} t1 echo hello from containerd
+$C run --rm --runc-binary {runc} --runc-root {d}/runc --cgroup /{cg}/t2 {image} t2 sh -c 'exit 5' || echo "exit=$?"
+"#,
+        runc = SLATE_RUNC,
+        cg = cg.0,
+    );
+    let out = out_of({
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+        c
+    });
+    let log = std::fs::read_to_string(dir.path().join("containerd.log")).unwrap_or_default();
+    assert_eq!(
+        out.code,
+        0,
+        "{}{}\ncontainerd: {}",
+        out.stdout,
+        out.stderr,
+        log.lines().rev().take(10).collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(
+        out.stdout, "hello from containerd\nexit=5\n",
+        "{}",
+        out.stderr
+    );
+    // The runtime's own state is gone with the containers.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("runc"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|ns| std::fs::read_dir(ns.path()).into_iter().flatten().flatten())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "containers left: {left:?}");
+}
