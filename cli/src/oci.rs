@@ -438,7 +438,7 @@ fn create_keeping(
         None => std::env::current_dir().context("no current directory")?,
     };
     let config = bundle.join("config.json");
-    let mut spec = Spec::load(&config)
+    let mut spec = crate::spec::stored::load(&config)
         .with_context(|| format!("cannot load the bundle's {}", config.display()))?;
     if let Some(h) = spec.hooks() {
         if h.create_container().as_ref().is_some_and(|v| !v.is_empty())
@@ -625,7 +625,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<()> {
     if n == 0 {
         bail!("container {id} died before it could start");
     }
-    let spec = Spec::load(s.bundle.join("config.json")).ok();
+    let spec = crate::spec::stored::load(&s.bundle.join("config.json")).ok();
     if let Some(h) = spec.as_ref().and_then(|sp| sp.hooks().clone()) {
         // poststart failures are warnings (the spec: the container is started already).
         if let Err(e) = run_hooks(
@@ -644,12 +644,12 @@ fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
     if status_of(root, &s) != Status::Running {
         bail!("container {} is not running", a.id);
     }
-    let spec = Spec::load(s.bundle.join("config.json"))
+    let spec = crate::spec::stored::load(&s.bundle.join("config.json"))
         .with_context(|| format!("cannot load the bundle of {}", a.id))?;
     let mut process: Process = match &a.process {
         Some(p) => {
             let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-            serde_json::from_slice(&bytes)
+            crate::spec::stored::process_from_json(&bytes)
                 .with_context(|| format!("{} is not a runtime-spec process", p.display()))?
         }
         None => {
@@ -819,7 +819,7 @@ fn delete(root: &Path, id: &str, force: bool) -> anyhow::Result<()> {
         cg.remove()
             .with_context(|| format!("cannot remove the cgroup of {id}"))?;
     }
-    let hooks = Spec::load(s.bundle.join("config.json"))
+    let hooks = crate::spec::stored::load(&s.bundle.join("config.json"))
         .ok()
         .and_then(|sp| sp.hooks().clone());
     let state = state_json(root, &s);

@@ -445,3 +445,44 @@ fn kill_of_many_reports_each() {
     wait_status(&d, "a", "exited");
     wait_status(&d, "b", "exited");
 }
+
+#[test]
+fn inspect_shows_the_seccomp_profile_in_force() {
+    let d = detached("seccomp-inspect");
+    d.run_d(&["--name", "dflt"], &["sleep", "1000"]);
+    d.run_d(
+        &["--name", "admin", "--cap-add", "SYS_ADMIN"],
+        &["sleep", "1000"],
+    );
+    d.run_d(
+        &["--name", "open", "--security-opt", "seccomp=unconfined"],
+        &["sleep", "1000"],
+    );
+    let syscalls = |name: &str| -> Vec<String> {
+        let v = d.inspect(name);
+        assert!(
+            v["seccomp"]["source"]
+                .as_str()
+                .is_some_and(|s| s.contains("default")),
+            "{}",
+            v["seccomp"]
+        );
+        assert_eq!(v["seccomp"]["profile"]["defaultAction"], "SCMP_ACT_ERRNO");
+        let mut names: Vec<String> = v["seccomp"]["profile"]["syscalls"]
+            .as_array()
+            .expect("syscalls")
+            .iter()
+            .filter(|r| r["action"] == "SCMP_ACT_ALLOW")
+            .flat_map(|r| r["names"].as_array().cloned().unwrap_or_default())
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    };
+    let dflt = syscalls("dflt");
+    let admin = syscalls("admin");
+    assert!(!dflt.contains(&"mount".to_string()));
+    // docker's profile opens mount and friends to CAP_SYS_ADMIN: inspect shows what runs.
+    assert!(admin.contains(&"mount".to_string()), "{admin:?}");
+    assert_eq!(d.inspect("open")["seccomp"]["source"], "none (unconfined)");
+}

@@ -1,5 +1,6 @@
-//! Reading back a detached container's `spec.json` (written with oci-spec's own `Serialize`)
-//! without oci-spec's `Deserialize` for `Spec`.
+//! Reading back a detached container's `spec.json` (written with oci-spec's own `Serialize`),
+//! and an OCI bundle's `config.json` (`slate oci`), without oci-spec's `Deserialize` for
+//! `Spec`.
 //!
 //! Why: deserializing `Spec` deserializes `Process`, whose `execCPUAffinity` field is
 //! validated with a regular expression; that one call links the whole `regex` engine
@@ -111,7 +112,13 @@ impl From<StoredSpec> for Spec {
     }
 }
 
-/// Reads a spec written by `slate run -d`.
+/// Reads a runtime-spec `process` object (`slate oci exec --process FILE`).
+pub fn process_from_json(data: &[u8]) -> anyhow::Result<Process> {
+    let stored: StoredProcess = serde_json::from_slice(data)?;
+    Ok(stored.into())
+}
+
+/// Reads a spec written by `slate run -d`, or a bundle's config.json.
 pub fn load(path: &Path) -> anyhow::Result<Spec> {
     let data = std::fs::read(path)?;
     let stored: StoredSpec = serde_json::from_slice(&data)?;
