@@ -207,7 +207,10 @@ fn publish_implies_bridge_and_publish_all_picks_free_ports() {
     let lab = Lab::new();
     let d = lab.detached("net-pall");
     // No --network: -p means the default bridge (the port would mean nothing on the host's).
-    d.run_d(&run_flags(&["--name", "a", "-P"]), &[]);
+    d.run_d(
+        &run_flags(&["--name", "a", "-P", "--expose", "8081/udp"]),
+        &[],
+    );
     let port = d.slate(&["port", "a", "80/tcp"]).success();
     let addr = port.stdout.trim().to_string();
     assert!(addr.starts_with("0.0.0.0:"), "{addr}");
@@ -218,6 +221,9 @@ fn publish_implies_bridge_and_publish_all_picks_free_ports() {
     );
     let v = d.inspect("a");
     assert_eq!(v["network"]["network"], "bridge");
+    // --expose adds to the image's ports for -P.
+    let udp = d.slate(&["port", "a", "8081/udp"]).success();
+    assert!(udp.stdout.trim().starts_with("0.0.0.0:"), "{}", udp.stdout);
 }
 
 #[test]

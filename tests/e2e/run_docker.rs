@@ -233,7 +233,7 @@ fn named_volumes_outlive_containers_until_removed() {
         .error_mentions(&["in use by container db"]);
     // `rm` of the container keeps the volume (docker's rm without -v never removes a named
     // one); the data is there for the next container.
-    d.slate(&["rm", "-f", "db"]).success();
+    d.slate(&["rm", "-f", "-v", "db"]).success();
     let out = d
         .slate(&["run", "--rm", "-v", "pgdata:/d", &d.image, "cat", "/d/v"])
         .success();

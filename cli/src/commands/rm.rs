@@ -8,6 +8,10 @@ pub struct RmArgs {
     /// Kill and remove running containers
     #[arg(short, long)]
     pub force: bool,
+    /// docker's "and its anonymous volumes": slate has none (image VOLUMEs are not made
+    /// into volumes yet), and named volumes are never removed by rm, as in docker
+    #[arg(short, long)]
+    pub volumes: bool,
     /// Container names or ids (prefixes)
     #[arg(required = true)]
     pub containers: Vec<String>,
