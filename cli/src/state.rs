@@ -257,7 +257,15 @@ impl StateDir {
 
     /// Takes the state dir's lock (blocking).
     pub fn lock(&self) -> anyhow::Result<StateLock> {
-        let path = self.root.join("lock");
+        Ok(StateLock {
+            _lock: self.lock_named("lock")?,
+        })
+    }
+
+    /// Takes the exclusive lock of the file `name` in the state dir (blocking): the state
+    /// dir's own lock, or a narrower one (the networks').
+    pub fn lock_named(&self, name: &str) -> anyhow::Result<Flock<fs::File>> {
+        let path = self.root.join(name);
         let f = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -266,10 +274,9 @@ impl StateDir {
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        let lock = Flock::lock(f, FlockArg::LockExclusive)
+        Flock::lock(f, FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
-            .with_context(|| format!("cannot lock {}", path.display()))?;
-        Ok(StateLock { _lock: lock })
+            .with_context(|| format!("cannot lock {}", path.display()))
     }
 
     /// Every record, oldest first. Unreadable records are skipped with a warning: one

@@ -123,17 +123,10 @@ pub fn leases_dir(settings: &Settings) -> PathBuf {
     settings.state_dir.join("networks").join("leases")
 }
 
-/// Network names become file names and appear in iptables comments: docker's rule.
+/// Network names become file names and appear in iptables comments: docker's rule (the
+/// same as for volume names), and short.
 pub fn validate_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let ok = name.len() <= 64 && crate::volumes::valid_name(name);
     if !ok {
         bail!("invalid network name {name:?}: letters, digits, '_', '.' and '-', starting with a letter or digit, at most 64");
     }

@@ -31,7 +31,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -151,20 +151,9 @@ pub fn is_cni(mode: &str) -> bool {
     !matches!(mode, "host" | "none" | "")
 }
 
+/// Serialises attach, teardown and the hosts files' rewrites of one state dir.
 fn lock(sd: &StateDir) -> anyhow::Result<Flock<std::fs::File>> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let path = sd.root().join("networks.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    Flock::lock(f, FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("cannot lock {}", path.display()))
+    sd.lock_named("networks.lock")
 }
 
 fn save(sd: &StateDir, att: &Attachment) -> anyhow::Result<()> {
