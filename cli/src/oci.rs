@@ -799,7 +799,8 @@ fn delete(root: &Path, id: &str, force: bool) -> anyhow::Result<()> {
         Err(e) => return Err(e),
     };
     let status = status_of(root, &s);
-    if matches!(status, Status::Running | Status::Paused) && !force {
+    // The spec: deleting a container that is not stopped is an error (created included).
+    if status != Status::Stopped && !force {
         bail!(
             "container {id} is {}: stop it first, or delete --force",
             status.as_str()

@@ -170,8 +170,21 @@ pub(crate) fn close_fds_from(first: u32, keep: RawFd) -> Result<(), Errno> {
         }
         match close_range(lo, hi) {
             Ok(()) => {}
-            Err(Errno::ENOSYS) => {
-                // Kernels before 5.9: close one by one up to the descriptor limit.
+            // Kernels before 5.9 (ENOSYS), or a seccomp profile older than close_range that
+            // denies it (EPERM: the spec's filter is installed before this when the spec has
+            // no no_new_privs, as in runc). Close what /proc lists, else one by one.
+            Err(Errno::ENOSYS | Errno::EPERM) => {
+                if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
+                    let open: Vec<u32> = rd
+                        .flatten()
+                        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                        .filter(|fd| (lo..=hi).contains(fd) && *fd != keep)
+                        .collect();
+                    for fd in open {
+                        let _ = nix::unistd::close(fd as i32);
+                    }
+                    continue;
+                }
                 let max =
                     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
                         .map(|(soft, _)| soft.min(1 << 20) as u32)

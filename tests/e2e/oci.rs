@@ -253,8 +253,14 @@ fn create_start_state_exec_kill_delete_on_a_bundle() {
         "{hooks}"
     );
 
-    // delete --force of a created (never started) container; run's exit status.
+    // A created (never started) container is not stopped: delete needs --force.
     rt.ok(&["create", "--bundle", &b_s, c2]);
+    assert_ne!(rt.run(&["delete", c2]).code, 0);
+    assert_eq!(
+        rt.state(c2)["status"],
+        "created",
+        "a refused delete changes nothing"
+    );
     rt.ok(&["delete", "--force", c2]);
     let b2 = bundle(
         &dir.path().join("two"),
