@@ -454,6 +454,19 @@ fn create_keeping(
             }
         }
     }
+    // "MUST generate an error when invalid or unsupported values are encountered": a
+    // version this runtime does not implement is one.
+    let version = spec.version();
+    let major_ok = version
+        .split('.')
+        .map(|p| p.split(['-', '+']).next().unwrap_or(p).parse::<u32>())
+        .collect::<Result<Vec<_>, _>>()
+        .is_ok_and(|v| v.len() == 3 && v[0] == 1);
+    if !major_ok {
+        bail!(
+            "unsupported ociVersion {version:?} in the bundle's config.json: slate implements 1.x"
+        );
+    }
     let rootfs = slate_runtime::bundle_rootfs(&bundle, &spec)?;
     std::fs::create_dir(&dir).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -559,6 +572,16 @@ fn send_console(path: &Path, master: &OwnedFd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// poststart and poststop: every hook runs; a failing one is a warning, and the rest and
+/// the life cycle go on (the spec's rule for both).
+fn run_hooks_warning(hooks: &[Hook], state: &serde_json::Value) {
+    for h in hooks {
+        if let Err(e) = run_hooks(std::slice::from_ref(h), state) {
+            eprintln!("slate-runc: warning: {e:#}");
+        }
+    }
+}
+
 /// Runs hooks in order, each with the state on stdin and its timeout; the first failure
 /// is the error.
 fn run_hooks(hooks: &[Hook], state: &serde_json::Value) -> anyhow::Result<()> {
@@ -628,12 +651,10 @@ fn start(root: &Path, id: &str) -> anyhow::Result<()> {
     let spec = crate::spec::stored::load(&s.bundle.join("config.json")).ok();
     if let Some(h) = spec.as_ref().and_then(|sp| sp.hooks().clone()) {
         // poststart failures are warnings (the spec: the container is started already).
-        if let Err(e) = run_hooks(
+        run_hooks_warning(
             h.poststart().as_deref().unwrap_or_default(),
             &state_json(root, &s),
-        ) {
-            tracing::warn!("{e:#}");
-        }
+        );
     }
     Ok(())
 }
@@ -826,9 +847,7 @@ fn delete(root: &Path, id: &str, force: bool) -> anyhow::Result<()> {
     let state = state_json(root, &s);
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     if let Some(h) = hooks {
-        if let Err(e) = run_hooks(h.poststop().as_deref().unwrap_or_default(), &state) {
-            tracing::warn!("{e:#}");
-        }
+        run_hooks_warning(h.poststop().as_deref().unwrap_or_default(), &state);
     }
     Ok(())
 }

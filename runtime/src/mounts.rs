@@ -418,12 +418,14 @@ impl MountPlan {
                 cgroup: false,
             });
         }
+        // The defaults a spec lacks first (parents of anything the spec mounts below them),
+        // then the spec's in its own order, as the runtime spec says ("MUST mount entries
+        // in the listed order"): ordering parents before children is the spec writer's job
+        // (slate's own builder sorts them, as docker's does).
+        ops.sort_by_key(|op| relative(&op.destination).components().count());
         for m in &spec_mounts {
             ops.push(Self::op(m)?);
         }
-        // Parents before children (docker sorts the same way), so that /dev/pts is not hidden
-        // by /dev; the sort is stable, so the spec's order holds between equal depths.
-        ops.sort_by_key(|op| relative(&op.destination).components().count());
 
         let mut devices = Vec::new();
         for d in linux

@@ -513,6 +513,10 @@ pub(crate) fn build(input: &MountInput) -> Result<(Vec<Mount>, NewVolumes), Spec
         out.push(m);
     }
     out.extend(user);
+    // Parents before children (docker sorts the same way), so that a -v below another is
+    // not hidden by it; stable, so the order given holds between equal depths. The runtime
+    // mounts in the spec's order, as the runtime spec says.
+    out.sort_by_key(|m| m.destination().components().count());
     Ok((out, new_volumes))
 }
 
