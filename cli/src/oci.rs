@@ -510,6 +510,7 @@ fn create_in(
     opts.preserve_fds = a.preserve_fds;
     opts.attach_stdin = false;
     opts.clone_into_cgroup = crate::commands::run::clone_into_cgroup();
+    opts.seccomp_cache = dir.parent().map(seccomp_cache);
     let mut container = Container::spawn(opts)?;
     if let (true, Some(sock)) = (terminal, &a.console_socket) {
         let master = container
@@ -659,6 +660,13 @@ fn start(root: &Path, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Compiled seccomp profiles, under the runtime's `--root` (a tmpfs, /run/slate-runc, by
+/// default): containerd and podman start many containers with the same profile. '~' is not
+/// an id character ([`validate_id`]), so no container can take this directory's name.
+fn seccomp_cache(root: &Path) -> PathBuf {
+    root.join("~seccomp-cache")
+}
+
 fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
     use oci_spec::runtime::Process;
     let s = load(root, &a.id)?;
@@ -739,16 +747,11 @@ fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
     if terminal && a.detach && a.console_socket.is_none() {
         bail!("a detached process with a terminal needs --console-socket");
     }
-    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(profile) => Some(std::sync::Arc::new(slate_runtime::seccomp::compile(
-            profile,
-        )?)),
-        None => None,
-    };
     let opts = slate_runtime::exec::ExecOptions {
         pid: Pid::from_raw(s.pid),
         process,
-        seccomp,
+        seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        seccomp_cache: Some(seccomp_cache(root)),
         cgroup: cgroup_of(&s),
     };
     if !alive(&s) {

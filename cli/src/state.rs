@@ -1,9 +1,9 @@
 //! Container records of detached (and supervised) containers: `<state_dir>/<id>/` holds
-//! `state.json` (this module's [`Record`]), `spec.json` (the OCI spec the container was started
-//! with, reused by `slate exec` and by restarts), `image.json` (for a container labelled for
-//! `slate auto-update`: the store's record of the image it runs, held for a rollback),
-//! `seccomp.bpf` (the compiled filter, when the default profile was used) and `stop` (present
-//! once a stop was asked for: no more restarts).
+//! `state.json` (this module's [`Record`]), `config.json` (the OCI spec the container was
+//! started with, everything in it, the seccomp profile too: written once, reused by `slate
+//! exec`, restarts, `slate start` and `inspect`), `image.json` (for a container labelled for
+//! `slate auto-update`: the store's record of the image it runs, held for a rollback) and
+//! `stop` (present once a stop was asked for: no more restarts).
 //!
 //! The state dir is `/run/slate` by default: a tmpfs, so a reboot forgets every container, as it
 //! should (their rootfs are gone too). Logs live in the store (`<root>/containers/<id>/`) and are
@@ -25,6 +25,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
+
+/// The container's OCI spec, beside its record.
+pub const CONFIG_FILE: &str = "config.json";
+/// Its name before slate 0.1's bundle change.
+const LEGACY_SPEC_FILE: &str = "spec.json";
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
@@ -160,8 +165,11 @@ pub struct Record {
     pub lower: Vec<PathBuf>,
     /// `--read-only`: no upper dir.
     pub read_only: bool,
-    /// The compiled seccomp filter is in `seccomp.bpf` (else the spec's profile, if any).
-    pub seccomp_file: bool,
+    /// Where the spec's seccomp profile came from, for `inspect`: `default` (docker's, for
+    /// the container's capabilities), `unconfined`, or the file of `--security-opt
+    /// seccomp=FILE`. Records of an older slate have none.
+    #[serde(default)]
+    pub seccomp_source: Option<String>,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
     /// Run in the foreground: the `slate run` that started it supervises it, its output goes
@@ -253,6 +261,22 @@ impl StateDir {
 
     pub fn dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
+    }
+
+    /// The container's OCI spec: `config.json` beside its record, or the `spec.json` of a
+    /// container an older slate started. That one kept docker's default seccomp filter apart
+    /// (`seccomp.bpf`), not in its spec: starting or exec'ing from such a spec would run
+    /// without the filter, so it is refused.
+    pub fn config_path(&self, id: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.dir(id);
+        let config = dir.join(CONFIG_FILE);
+        if config.exists() || !dir.join(LEGACY_SPEC_FILE).exists() {
+            return Ok(config);
+        }
+        if dir.join("seccomp.bpf").exists() {
+            bail!("container {id} was started by an older slate, which kept its seccomp filter outside its spec: remove it (`slate rm -f`) and run it again");
+        }
+        Ok(dir.join(LEGACY_SPEC_FILE))
     }
 
     /// Takes the state dir's lock (blocking).

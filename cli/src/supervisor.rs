@@ -19,7 +19,6 @@
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -28,7 +27,6 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use oci_spec::runtime::Spec;
-use slate_runtime::seccomp::Program;
 use slate_runtime::{Container, ContainerOptions, ExitStatus, Rootfs, FORWARDED};
 
 use crate::config::Settings;
@@ -117,7 +115,6 @@ struct Supervisor {
     sd: StateDir,
     rec: Record,
     spec: Spec,
-    seccomp: Option<Arc<Program>>,
     sink: Sink,
     signals: SignalFd,
     devnull: OwnedFd,
@@ -133,20 +130,9 @@ impl Supervisor {
         let me = std::process::id() as i32;
         rec.supervisor_pid = Some(me);
         rec.supervisor_start = state::proc_start_time(me);
-        let dir = sd.dir(id);
-        let spec_path = dir.join("spec.json");
+        let spec_path = sd.config_path(id)?;
         let spec = crate::spec::stored::load(&spec_path)
             .with_context(|| format!("cannot read {}", spec_path.display()))?;
-        let seccomp = if rec.seccomp_file {
-            let p = dir.join("seccomp.bpf");
-            let bytes =
-                std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-            Some(Arc::new(Program::from_bytes(&bytes).with_context(
-                || format!("corrupt seccomp filter {}", p.display()),
-            )?))
-        } else {
-            None
-        };
         let pin = slate_image::store::Store::open(&rec.store_root)
             .and_then(|s| s.hold_pin(&rec.run_dir))
             .context("cannot hold the container's layers")?;
@@ -175,7 +161,6 @@ impl Supervisor {
             sd,
             rec,
             spec,
-            seccomp,
             sink,
             signals,
             devnull: devnull.into(),
@@ -319,7 +304,7 @@ impl Supervisor {
         };
         let mut opts = ContainerOptions::new(self.rec.id.clone(), self.spec.clone(), rootfs);
         opts.init = self.rec.init;
-        opts.seccomp = self.seccomp.clone();
+        opts.seccomp_cache = Some(crate::commands::run::seccomp_cache(&self.rec.store_root));
         opts.clone_into_cgroup = crate::commands::run::clone_into_cgroup();
 
         let (out_r, out_w) =

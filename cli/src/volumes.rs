@@ -138,8 +138,10 @@ pub fn users(sd: &crate::state::StateDir, volumes: &Path, name: &str) -> Vec<Str
     let data = data_dir(volumes, name);
     let mut out = Vec::new();
     for rec in sd.list().unwrap_or_default() {
-        let spec = std::fs::read(sd.dir(&rec.id).join("spec.json"))
+        let spec = sd
+            .config_path(&rec.id)
             .ok()
+            .and_then(|p| std::fs::read(p).ok())
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
         let uses = spec
             .as_ref()

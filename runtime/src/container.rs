@@ -58,9 +58,10 @@ pub struct ContainerOptions {
     /// Descriptors 3..3+n stay open in the container (socket activation); all others above
     /// 2 are closed before exec.
     pub preserve_fds: u32,
-    /// A compiled seccomp filter (callers compile the default profile once and cache it).
-    /// When `None`, the spec's `linux.seccomp` is compiled, if it has one.
-    pub seccomp: Option<Arc<seccomp::Program>>,
+    /// Where the compiled form of the spec's `linux.seccomp` is cached between starts
+    /// ([`seccomp::compile_cached`]); `None` compiles it on every start. The spec is the
+    /// one statement of the filter: nothing else can install another.
+    pub seccomp_cache: Option<PathBuf>,
     /// With a terminal (`process.terminal`): whether [`crate::supervise`] relays the caller's
     /// stdin into it (docker's `-it`) or gives the app a terminal with no input (`-t` alone:
     /// the host terminal's input is left alone, so a ^C there signals the caller, which
@@ -90,7 +91,7 @@ impl ContainerOptions {
             rootfs,
             init: false,
             preserve_fds: 0,
-            seccomp: None,
+            seccomp_cache: None,
             attach_stdin: true,
             clone_into_cgroup: true,
             start_gate: None,
@@ -307,10 +308,12 @@ impl Container {
                     ws_ypixel: 0,
                 })
                 .or_else(pty::host_winsize),
-            seccomp: match (opts.seccomp, linux_seccomp) {
-                (Some(p), _) => Some(p),
-                (None, Some(profile)) => Some(Arc::new(seccomp::compile(profile)?)),
-                (None, None) => None,
+            seccomp: match linux_seccomp {
+                Some(profile) => Some(Arc::new(seccomp::compile_cached(
+                    profile,
+                    opts.seccomp_cache.as_deref(),
+                )?)),
+                None => None,
             },
             start_gate: match &opts.start_gate {
                 Some(p) => {

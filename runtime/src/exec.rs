@@ -47,7 +47,7 @@ use nix::sys::socket::{
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, setresgid, setresuid, ForkResult, Pid};
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{LinuxSeccomp, Process};
 
 use crate::caps::CapsPlan;
 use crate::cgroups::Cgroup;
@@ -80,8 +80,11 @@ pub struct ExecOptions {
     pub pid: Pid,
     /// The process: args, env, cwd, user, capabilities, rlimits, no_new_privs, terminal.
     pub process: Process,
-    /// The container's seccomp filter.
-    pub seccomp: Option<Arc<Program>>,
+    /// The container's seccomp profile (its spec's `linux.seccomp`): an exec'd process is
+    /// confined as the container's own.
+    pub seccomp: Option<LinuxSeccomp>,
+    /// Where compiled profiles are cached ([`seccomp::compile_cached`]).
+    pub seccomp_cache: Option<std::path::PathBuf>,
     /// The container's cgroup, joined by the new process.
     pub cgroup: Option<Cgroup>,
 }
@@ -180,7 +183,13 @@ fn spawn(opts: ExecOptions) -> Result<Started, Error> {
         cwd: CString::new(p.cwd().as_os_str().as_bytes())
             .map_err(|_| Error::Nul { what: "cwd" })?,
         winsize: crate::pty::host_winsize(),
-        seccomp: opts.seccomp.clone(),
+        seccomp: match &opts.seccomp {
+            Some(profile) => Some(Arc::new(seccomp::compile_cached(
+                profile,
+                opts.seccomp_cache.as_deref(),
+            )?)),
+            None => None,
+        },
     };
     if !p.cwd().is_absolute() {
         return Err(Error::RelativeCwd(p.cwd().clone()));

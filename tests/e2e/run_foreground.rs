@@ -83,6 +83,10 @@ fn issue12_foreground_container_is_listed_execd_and_stopped() {
     let fg = start_named(&env, "fg");
 
     assert_eq!(ps_names(&env), vec!["fg".to_string()], "ps lists it");
+    // The app can print before `slate run` has recorded it as running.
+    wait_until(10, || {
+        slate(&env, &["inspect", "fg"]).success().json()[0]["status"] == "running"
+    });
     let rec = slate(&env, &["inspect", "fg"]).success().json();
     assert_eq!(rec[0]["foreground"], true, "inspect: {rec}");
     assert_eq!(rec[0]["status"], "running", "inspect: {rec}");
@@ -437,4 +441,123 @@ fn issue12_sdnotify_ignore_sends_nothing() {
         );
     }
     assert!(wait_until(20, || records(&env).is_empty()));
+}
+
+/// Issue 14: the spec is written once, as the container's `config.json`, with everything
+/// the runtime applies (docker's default seccomp profile too), and a foreground and a
+/// detached run of the same flags produce the same one: there is one path from flags to
+/// bundle. `inspect` shows the profile in force, which is the one in the file.
+#[test]
+fn issue14_foreground_and_detached_runs_write_the_same_config_json() {
+    let env = RunEnv::new("same-config", run_image::default_config());
+    let flags = [
+        "-e",
+        "GREETING=hi",
+        "--memory",
+        "64m",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--hostname",
+        "same",
+        "-w",
+        "/tmp",
+    ];
+    let cmd = ["sh", "-c", "echo started; sleep 60 & wait"];
+    let mut fg_flags = vec!["--name", "same-fg"];
+    fg_flags.extend(flags);
+    let mut fg = env.spawn(&fg_flags, &cmd, Stdio::null());
+    fg.wait_line(Duration::from_secs(30), |l| l == "started");
+    let mut det_args = vec!["run", "-d", "--name", "same-det"];
+    det_args.extend(flags);
+    det_args.push(&env.image);
+    det_args.extend(cmd);
+    slate(&env, &det_args).success();
+
+    let config_of = |name: &str| -> (String, serde_json::Value, serde_json::Value) {
+        let rec = slate(&env, &["inspect", name]).success().json();
+        let id = rec[0]["id"].as_str().expect("id").to_string();
+        env.learn_id(&id);
+        let path = state_dir(&env).join(&id).join("config.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // The same flags, told apart only by the container's id and name.
+        let text = text.replace(&id, "ID").replace(name, "NAME");
+        let spec: serde_json::Value = serde_json::from_str(&text).expect("config.json is JSON");
+        (id, spec, rec[0]["seccomp"].clone())
+    };
+    let (_, fg_spec, fg_seccomp) = config_of("same-fg");
+    let (det_id, det_spec, _) = config_of("same-det");
+    if fg_spec != det_spec {
+        let keys = |v: &serde_json::Value| -> Vec<(String, String)> {
+            let mut out = Vec::new();
+            flatten("", v, &mut out);
+            out
+        };
+        let (a, b) = (keys(&fg_spec), keys(&det_spec));
+        let only_fg: Vec<_> = a.iter().filter(|x| !b.contains(x)).collect();
+        let only_det: Vec<_> = b.iter().filter(|x| !a.contains(x)).collect();
+        panic!("config.json differs: foreground only {only_fg:?}, detached only {only_det:?}");
+    }
+    assert!(
+        !state_dir(&env).join(&det_id).join("seccomp.bpf").exists(),
+        "no filter kept outside the spec"
+    );
+
+    // The profile in force is in the file: docker's default (errno by default), relaxed for
+    // CAP_SYS_ADMIN (mount allowed, which the plain default leaves to errno), and inspect
+    // shows that same profile.
+    let profile = &fg_spec["linux"]["seccomp"];
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO", "{profile}");
+    let allows = |name: &str| {
+        profile["syscalls"].as_array().is_some_and(|rules| {
+            rules.iter().any(|r| {
+                r["action"] == "SCMP_ACT_ALLOW"
+                    && r["names"]
+                        .as_array()
+                        .is_some_and(|n| n.iter().any(|x| x == name))
+            })
+        })
+    };
+    assert!(allows("mount"), "SYS_ADMIN's rules: {profile}");
+    assert!(!allows("kexec_load"), "{profile}");
+    assert_eq!(&fg_seccomp["profile"], profile, "inspect: {fg_seccomp}");
+    assert!(
+        fg_seccomp["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("default")),
+        "{fg_seccomp}"
+    );
+
+    // And it is what the container runs under: the filter is on (Seccomp: 2), in the app
+    // and in an exec'd process alike.
+    for name in ["same-fg", "same-det"] {
+        let out = slate(
+            &env,
+            &["exec", name, "grep", "^Seccomp:", "/proc/self/status"],
+        )
+        .success();
+        assert!(out.stdout.contains('2'), "{name}: {out:?}");
+    }
+
+    slate(&env, &["rm", "-f", "same-det"]).success();
+    slate(&env, &["stop", "-t", "1", "same-fg"]).success();
+    let _ = fg.finish(Duration::from_secs(30));
+    env.assert_clean(&"after the two runs");
+}
+
+/// `(json pointer, scalar)` pairs of a JSON value, for a readable difference of two specs.
+fn flatten(at: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                flatten(&format!("{at}/{k}"), x, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                flatten(&format!("{at}/{i}"), x, out);
+            }
+        }
+        x => out.push((at.to_string(), x.to_string())),
+    }
 }

@@ -6,12 +6,10 @@
 
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use nix::unistd::Pid;
 use slate_runtime::exec::{exec, read_container_file, ExecOptions};
-use slate_runtime::seccomp::Program;
 
 use super::ExitWith;
 use crate::config::Settings;
@@ -80,7 +78,7 @@ fn prepare(settings: &Settings, args: &ExecArgs) -> anyhow::Result<(ExecOptions,
             rec.name
         );
     }
-    let spec_path = sd.dir(&rec.id).join("spec.json");
+    let spec_path = sd.config_path(&rec.id)?;
     let spec = crate::spec::stored::load(&spec_path)
         .with_context(|| format!("cannot read {}", spec_path.display()))?;
     let mut process = spec
@@ -127,17 +125,7 @@ fn prepare(settings: &Settings, args: &ExecArgs) -> anyhow::Result<(ExecOptions,
         process.set_cwd(cwd);
     }
 
-    let seccomp = if rec.seccomp_file {
-        let p = sd.dir(&rec.id).join("seccomp.bpf");
-        let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
-        Some(Arc::new(Program::from_bytes(&bytes).with_context(
-            || format!("corrupt seccomp filter {}", p.display()),
-        )?))
-    } else if let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(Arc::new(slate_runtime::seccomp::compile(profile)?))
-    } else {
-        None
-    };
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     let cgroup = slate_runtime::cgroups::Cgroup::open_recorded(
         &rec.id,
         rec.cgroups_path.as_deref(),
@@ -153,6 +141,7 @@ fn prepare(settings: &Settings, args: &ExecArgs) -> anyhow::Result<(ExecOptions,
             pid,
             process,
             seccomp,
+            seccomp_cache: Some(crate::commands::run::seccomp_cache(&rec.store_root)),
             cgroup: Some(cgroup),
         },
         rec.name,

@@ -12,33 +12,18 @@ pub struct InspectArgs {
     pub containers: Vec<String>,
 }
 
-/// The seccomp confinement the container runs under, as a profile: the default one is
-/// compiled once per capability set and cached as BPF, so the spec does not carry it; it is
-/// resolved again here, as the start resolved it.
+/// The seccomp confinement the container runs under: the profile in its spec, which is all the
+/// runtime installs, and where it came from.
 fn seccomp_in_force(rec: &crate::state::Record, spec: &serde_json::Value) -> serde_json::Value {
-    if let Some(profile) = spec.pointer("/linux/seccomp").filter(|p| !p.is_null()) {
-        return serde_json::json!({ "source": "--security-opt seccomp=FILE", "profile": profile });
-    }
-    if !rec.seccomp_file {
-        return serde_json::json!({ "source": "none (unconfined)" });
-    }
-    let caps: Vec<String> = spec
-        .pointer("/process/capabilities/bounding")
-        .and_then(|b| b.as_array())
-        .map(|b| {
-            b.iter()
-                .filter_map(|c| c.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    match slate_runtime::seccomp::docker_default_for_caps(caps.iter().map(String::as_str)) {
-        Ok(p) => serde_json::json!({
-            "source": "docker's default profile, for the container's capabilities",
-            "profile": p,
-        }),
-        Err(e) => {
-            serde_json::json!({ "source": "docker's default profile", "error": e.to_string() })
-        }
+    let source = match rec.seccomp_source.as_deref() {
+        Some("default") => "docker's default profile, for the container's capabilities",
+        Some("unconfined") => "none (unconfined)",
+        Some(file) => file,
+        None => "unknown (started by an older slate)",
+    };
+    match spec.pointer("/linux/seccomp").filter(|p| !p.is_null()) {
+        Some(profile) => serde_json::json!({ "source": source, "profile": profile }),
+        None => serde_json::json!({ "source": source, "profile": null }),
     }
 }
 
@@ -48,8 +33,8 @@ pub fn run(settings: &Settings, args: InspectArgs) -> anyhow::Result<u8> {
     for key in &args.containers {
         let rec = sd.find(key)?;
         let mut v = serde_json::to_value(&rec).context("cannot serialise a record")?;
-        let spec_path = sd.dir(&rec.id).join("spec.json");
-        if let Ok(bytes) = std::fs::read(&spec_path) {
+        let spec_path = sd.config_path(&rec.id);
+        if let Some(bytes) = spec_path.ok().and_then(|p| std::fs::read(p).ok()) {
             if let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&bytes) {
                 v["seccomp"] = seccomp_in_force(&rec, &spec);
                 v["spec"] = spec;

@@ -13,7 +13,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use slate_image::platform::Platform;
@@ -22,7 +21,6 @@ use slate_image::reference::Reference;
 use slate_image::registry::RegistryError;
 use slate_image::rootfs;
 use slate_image::store::{ImageRecord, Store};
-use slate_runtime::seccomp::Program;
 use slate_runtime::{supervise, Container, ContainerOptions, Rootfs};
 
 mod detach;
@@ -207,7 +205,7 @@ pub(crate) fn base_record(
         init: args.init,
         lower: Vec::new(),
         read_only: args.read_only,
-        seccomp_file: false,
+        seccomp_source: None,
         labels: args
             .label
             .iter()
@@ -273,8 +271,9 @@ pub(crate) fn replay_words() -> Option<(Vec<String>, Vec<u8>)> {
 /// and of any command line, where `ps` and the journal would show them.
 pub(crate) const REPLAY_ENV_FILE: &str = "replay.env";
 
-/// Writes what `exec` and restarts need next to the record (the spec, the compiled seccomp
-/// filter) and fills the record from the prepared run. The caller saves the record.
+/// Writes the container's spec (`config.json`, everything the runtime applies, the seccomp
+/// profile too) next to the record, where `exec`, restarts, `slate start` and `inspect` read
+/// it, and fills the record from the prepared run. The caller saves the record.
 pub(crate) fn write_bundle(
     sd: &crate::state::StateDir,
     rec: &mut crate::state::Record,
@@ -283,12 +282,9 @@ pub(crate) fn write_bundle(
     let options = &prepared.options;
     let dir = sd.dir(&rec.id);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let spec_json =
-        serde_json::to_vec_pretty(&options.spec).context("cannot serialise the spec")?;
-    crate::state::write_atomic(&dir.join("spec.json"), &spec_json)?;
-    if let Some(p) = &options.seccomp {
-        crate::state::write_atomic(&dir.join("seccomp.bpf"), &p.to_bytes())?;
-    }
+    let spec_json = serde_json::to_vec_pretty(&canonical_spec(&options.spec)?)
+        .context("cannot serialise the spec")?;
+    crate::state::write_atomic(&dir.join(crate::state::CONFIG_FILE), &spec_json)?;
     // Only `slate auto-update` reads it (to hold the image for a rollback): one write less
     // on every other start.
     if super::autoupdate::policy_of(&rec.labels).is_some() {
@@ -317,8 +313,28 @@ pub(crate) fn write_bundle(
         slate_runtime::Rootfs::Overlay { lower, .. } => lower.clone(),
         slate_runtime::Rootfs::Dir(d) => vec![d.clone()],
     };
-    rec.seccomp_file = options.seccomp.is_some();
+    rec.seccomp_source = Some(prepared.seccomp_source.clone());
     Ok(())
+}
+
+/// The spec as JSON with one spelling for one meaning: oci-spec keeps capability sets and
+/// annotations in hash containers, whose order changes from process to process; through a
+/// `Value` the maps come out sorted, and the capability lists are sorted here. So the same
+/// flags give the same config.json, foreground or detached, today or tomorrow, and two of
+/// them can be compared with `diff`.
+fn canonical_spec(spec: &oci_spec::runtime::Spec) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(spec).context("cannot serialise the spec")?;
+    if let Some(caps) = v
+        .pointer_mut("/process/capabilities")
+        .and_then(|c| c.as_object_mut())
+    {
+        for set in caps.values_mut() {
+            if let Some(list) = set.as_array_mut() {
+                list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+        }
+    }
+    Ok(v)
 }
 
 /// The store's record of the container's image, beside the record of a container that opted
@@ -362,6 +378,8 @@ pub(crate) struct Prepared {
     pub stop_signal: nix::sys::signal::Signal,
     /// The CNI network to attach before the start, if any.
     pub network: Option<crate::network::Request>,
+    /// Where the spec's seccomp profile came from ([`crate::state::Record::seccomp_source`]).
+    pub seccomp_source: String,
 }
 
 /// Removes the run's directory (upper dir included) when dropped.
@@ -471,7 +489,6 @@ pub(crate) fn prepare(
     if let Some(n) = notifier.filter(|n| n.mode == crate::sdnotify::Mode::Container) {
         crate::sdnotify::pass_into(&mut spec, n)?;
     }
-    let seccomp = seccomp_for(&store, &spec, &out.seccomp)?;
     let mut options = ContainerOptions::new(
         id,
         spec,
@@ -483,7 +500,7 @@ pub(crate) fn prepare(
         },
     );
     options.init = args.init;
-    options.seccomp = seccomp;
+    options.seccomp_cache = Some(seccomp_cache(store.root()));
     options.clone_into_cgroup = clone_into_cgroup();
     Ok(Prepared {
         run_dir,
@@ -495,6 +512,11 @@ pub(crate) fn prepare(
         healthcheck,
         stop_signal: out.stop_signal,
         network,
+        seccomp_source: match &out.seccomp {
+            SeccompChoice::Default => "default".to_string(),
+            SeccompChoice::Unconfined => "unconfined".to_string(),
+            SeccompChoice::Profile(p) => p.display().to_string(),
+        },
     })
 }
 
@@ -514,71 +536,11 @@ fn join_pinned_netns(spec: &mut oci_spec::runtime::Spec, record_dir: &Path) {
     }
 }
 
-/// The seccomp filter for the run: a profile from a file goes into the spec (the runtime
-/// compiles it); the default profile, which depends only on the capability set, is
-/// compiled once and cached under the store root, so a start does not parse and compile
-/// it again.
-fn seccomp_for(
-    store: &Store,
-    spec: &oci_spec::runtime::Spec,
-    choice: &SeccompChoice,
-) -> anyhow::Result<Option<Arc<Program>>> {
-    match choice {
-        SeccompChoice::Unconfined => Ok(None),
-        SeccompChoice::Default => default_seccomp(store, spec).map(Some),
-        // The spec module already put the profile, resolved for this container's
-        // capabilities and architecture, into the spec; the runtime compiles it.
-        SeccompChoice::Profile(_) => Ok(None),
-    }
-}
-
-fn default_seccomp(store: &Store, spec: &oci_spec::runtime::Spec) -> anyhow::Result<Arc<Program>> {
-    let mut caps: Vec<String> = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.capabilities().as_ref())
-        .and_then(|c| c.bounding().as_ref())
-        .map(|b| b.iter().map(|c| c.to_string()).collect())
-        .unwrap_or_default();
-    caps.sort();
-    let key = slate_image::digest::Digest::of(
-        format!(
-            "{} {} {} {}",
-            env!("CARGO_PKG_VERSION"),
-            // The program filters the kernel's architectures, not the build's.
-            slate_runtime::seccomp::kernel_arch_set_name(),
-            // The profile's rules may depend on the kernel version (minKernel).
-            nix::sys::utsname::uname()
-                .map(|u| u.release().to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            caps.join(",")
-        )
-        .as_bytes(),
-    );
-    let cache = store
-        .root()
-        .join("cache")
-        .join(format!("seccomp-{}.bpf", &key.hex()[..32]));
-    if let Ok(bytes) = std::fs::read(&cache) {
-        match Program::from_bytes(&bytes) {
-            Ok(p) => return Ok(Arc::new(p)),
-            Err(e) => {
-                tracing::warn!(cache = %cache.display(), error = %e, "ignoring a bad seccomp cache file")
-            }
-        }
-    }
-    let profile = slate_runtime::seccomp::docker_default_for_caps(caps.iter().map(String::as_str))?;
-    let program = slate_runtime::seccomp::compile(&profile)?;
-    // A cache that cannot be written only costs the next start a compile.
-    let written = cache
-        .parent()
-        .map(|d| std::fs::create_dir_all(d).is_ok())
-        .unwrap_or(false)
-        && slate_image::store::write_atomic(&cache, &program.to_bytes()).is_ok();
-    if !written {
-        tracing::debug!(cache = %cache.display(), "cannot cache the compiled seccomp filter");
-    }
-    Ok(Arc::new(program))
+/// Where the runtime caches compiled seccomp profiles: under the store root, shared by every
+/// container started from that store (the default profile is the same for the same
+/// capabilities, so a warm start reads it instead of compiling it).
+pub(crate) fn seccomp_cache(store_root: &Path) -> PathBuf {
+    store_root.join("cache")
 }
 
 /// Finds the image locally or pulls it, per `--pull`.

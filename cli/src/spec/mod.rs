@@ -204,6 +204,8 @@ pub enum SpecError {
     CapabilityNotHeld { flag: &'static str, value: String },
     #[error("invalid --security-opt {0:?}: expected seccomp=unconfined, seccomp=PATH, no-new-privileges[=true|false], systempaths=unconfined, apparmor=unconfined or label=disable (slate has no AppArmor or SELinux support)")]
     SecurityOpt(String),
+    #[error("cannot resolve the default seccomp profile: {0}")]
+    DefaultSeccomp(#[source] slate_runtime::seccomp::SeccompError),
     #[error("--security-opt seccomp={}: cannot read the profile: {source}", path.display())]
     SeccompRead {
         path: PathBuf,

@@ -10,13 +10,11 @@ use serde_json::Value;
 use super::{Host, SpecError};
 use crate::cli::RunArgs;
 
-/// Which seccomp filter the container gets.
-///
-/// `Default` is deliberately *not* written into `spec.linux.seccomp`: resolving docker's
-/// profile parses a large JSON file and compiling it costs more again, on every start. The
-/// caller resolves it once per capability set (`slate_runtime::seccomp::docker_default_for_caps`
-/// with the spec's bounding set, since `--cap-add` relaxes it as docker's does) and caches the
-/// compiled program. `Profile` is a user's file, already loaded into `spec.linux.seccomp`.
+/// Which seccomp filter the container gets. Whichever it is, the resolved profile is written
+/// into `spec.linux.seccomp` (docker's default resolved for the container's bounding set,
+/// since `--cap-add` relaxes it as docker's does; a user's file with docker's extensions
+/// resolved), so the bundle's config.json and `slate inspect` state the filter in force. The
+/// runtime caches the compiled program by the profile's hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeccompChoice {
     Default,
@@ -227,7 +225,16 @@ pub(crate) fn build(
         (SeccompChoice::Unconfined, None)
     } else {
         match seccomp_opt.as_deref() {
-            None => (SeccompChoice::Default, None),
+            None => {
+                let caps = capabilities
+                    .bounding()
+                    .iter()
+                    .flatten()
+                    .map(|c| c.to_string());
+                let profile = slate_runtime::seccomp::docker_default_for_caps(caps)
+                    .map_err(SpecError::DefaultSeccomp)?;
+                (SeccompChoice::Default, Some(profile))
+            }
             Some("unconfined") => (SeccompChoice::Unconfined, None),
             Some(path) => {
                 let path = PathBuf::from(path);

@@ -1,4 +1,4 @@
-//! Reading back a detached container's `spec.json` (written with oci-spec's own `Serialize`),
+//! Reading back a container's `config.json` (written with oci-spec's own `Serialize`),
 //! and an OCI bundle's `config.json` (`slate oci`), without oci-spec's `Deserialize` for
 //! `Spec`.
 //!

@@ -1500,7 +1500,23 @@ fn security_defaults() {
     let nnp = r.build(&["--security-opt", "no-new-privileges", "nginx"]);
     assert_eq!(process(&nnp.spec).no_new_privileges(), Some(true));
     assert_eq!(out.seccomp, SeccompChoice::Default);
-    assert!(linux(&out.spec).seccomp().is_none());
+    // The default profile is in the spec, resolved for the container's capabilities: what
+    // the runtime installs is what config.json and `inspect` say.
+    let default = linux(&out.spec)
+        .seccomp()
+        .clone()
+        .expect("default profile in the spec");
+    assert_eq!(
+        default,
+        slate_runtime::seccomp::docker_default().expect("docker's default")
+    );
+    let admin = r.build(&["--cap-add", "SYS_ADMIN", "nginx"]);
+    let relaxed = linux(&admin.spec).seccomp().clone().expect("profile");
+    assert_ne!(relaxed, default, "--cap-add SYS_ADMIN relaxes the profile");
+    let unconfined = r.build(&["--security-opt", "seccomp=unconfined", "nginx"]);
+    assert!(linux(&unconfined.spec).seccomp().is_none());
+    let privileged = r.build(&["--privileged", "nginx"]);
+    assert!(linux(&privileged.spec).seccomp().is_none());
     assert_eq!(
         linux(&out.spec).masked_paths().as_ref().unwrap().len(),
         slate_runtime::DOCKER_MASKED_PATHS.len()

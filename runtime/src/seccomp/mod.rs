@@ -17,7 +17,7 @@
 //!   So i386's `socketcall` and `ipc` are allowed where the profile names them, as docker's
 //!   does, and argument conditions on `socket` cannot reach the socket family behind
 //!   `socketcall` (it is in user memory): on i386 an allowed `socketcall` opens any family;
-//! - a cached program ([`Program::to_bytes`], [`cache_key`]) names the kernel's architecture
+//! - a cached program ([`compile_cached`], [`Program::to_bytes`]) names the kernel's architecture
 //!   set, and [`Program::from_bytes`] refuses one written for another set;
 //! - rules for one syscall are tried in profile order, the first whose argument conditions
 //!   all hold decides; conditions compare full 64-bit arguments as two 32-bit halves;
@@ -606,14 +606,64 @@ impl Program {
 }
 
 /// A key for caching the compiled form of `profile` on the running kernel: changes with the
-/// profile, the kernel's set of architectures and the program format.
+/// profile, the kernel's set of architectures and the program format. SHA-256, not a fast
+/// hash: a profile comes from a bundle someone else wrote (containerd, podman, a pod spec),
+/// and a crafted collision would hand that container another profile's weaker program.
 pub fn cache_key(profile: &LinuxSeccomp) -> Result<String, SeccompError> {
+    use sha2::Digest as _;
     let json = serde_json::to_vec(profile)?;
-    Ok(format!(
-        "{:016x}-{}-v{CACHE_VERSION}",
-        fnv1a(&json),
-        kernel_arch_set_name()
-    ))
+    let mut h = sha2::Sha256::new();
+    h.update(CACHE_MAGIC);
+    h.update(CACHE_VERSION.to_le_bytes());
+    h.update(kernel_arch_set_name().as_bytes());
+    h.update(&json);
+    let hex: String = h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(format!("{hex}-{}-v{CACHE_VERSION}", kernel_arch_set_name()))
+}
+
+/// Compiles `profile`, or reads its compiled form from `cache_dir` (`seccomp-<key>.bpf`,
+/// see [`cache_key`]) when an earlier start left it there, and leaves it there otherwise.
+/// Compiling docker's default profile costs about a millisecond, most of a warm start's
+/// user time; the cache makes it a read of 10 KiB. A cache that cannot be read, is corrupt
+/// or cannot be written only costs a compile: it is never an error.
+pub fn compile_cached(
+    profile: &LinuxSeccomp,
+    cache_dir: Option<&std::path::Path>,
+) -> Result<Program, SeccompError> {
+    let Some(dir) = cache_dir else {
+        return compile(profile);
+    };
+    let path = dir.join(format!("seccomp-{}.bpf", cache_key(profile)?));
+    if let Ok(bytes) = std::fs::read(&path) {
+        match Program::from_bytes(&bytes) {
+            Ok(p) => return Ok(p),
+            Err(e) => {
+                tracing::warn!(cache = %path.display(), error = %e, "ignoring a bad seccomp cache file")
+            }
+        }
+    }
+    let program = compile(profile)?;
+    if let Err(e) = write_cache(dir, &path, &program) {
+        tracing::debug!(cache = %path.display(), error = %e, "cannot cache the compiled seccomp filter");
+    }
+    Ok(program)
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a program
+/// (one that did would refuse it by its checksum anyway). No fsync: a cache lost in a crash
+/// is compiled again.
+fn write_cache(dir: &std::path::Path, path: &std::path::Path, p: &Program) -> std::io::Result<()> {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    std::fs::create_dir_all(dir)?;
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".seccomp-{}-{seq}.tmp", std::process::id()));
+    std::fs::write(&tmp, p.to_bytes())?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 fn fnv1a(data: &[u8]) -> u64 {

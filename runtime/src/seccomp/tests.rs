@@ -632,6 +632,58 @@ fn programs_can_be_shared_and_cache_keys_follow_the_profile() {
 }
 
 #[test]
+fn compile_cached_writes_reads_and_survives_a_corrupt_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let profile = docker_default().expect("default");
+    let compiled = compile(&profile).expect("compile");
+    let first = compile_cached(&profile, Some(dir.path())).expect("first");
+    assert_eq!(first, compiled);
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "one cache file, no temporary left: {files:?}"
+    );
+    let cached = &files[0];
+    assert!(cached
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("seccomp-") && n.ends_with(".bpf")));
+    // A second start reads it: the same program.
+    assert_eq!(
+        compile_cached(&profile, Some(dir.path())).expect("second"),
+        compiled
+    );
+    // Another profile gets its own file, never the first one's program.
+    let admin = docker_default_for_caps(["SYS_ADMIN"]).expect("admin");
+    let other = compile_cached(&admin, Some(dir.path())).expect("admin");
+    assert_eq!(other, compile(&admin).expect("compile admin"));
+    assert_ne!(other, compiled);
+    // A corrupt file (a torn write, a bit flip) is compiled again and replaced.
+    std::fs::write(cached, b"SLSECCMP garbage").expect("corrupt");
+    assert_eq!(
+        compile_cached(&profile, Some(dir.path())).expect("after corruption"),
+        compiled
+    );
+    assert_eq!(
+        Program::from_bytes(&std::fs::read(cached).expect("read")).expect("rewritten"),
+        compiled
+    );
+    // No cache dir at all: compiled, nothing written.
+    assert_eq!(compile_cached(&profile, None).expect("uncached"), compiled);
+    // A cache dir that cannot be created is not an error.
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, b"").expect("file");
+    assert_eq!(
+        compile_cached(&profile, Some(&blocked.join("sub"))).expect("unwritable cache"),
+        compiled
+    );
+}
+
+#[test]
 fn rules_for_other_architectures_are_dropped() {
     let json = r#"{
         "defaultAction": "SCMP_ACT_ERRNO",
