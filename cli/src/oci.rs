@@ -90,6 +90,8 @@ pub enum OciCommand {
     Pause(IdArg),
     /// Thaw a paused container
     Resume(IdArg),
+    /// Change a running container's cgroup limits
+    Update(UpdateArgs),
     /// What this runtime supports, as JSON (runtime-spec features)
     Features,
 }
@@ -200,6 +202,46 @@ pub struct PsArgs {
     pub id: String,
 }
 
+/// runc's `update`: limits from `--resources` (a runtime-spec `linux.resources` object, `-`
+/// for stdin, as containerd's shim sends it), then the flags, which win.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// A JSON file of runtime-spec resources (`-`: stdin)
+    #[arg(short, long)]
+    pub resources: Option<PathBuf>,
+    /// Memory limit (bytes, or with k/m/g; -1: none)
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    /// Memory soft limit
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_reservation: Option<String>,
+    /// Memory plus swap limit (-1: no swap limit)
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(long)]
+    pub cpu_share: Option<u64>,
+    /// CPU CFS period (microseconds)
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS quota (microseconds per period; -1: none)
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// CPUs to run on (0-3, 0,1)
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes to use
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Maximum number of processes (-1 or 0: none)
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Block I/O weight (10-1000)
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+    pub id: String,
+}
+
 /// What `state.json` keeps.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Saved {
@@ -282,6 +324,7 @@ fn dispatch(cli: OciCli) -> anyhow::Result<u8> {
         OciCommand::Exec(a) => exec(&root, &a),
         OciCommand::Pause(a) => freeze(&root, &a.id, true).map(|_| 0),
         OciCommand::Resume(a) => freeze(&root, &a.id, false).map(|_| 0),
+        OciCommand::Update(a) => update(&root, &a).map(|_| 0),
         OciCommand::Features => {
             println!("{}", serde_json::to_string_pretty(&features())?);
             Ok(0)
@@ -978,6 +1021,108 @@ fn freeze(root: &Path, id: &str, frozen: bool) -> anyhow::Result<()> {
     let cg = cgroup_of(&s).ok_or_else(|| anyhow!("container {id} has no cgroup"))?;
     cg.set_frozen(frozen)?;
     Ok(())
+}
+
+fn update(root: &Path, a: &UpdateArgs) -> anyhow::Result<()> {
+    let s = load(root, &a.id)?;
+    let status = status_of(root, &s);
+    if !matches!(status, Status::Created | Status::Running | Status::Paused) {
+        bail!(
+            "container {} is {}: only a live one can be updated",
+            a.id,
+            status.as_str()
+        );
+    }
+    let resources = update_resources(a, &mut std::io::stdin().lock())?;
+    let cg = cgroup_of(&s).ok_or_else(|| anyhow!("container {} has no cgroup", a.id))?;
+    cg.update(&resources)
+        .with_context(|| format!("cannot update container {}", a.id))?;
+    Ok(())
+}
+
+/// The resources of an `update`: the `--resources` document, then each flag over it.
+fn update_resources(
+    a: &UpdateArgs,
+    stdin: &mut dyn std::io::Read,
+) -> anyhow::Result<oci_spec::runtime::LinuxResources> {
+    use oci_spec::runtime::{LinuxPids, LinuxResources};
+    let mut r: LinuxResources = match &a.resources {
+        None => LinuxResources::default(),
+        Some(p) => {
+            let mut text = String::new();
+            if p.as_os_str() == "-" {
+                stdin
+                    .read_to_string(&mut text)
+                    .context("cannot read the resources from stdin")?;
+            } else {
+                text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+            }
+            serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "invalid resources in {}: expected a runtime-spec linux.resources object",
+                    p.display()
+                )
+            })?
+        }
+    };
+    // runc's sizes: bytes or a number with a unit; -1 for no limit.
+    let size = |flag: &str, v: &str| -> anyhow::Result<i64> {
+        if v.trim() == "-1" {
+            return Ok(-1);
+        }
+        let n = crate::config::parse_size(v).with_context(|| format!("invalid --{flag} {v:?}"))?;
+        i64::try_from(n).with_context(|| format!("--{flag} {v:?} is too large"))
+    };
+    if a.memory.is_some() || a.memory_reservation.is_some() || a.memory_swap.is_some() {
+        let mut m = r.memory().unwrap_or_default();
+        if let Some(v) = &a.memory {
+            m.set_limit(Some(size("memory", v)?));
+        }
+        if let Some(v) = &a.memory_reservation {
+            m.set_reservation(Some(size("memory-reservation", v)?));
+        }
+        if let Some(v) = &a.memory_swap {
+            m.set_swap(Some(size("memory-swap", v)?));
+        }
+        r.set_memory(Some(m));
+    }
+    let cpu_flags = a.cpu_share.is_some()
+        || a.cpu_period.is_some()
+        || a.cpu_quota.is_some()
+        || a.cpuset_cpus.is_some()
+        || a.cpuset_mems.is_some();
+    if cpu_flags {
+        let mut c = r.cpu().clone().unwrap_or_default();
+        if a.cpu_share.is_some() {
+            c.set_shares(a.cpu_share);
+        }
+        if a.cpu_period.is_some() {
+            c.set_period(a.cpu_period);
+        }
+        if a.cpu_quota.is_some() {
+            c.set_quota(a.cpu_quota);
+        }
+        if a.cpuset_cpus.is_some() {
+            c.set_cpus(a.cpuset_cpus.clone());
+        }
+        if a.cpuset_mems.is_some() {
+            c.set_mems(a.cpuset_mems.clone());
+        }
+        r.set_cpu(Some(c));
+    }
+    if let Some(n) = a.pids_limit {
+        // runc: 0 and -1 both mean no limit.
+        let mut p = LinuxPids::default();
+        p.set_limit(if n <= 0 { -1 } else { n });
+        r.set_pids(Some(p));
+    }
+    if let Some(w) = a.blkio_weight {
+        let mut b = r.block_io().clone().unwrap_or_default();
+        b.set_weight(Some(w));
+        r.set_block_io(Some(b));
+    }
+    Ok(r)
 }
 
 /// runtime-spec 1.2's features document.

@@ -107,6 +107,34 @@ impl Runc {
         }
     }
 
+    /// As [`Runc::run`], with `input` on stdin (containerd's shim sends `update`'s
+    /// resources that way).
+    fn run_stdin(&self, args: &[&str], input: &str) -> Out {
+        use std::io::Write as _;
+        std::fs::create_dir_all(&self.root).expect("state root");
+        let mut child = Command::new(SLATE_RUNC)
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("slate-runc");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("slate-runc");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     fn ok(&self, args: &[&str]) -> Out {
         let o = self.run(args);
         assert_eq!(o.code, 0, "slate-runc {args:?}: {}{}", o.stdout, o.stderr);
@@ -224,6 +252,46 @@ fn create_start_state_exec_kill_delete_on_a_bundle() {
         list.stdout
     );
 
+    // update: flags, a resources document on stdin (containerd's shim), a file (podman);
+    // read back from the container's own cgroup files.
+    rt.ok(&["update", "--memory", "48m", "--pids-limit", "64", c1]);
+    assert_eq!(
+        cgroup_value(pid, "memory", "memory.limit_in_bytes", "memory.max"),
+        (48 << 20).to_string()
+    );
+    assert_eq!(cgroup_value(pid, "pids", "pids.max", "pids.max"), "64");
+    let out = rt.run_stdin(
+        &["update", "--resources", "-", c1],
+        r#"{"memory": {"limit": 41943040}, "pids": {"limit": 50}}"#,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        cgroup_value(pid, "memory", "memory.limit_in_bytes", "memory.max"),
+        "41943040"
+    );
+    assert_eq!(cgroup_value(pid, "pids", "pids.max", "pids.max"), "50");
+    let res = dir.path().join("resources.json");
+    std::fs::write(&res, r#"{"pids": {"limit": 70}}"#).expect("resources.json");
+    // The flag wins over the document; what neither names stays.
+    rt.ok(&[
+        "update",
+        "--resources",
+        &res.display().to_string(),
+        "--pids-limit",
+        "80",
+        c1,
+    ]);
+    assert_eq!(cgroup_value(pid, "pids", "pids.max", "pids.max"), "80");
+    assert_eq!(
+        cgroup_value(pid, "memory", "memory.limit_in_bytes", "memory.max"),
+        "41943040"
+    );
+    rt.ok(&["update", "--pids-limit", "-1", c1]);
+    assert_eq!(cgroup_value(pid, "pids", "pids.max", "pids.max"), "max");
+    let bad = rt.run_stdin(&["update", "--resources", "-", c1], "{not json");
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("invalid resources"), "{}", bad.stderr);
+
     rt.ok(&["pause", c1]);
     assert_eq!(rt.state(c1)["status"], "paused");
     rt.ok(&["resume", c1]);
@@ -234,6 +302,9 @@ fn create_start_state_exec_kill_delete_on_a_bundle() {
     assert!(del.stderr.contains("running"), "{}", del.stderr);
     rt.ok(&["kill", c1, "TERM"]);
     rt.wait_status(c1, "stopped");
+    let gone = rt.run(&["update", "--memory", "64m", c1]);
+    assert_ne!(gone.code, 0, "a stopped container cannot be updated");
+    assert!(gone.stderr.contains("stopped"), "{}", gone.stderr);
     rt.ok(&["delete", c1]);
     assert_ne!(rt.run(&["state", c1]).code, 0);
     assert!(!rt.root.join(c1).exists());
@@ -514,4 +585,35 @@ $C run --rm --runc-binary {runc} --runc-root {d}/runc --cgroup /{cg}/t2 {image} 
         .map(|e| e.file_name())
         .collect();
     assert!(left.is_empty(), "containers left: {left:?}");
+}
+
+/// A cgroup file of process `pid`'s container: `v1_file` in the v1 hierarchy of
+/// `controller` where the host has one, else `v2_file` in its cgroup2 directory.
+fn cgroup_value(pid: i64, controller: &str, v1_file: &str, v2_file: &str) -> String {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
+    let mut v2 = None;
+    for line in table.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (
+            parts.next(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        if ctrls.split(',').any(|c| c == controller) {
+            let f = format!("/sys/fs/cgroup/{controller}{path}/{v1_file}");
+            return std::fs::read_to_string(&f)
+                .unwrap_or_else(|e| panic!("{f}: {e}"))
+                .trim()
+                .to_string();
+        }
+        if ctrls.is_empty() {
+            v2 = Some(path.to_string());
+        }
+    }
+    let path = v2.expect("a cgroup of the process");
+    let f = format!("/sys/fs/cgroup{path}/{v2_file}");
+    std::fs::read_to_string(&f)
+        .unwrap_or_else(|e| panic!("{f}: {e}"))
+        .trim()
+        .to_string()
 }

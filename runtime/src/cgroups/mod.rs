@@ -332,6 +332,19 @@ impl Cgroup {
     }
 
     /// The container id this cgroup belongs to.
+    /// Changes the limits of a running container (runc's `update`): those `resources` sets
+    /// replace the ones in force, those it leaves out stay. Device rules are left alone, as
+    /// runc leaves them: a device filter is set up once, with the container.
+    pub fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        let host = Host::detect()?;
+        let mut resources = resources.clone();
+        resources.set_devices(None);
+        match &self.inner {
+            Inner::V1(cg) => cg.update(&host, &resources),
+            Inner::V2(cg) => cg.update(&host, &resources),
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }

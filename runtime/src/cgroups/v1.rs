@@ -175,6 +175,10 @@ impl V1Cgroup {
         Ok(())
     }
 
+    pub fn update(&self, host: &Host, resources: &LinuxResources) -> Result<(), CgroupError> {
+        self.apply(hierarchies(host), resources)
+    }
+
     fn apply(
         &self,
         hier: &[(String, PathBuf)],

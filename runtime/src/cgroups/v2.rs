@@ -254,6 +254,14 @@ impl V2Cgroup {
     }
 }
 
+impl V2Cgroup {
+    pub fn update(&self, host: &Host, resources: &LinuxResources) -> Result<(), CgroupError> {
+        let root = root_of(host);
+        let rel = self.path.strip_prefix(&root).unwrap_or(&self.path);
+        apply(&root, rel, &self.path, resources)
+    }
+}
+
 fn apply(
     root: &Path,
     rel: &Path,
