@@ -28,8 +28,7 @@ use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use nix::sys::stat::{umask, Mode};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -38,6 +37,7 @@ use oci_spec::runtime::{ContainerState, Spec, State};
 
 use crate::caps::CapsPlan;
 use crate::cgroups::Cgroup;
+use crate::confine::{at, Confinement};
 use crate::error::{ChildFailure, Error, Stage};
 use crate::mounts::{MountPlan, Rootfs};
 use crate::namespaces::{clone_into, Namespaces};
@@ -694,14 +694,6 @@ fn child_main(plan: &Plan, sock: OwnedFd) -> ! {
     syscall::exit_now(code)
 }
 
-fn at(stage: Stage, index: u32) -> impl Fn(Errno) -> ChildFailure + Copy {
-    move |e| ChildFailure {
-        stage,
-        index,
-        errno: e as i32,
-    }
-}
-
 enum Never {}
 
 fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
@@ -770,75 +762,17 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
         nix::unistd::sethostname(std::ffi::OsStr::from_bytes(h.as_bytes()))
             .map_err(at(Stage::Hostname, 0))?;
     }
-    plan.exec
-        .apply_rlimits()
-        .map_err(|(i, e)| at(Stage::Rlimit, i)(e))?;
-
-    if plan.exec.terminal {
-        let t = at(Stage::Terminal, 0);
-        let master = pty::open_in_container(plan.winsize.as_ref(), plan.exec.uid).map_err(t)?;
-        let fds = [master.as_raw_fd()];
-        sendmsg::<()>(
-            sock.as_raw_fd(),
-            &[std::io::IoSlice::new(&ChildFailure::PTY_MASTER)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        )
-        .map_err(t)?;
-        // The supervisor holds the master now; the container keeps only the slave.
-        drop(master);
-    }
-
-    if plan.exec.no_new_privs {
-        nix::sys::prctl::set_no_new_privs().map_err(at(Stage::NoNewPrivs, 0))?;
-    }
-    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which is about to be
-    // dropped: install it now (as runc does), at the price of filtering the setup that follows.
-    if !plan.exec.no_new_privs {
-        install_seccomp(plan)?;
-    }
-
-    plan.caps.apply_bounding().map_err(at(Stage::Bounding, 0))?;
-    // Keep the permitted set across the uid switch; the spec's sets are applied right after.
-    nix::sys::prctl::set_keepcaps(true).map_err(at(Stage::Capabilities, 0))?;
-    if !plan.ns.clone_flags.contains(CloneFlags::CLONE_NEWUSER) || !plan.exec.groups.is_empty() {
-        nix::unistd::setgroups(&plan.exec.groups).map_err(at(Stage::Groups, 0))?;
-    }
-    let (uid, gid) = (plan.exec.uid, plan.exec.gid);
-    setresgid(gid, gid, gid).map_err(at(Stage::Gid, 0))?;
-    setresuid(uid, uid, uid).map_err(at(Stage::Uid, 0))?;
-    nix::sys::prctl::set_keepcaps(false).map_err(at(Stage::Capabilities, 0))?;
-    // A uid change clears the parent-death signal; set it again.
-    if plan.die_with_parent {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(at(Stage::Sync, 0))?;
-    }
-    plan.caps.apply_sets().map_err(at(Stage::Capabilities, 0))?;
-
-    // As the user, so that a directory it cannot enter is an error here, not a surprise later.
-    let cwd = plan.mounts.cwd.as_bytes();
-    let cwd_abs = if cwd == b"." { &b"/"[..] } else { cwd };
-    nix::unistd::chdir("/").map_err(at(Stage::Cwd, 0))?;
-    nix::unistd::chdir(std::ffi::OsStr::from_bytes(cwd_abs)).map_err(at(Stage::Cwd, 0))?;
-    // CVE-2024-21626: a descriptor leaked from the host (a cgroup directory, the old root)
-    // could serve as a cwd outside the container. With every mount done inside the rootfs
-    // and all descriptors closed below this cannot happen, but check that the cwd is
-    // reachable from the container's root anyway: getcwd fails with ENOENT (or returns a
-    // path not starting with "/") for a directory outside it.
-    let mut buf = [0u8; 4096];
-    // SAFETY: getcwd writes at most buf.len() bytes, NUL included, into the buffer passed.
-    let p = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
-    if p.is_null() || buf[0] != b'/' {
-        let errno = if p.is_null() {
-            Errno::last()
-        } else {
-            Errno::ENOENT
-        };
-        return Err(at(Stage::CwdOutsideRoot, 0)(errno));
-    }
-    umask(Mode::from_bits_truncate(
-        plan.exec.umask.unwrap_or(0o022) as libc::mode_t
-    ));
+    let confinement = Confinement {
+        exec: &plan.exec,
+        caps: &plan.caps,
+        seccomp: plan.seccomp.as_deref(),
+        winsize: plan.winsize.as_ref(),
+        cwd: plan.mounts.cwd.as_bytes(),
+        setgroups: !plan.ns.clone_flags.contains(CloneFlags::CLONE_NEWUSER)
+            || !plan.exec.groups.is_empty(),
+        die_with_parent: plan.die_with_parent,
+    };
+    confinement.apply(sock)?;
 
     // Before init forks: init never execs, so close-on-exec does not protect it, and it would
     // otherwise keep every descriptor of the host's (the run's files, a procfs handle, the
@@ -857,14 +791,7 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
         })
         .map_err(at(Stage::Fork, 0))?;
     }
-    // With no_new_privs, last before exec: the filter then only has to allow execve, not
-    // everything the setup above needed.
-    if plan.exec.no_new_privs {
-        install_seccomp(plan)?;
-    }
-
-    let (stage, index, errno) = plan.exec.exec();
-    Err(at(stage, index)(errno))
+    Err(confinement.exec())
 }
 
 /// Blocks until the FIFO is opened for reading, then says so through it (a byte `start`
@@ -882,20 +809,6 @@ fn wait_at_gate(gate: &CString) -> Result<(), Errno> {
     // SAFETY: the descriptor was just opened and nothing else owns it.
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     syscall::write_all(fd.as_fd(), &[0])
-}
-
-fn install_seccomp(plan: &Plan) -> Result<(), ChildFailure> {
-    let program = match &plan.seccomp {
-        Some(p) => p,
-        None => return Ok(()),
-    };
-    program.install().map_err(|e| {
-        let errno = match e {
-            seccomp::SeccompError::NeedsNoNewPrivs(e) | seccomp::SeccompError::Install(e) => e,
-            _ => Errno::EINVAL,
-        };
-        at(Stage::Seccomp, 0)(errno)
-    })
 }
 
 fn write_file(path: &CString, value: &[u8]) -> Result<(), Errno> {

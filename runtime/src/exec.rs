@@ -41,16 +41,16 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, setresgid, setresuid, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult, Pid};
 use oci_spec::runtime::{LinuxSeccomp, Process};
 
 use crate::caps::CapsPlan;
 use crate::cgroups::Cgroup;
+use crate::confine::{at, Confinement};
 use crate::container::ExitStatus;
 use crate::error::{ChildFailure, Error, Stage};
 use crate::mounts::{resolve, Create};
@@ -393,14 +393,6 @@ fn recv(sock: &OwnedFd, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>), Erro
     }
 }
 
-fn at(stage: Stage, index: u32) -> impl Fn(Errno) -> ChildFailure + Copy {
-    move |e| ChildFailure {
-        stage,
-        index,
-        errno: e as i32,
-    }
-}
-
 /// Joiner: joins the namespaces and forks the app; reports the app's PID (4 bytes) or a
 /// failure, then exits.
 fn joiner(plan: &Plan, sock: OwnedFd, app_sock: OwnedFd) -> ! {
@@ -463,80 +455,24 @@ fn app_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     // A session of its own (as the container's process has): a terminal can become the
     // controlling one, and a ^C at the host terminal reaches it once, through the relay.
     nix::unistd::setsid().map_err(at(Stage::Sync, 0))?;
-    plan.exec
-        .apply_rlimits()
-        .map_err(|(i, e)| at(Stage::Rlimit, i)(e))?;
-    if plan.exec.terminal {
-        let t = at(Stage::Terminal, 0);
-        let master =
-            crate::pty::open_in_container(plan.winsize.as_ref(), plan.exec.uid).map_err(t)?;
-        let fds = [master.as_raw_fd()];
-        sendmsg::<()>(
-            sock.as_raw_fd(),
-            &[std::io::IoSlice::new(&ChildFailure::PTY_MASTER)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        )
-        .map_err(t)?;
-        drop(master);
-    }
-    if plan.exec.no_new_privs {
-        nix::sys::prctl::set_no_new_privs().map_err(at(Stage::NoNewPrivs, 0))?;
-    } else {
-        // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: now, before the drop.
-        install_seccomp(plan)?;
-    }
-    plan.caps.apply_bounding().map_err(at(Stage::Bounding, 0))?;
-    nix::sys::prctl::set_keepcaps(true).map_err(at(Stage::Capabilities, 0))?;
-    nix::unistd::setgroups(&plan.exec.groups).map_err(at(Stage::Groups, 0))?;
-    let (uid, gid) = (plan.exec.uid, plan.exec.gid);
-    setresgid(gid, gid, gid).map_err(at(Stage::Gid, 0))?;
-    setresuid(uid, uid, uid).map_err(at(Stage::Uid, 0))?;
-    nix::sys::prctl::set_keepcaps(false).map_err(at(Stage::Capabilities, 0))?;
-    plan.caps.apply_sets().map_err(at(Stage::Capabilities, 0))?;
-    // Still not dumpable after the uid switch (which may reset it): keep it so until execve.
-    nix::sys::prctl::set_dumpable(false).map_err(at(Stage::Sync, 0))?;
-
-    // CVE-2024-21626: enter the cwd from the container's root, as the user, and check that it
-    // is reachable from that root (getcwd fails, or does not start with '/', otherwise).
-    nix::unistd::chdir("/").map_err(at(Stage::Cwd, 0))?;
-    nix::unistd::chdir(std::ffi::OsStr::from_bytes(plan.cwd.as_bytes()))
-        .map_err(at(Stage::Cwd, 0))?;
-    let mut buf = [0u8; 4096];
-    // SAFETY: getcwd writes at most buf.len() bytes, NUL included, into the buffer passed.
-    let p = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
-    if p.is_null() || buf[0] != b'/' {
-        return Err(at(Stage::CwdOutsideRoot, 0)(if p.is_null() {
-            Errno::last()
-        } else {
-            Errno::ENOENT
-        }));
-    }
-    nix::sys::stat::umask(Mode::from_bits_truncate(
-        plan.exec.umask.unwrap_or(0o022) as libc::mode_t
-    ));
-    // CVE-2024-21626: nothing of the host past stdio (the sync socket is close-on-exec).
-    // CVE-2024-21626: nothing of the host past stdio.
-    syscall::close_fds_from(3, sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
-    if plan.exec.no_new_privs {
-        install_seccomp(plan)?;
-    }
-    let (stage, index, errno) = plan.exec.exec();
-    Err(at(stage, index)(errno))
-}
-
-fn install_seccomp(plan: &Plan) -> Result<(), ChildFailure> {
-    let Some(program) = &plan.seccomp else {
-        return Ok(());
+    let confinement = Confinement {
+        exec: &plan.exec,
+        caps: &plan.caps,
+        seccomp: plan.seccomp.as_deref(),
+        winsize: plan.winsize.as_ref(),
+        cwd: plan.cwd.as_bytes(),
+        // As for the container's own process (a user namespace may deny setgroups).
+        setgroups: !plan
+            .joins
+            .iter()
+            .any(|j| j.kind.contains(CloneFlags::CLONE_NEWUSER))
+            || !plan.exec.groups.is_empty(),
+        die_with_parent: false,
     };
-    program.install().map_err(|e| {
-        let errno = match e {
-            seccomp::SeccompError::NeedsNoNewPrivs(e) | seccomp::SeccompError::Install(e) => e,
-            _ => Errno::EINVAL,
-        };
-        at(Stage::Seccomp, 0)(errno)
-    })
+    confinement.apply(sock)?;
+    // CVE-2024-21626: nothing of the host past stdio (the sync socket is close-on-exec).
+    syscall::close_fds_from(3, sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
+    Err(confinement.exec())
 }
 
 /// Caller: relays the terminal (if any) and signals until the app exits; reaps it.

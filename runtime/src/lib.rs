@@ -25,6 +25,7 @@
 mod bpf;
 pub mod caps;
 pub mod cgroups;
+mod confine;
 mod container;
 pub mod error;
 pub mod exec;
