@@ -536,6 +536,12 @@ fn create_in(
     let gate = dir.join(GATE);
     nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600))
         .with_context(|| format!("cannot create {}", gate.display()))?;
+    // The waiting process opens it for writing as the spec's user, after the uid switch: a
+    // gate only root may write kept every non-root container from starting. Writable by
+    // all, as runc's: the state dir above it is root's alone (0700), and opening it for
+    // writing only ever lets the process go on.
+    std::fs::set_permissions(&gate, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .with_context(|| format!("cannot set the mode of {}", gate.display()))?;
     let terminal = spec
         .process()
         .as_ref()

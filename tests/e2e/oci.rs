@@ -441,6 +441,44 @@ fn busybox_reference() -> String {
     crate::harness::registry::Registry::shared().push_image("oci/busybox", "v1", &img)
 }
 
+/// The container's process waits at the start gate confined as its app will be (one
+/// sequence for it and for `exec`): the spec's non-root user, and not dumpable, so a process of the
+/// same uid (another in a shared PID namespace, an earlier exec) can neither ptrace it nor
+/// open its /proc entries (its descriptors, the runtime's binary) before execve.
+#[test]
+fn a_created_container_waits_non_dumpable_as_its_user() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = TestDir::new("oci-dumpable");
+    let b = bundle(dir.path(), &["sh", "-c", "echo ran"], |c| {
+        c["process"]["user"] = json!({"uid": 4242, "gid": 4242});
+    });
+    let rt = Runc {
+        root: dir.path().join("state"),
+    };
+    let id = format!("oci-{}-dump", std::process::id());
+    rt.ok(&["create", "--bundle", &b.display().to_string(), &id]);
+    let pid = rt.state(&id)["pid"].as_i64().expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "4242"),
+        "the waiting process runs as the spec's user: {uid_line}"
+    );
+    // A dumpable process's /proc entries belong to its uid; a non-dumpable one's to root.
+    for entry in ["fd", "environ", "mem"] {
+        let meta = std::fs::symlink_metadata(format!("/proc/{pid}/{entry}")).expect(entry);
+        assert_eq!(
+            meta.uid(),
+            0,
+            "/proc/{pid}/{entry} of the waiting process is root's"
+        );
+    }
+    // And it gets through its gate as that user (the FIFO is not root's alone) and runs.
+    rt.ok(&["start", &id]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+}
+
 #[test]
 fn podman_runs_containers_with_slate_runc() {
     let dir = TestDir::new("oci-podman");
