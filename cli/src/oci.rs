@@ -802,6 +802,7 @@ fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
         seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
         seccomp_cache: Some(seccomp_cache(root)),
         cgroup: cgroup_of(&s),
+        stdio: [None, None, None],
     };
     if !alive(&s) {
         bail!("container {} is not running", a.id);

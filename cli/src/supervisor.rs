@@ -117,7 +117,6 @@ struct Supervisor {
     spec: Spec,
     sink: Sink,
     signals: SignalFd,
-    devnull: OwnedFd,
     /// A stop was asked for through a signal to the supervisor itself.
     stopping: bool,
     /// The container's network, kept across restarts; released when it is gone for good.
@@ -151,11 +150,6 @@ impl Supervisor {
             .context("cannot block signals")?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .context("cannot create a signalfd")?;
-        let devnull = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .context("cannot open /dev/null")?;
         Ok(Supervisor {
             _pin: pin,
             sd,
@@ -163,7 +157,6 @@ impl Supervisor {
             spec,
             sink,
             signals,
-            devnull: devnull.into(),
             stopping: false,
             network: None,
         })
@@ -311,16 +304,10 @@ impl Supervisor {
             nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
         let (err_r, err_w) =
             nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")?;
-        // The container inherits fds 0-2 of its parent: point 1 and 2 at the pipes for the
-        // clone, then back at /dev/null, so the pipes close when the container's last writer
-        // does.
-        nix::unistd::dup2(out_w.as_raw_fd(), 1).context("cannot redirect stdout")?;
-        nix::unistd::dup2(err_w.as_raw_fd(), 2).context("cannot redirect stderr")?;
-        drop((out_w, err_w));
-        let spawned = Container::spawn(opts);
-        let _ = nix::unistd::dup2(self.devnull.as_raw_fd(), 1);
-        let _ = nix::unistd::dup2(self.devnull.as_raw_fd(), 2);
-        let c = spawned.map_err(|e| anyhow!(e))?;
+        // The runtime hands the write ends to the container and closes its own copies: the
+        // pipes close when the container's last writer does. Its stdin is ours, /dev/null.
+        opts.stdio = [None, Some(out_w), Some(err_w)];
+        let c = Container::spawn(opts).map_err(|e| anyhow!(e))?;
 
         let pid = c.pid().as_raw();
         self.rec.pid = Some(pid);

@@ -1,4 +1,4 @@
-//! `run_bundle [--init] [--overlay] [--no-stdin] [--preserve-fds N] [--id ID] BUNDLE`: runs an
+//! `run_bundle [--init] [--overlay] [--no-stdin] [--preserve-fds N] [--stdout FILE] [--id ID] BUNDLE`: runs an
 //! OCI bundle (BUNDLE/config.json and its root) under slate's runtime like `crun run`,
 //! supervised, and exits with its status.
 //! The runtime's integration tests and the start-up benchmark drive it.
@@ -6,7 +6,8 @@
 //! `--overlay` mounts the bundle's root as the lower layer of an overlay with a fresh upper
 //! directory (BUNDLE/.upper, .work, .merged; removed afterwards), as `slate run` does with
 //! image layers. `--no-stdin` gives a terminal no input (`attach_stdin: false`, docker's `-t`
-//! without `-i`).
+//! without `-i`). `--stdout FILE` hands the runtime FILE as the app's stdout
+//! (`ContainerOptions::stdio`), leaving run_bundle's own.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ use slate_runtime::{bundle_rootfs, supervise, Container, ContainerOptions, Error
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: run_bundle [--init] [--overlay] [--no-stdin] [--preserve-fds N] [--id ID] BUNDLE"
+        "usage: run_bundle [--init] [--overlay] [--no-stdin] [--preserve-fds N] [--stdout FILE] [--id ID] BUNDLE"
     );
     ExitCode::from(125)
 }
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
     let mut attach_stdin = true;
     let mut preserve_fds = 0;
     let mut id = format!("run-bundle-{}", std::process::id());
+    let mut stdout = None;
     let mut bundle = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -45,6 +47,10 @@ fn main() -> ExitCode {
             "--no-stdin" => attach_stdin = false,
             "--preserve-fds" => match args.next().and_then(|v| v.parse().ok()) {
                 Some(n) => preserve_fds = n,
+                None => return usage(),
+            },
+            "--stdout" => match args.next() {
+                Some(v) => stdout = Some(PathBuf::from(v)),
                 None => return usage(),
             },
             "--id" => match args.next() {
@@ -97,6 +103,15 @@ fn main() -> ExitCode {
     opts.init = init;
     opts.preserve_fds = preserve_fds;
     opts.attach_stdin = attach_stdin;
+    if let Some(p) = &stdout {
+        match std::fs::File::create(p) {
+            Ok(f) => opts.stdio[1] = Some(f.into()),
+            Err(e) => {
+                eprintln!("run_bundle: cannot create {}: {e}", p.display());
+                return ExitCode::from(125);
+            }
+        }
+    }
     let result = Container::spawn(opts).and_then(supervise);
     if overlay {
         for d in &scratch {

@@ -49,6 +49,39 @@ pub(crate) fn at(stage: Stage, index: u32) -> impl Fn(Errno) -> ChildFailure + C
     }
 }
 
+/// Puts `stdio`'s descriptors on 0, 1 and 2 (dup2 clears close-on-exec on the copies);
+/// `None` leaves that one as inherited. The sources are 3 or above ([`stdio_above_2`]), so no
+/// dup2 here overwrites a source still to come.
+pub(crate) fn install_stdio(stdio: &[Option<OwnedFd>; 3]) -> Result<(), ChildFailure> {
+    for (target, fd) in stdio.iter().enumerate() {
+        if let Some(fd) = fd {
+            nix::unistd::dup2(fd.as_raw_fd(), target as i32)
+                .map_err(at(Stage::Stdio, target as u32))?;
+        }
+    }
+    Ok(())
+}
+
+/// In the parent: moves any of the descriptors that is 0, 1 or 2 (a caller whose own stdio
+/// was closed got its pipe there) to a close-on-exec one above 2, for [`install_stdio`].
+pub(crate) fn stdio_above_2(
+    stdio: [Option<OwnedFd>; 3],
+) -> Result<[Option<OwnedFd>; 3], nix::errno::Errno> {
+    let mut out: [Option<OwnedFd>; 3] = [None, None, None];
+    for (slot, fd) in out.iter_mut().zip(stdio) {
+        *slot = match fd {
+            Some(fd) if fd.as_raw_fd() < 3 => {
+                let raw =
+                    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))?;
+                // SAFETY: fcntl just returned this new descriptor, which nothing else owns.
+                Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+            }
+            other => other,
+        };
+    }
+    Ok(out)
+}
+
 impl Confinement<'_> {
     /// Everything up to closing the descriptors. `sock` is the sync socket: a terminal's
     /// master goes to the parent through it.

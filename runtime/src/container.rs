@@ -77,6 +77,11 @@ pub struct ContainerOptions {
     /// right before it execs the app. The open blocks until someone opens the FIFO for
     /// reading (`start`); [`Container::spawn`] returns as soon as the process waits there.
     pub start_gate: Option<PathBuf>,
+    /// The process's stdin, stdout and stderr; `None` leaves the caller's own. (A terminal,
+    /// `process.terminal`, takes all three.) [`Container::spawn`] closes its copies once the
+    /// process has its own, so the reader of a pipe given here sees EOF when the container's
+    /// last writer is gone; the caller's descriptors are never touched.
+    pub stdio: [Option<OwnedFd>; 3],
     /// The process gets SIGKILL when the process that spawned it dies (default `true`: a
     /// container never outlives its supervisor unnoticed). An OCI `create` exits at once and
     /// leaves the container to whoever reaps it (containerd's shim, conmon): `false`.
@@ -95,6 +100,7 @@ impl ContainerOptions {
             attach_stdin: true,
             clone_into_cgroup: true,
             start_gate: None,
+            stdio: [None, None, None],
             die_with_parent: true,
         }
     }
@@ -152,6 +158,7 @@ struct Plan {
     /// host path is out of reach once the child has pivoted), and the `/proc/self/fd` path
     /// the child reopens it by.
     start_gate: Option<(OwnedFd, CString)>,
+    stdio: [Option<OwnedFd>; 3],
     die_with_parent: bool,
 }
 
@@ -332,6 +339,8 @@ impl Container {
                 }
                 None => None,
             },
+            stdio: crate::confine::stdio_above_2(opts.stdio)
+                .map_err(Error::sys("moving the container's stdio above 2"))?,
             die_with_parent: opts.die_with_parent,
         };
         let (parent_sock, child_sock) = socketpair(
@@ -674,6 +683,7 @@ fn stage_name(s: Stage) -> &'static str {
         Stage::Terminal => "attach the terminal",
         Stage::CloseFds => "close inherited descriptors",
         Stage::StartGate => "wait for start",
+        Stage::Stdio => "set up stdin, stdout and stderr",
         Stage::Fork => "fork the app under init",
         _ => "set up the container",
     }
@@ -723,6 +733,7 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
             Err(e) => return Err(at(Stage::Sync, 0)(e)),
         }
     }
+    crate::confine::install_stdio(&plan.stdio)?;
     // A session of its own, as runc gives it: a ^C typed at the host terminal reaches the
     // container once, through the supervisor, not a second time through the terminal's
     // foreground process group; and a container terminal can become its controlling one.

@@ -192,10 +192,12 @@ pub(crate) enum Stage {
     ExecMagicLink,
     /// Waiting at the OCI start gate (`ContainerOptions::start_gate`).
     StartGate,
+    /// Putting the descriptors of `ContainerOptions::stdio` on 0, 1 and 2.
+    Stdio,
 }
 
 impl Stage {
-    const ALL: [Stage; 31] = [
+    const ALL: [Stage; 32] = [
         Stage::Sync,
         Stage::JoinNamespace,
         Stage::CgroupNamespace,
@@ -227,6 +229,7 @@ impl Stage {
         Stage::Exec,
         Stage::ExecMagicLink,
         Stage::StartGate,
+        Stage::Stdio,
     ];
 
     fn from_u32(v: u32) -> Option<Stage> {

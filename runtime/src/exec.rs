@@ -87,6 +87,9 @@ pub struct ExecOptions {
     pub seccomp_cache: Option<std::path::PathBuf>,
     /// The container's cgroup, joined by the new process.
     pub cgroup: Option<Cgroup>,
+    /// The process's stdin, stdout and stderr; `None` leaves the caller's (see
+    /// [`crate::ContainerOptions::stdio`]).
+    pub stdio: [Option<OwnedFd>; 3],
 }
 
 /// One namespace to join.
@@ -103,6 +106,7 @@ struct Plan {
     cwd: CString,
     winsize: Option<libc::winsize>,
     seccomp: Option<Arc<Program>>,
+    stdio: [Option<OwnedFd>; 3],
 }
 
 fn same_namespace(pid: Pid, name: &str) -> bool {
@@ -142,7 +146,7 @@ struct Started {
     restore: MaskGuard,
 }
 
-fn spawn(opts: ExecOptions) -> Result<Started, Error> {
+fn spawn(mut opts: ExecOptions) -> Result<Started, Error> {
     let n = std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
         .unwrap_or(1);
@@ -190,6 +194,8 @@ fn spawn(opts: ExecOptions) -> Result<Started, Error> {
             )?)),
             None => None,
         },
+        stdio: crate::confine::stdio_above_2(std::mem::take(&mut opts.stdio))
+            .map_err(Error::sys("moving the exec'd process's stdio above 2"))?,
     };
     if !p.cwd().is_absolute() {
         return Err(Error::RelativeCwd(p.cwd().clone()));
@@ -359,6 +365,7 @@ fn step_name(s: Stage) -> &'static str {
         Stage::CwdOutsideRoot => "the working directory is outside the container's root",
         Stage::Terminal => "open a terminal in the container",
         Stage::CloseFds => "close inherited descriptors",
+        Stage::Stdio => "set up stdin, stdout and stderr",
         _ => "set up the exec process",
     }
 }
@@ -449,6 +456,7 @@ fn app_main(plan: &Plan, sock: &OwnedFd) -> ! {
 enum Never {}
 
 fn app_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
+    crate::confine::install_stdio(&plan.stdio)?;
     syscall::reset_signal_dispositions();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .map_err(at(Stage::Sync, 0))?;

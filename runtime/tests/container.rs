@@ -104,6 +104,21 @@ fn user_groups_umask_and_cwd() {
     b.assert_clean();
 }
 
+/// Descriptors handed to the runtime (`ContainerOptions::stdio`) become the app's, and only
+/// the app's: the caller's own stdout is not redirected around the spawn.
+#[test]
+fn stdio_handed_to_the_runtime_is_the_apps_alone() {
+    let mut b = Bundle::new("stdio");
+    b.args(&["sh", "-c", "echo to-the-file; echo to-stderr >&2"]);
+    let file = b.path().join("app-stdout");
+    let out = b.run(&["--stdout", file.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "to-the-file\n");
+    assert!(!out.stdout.contains("to-the-file"), "{}", out.stdout);
+    assert!(out.stderr.contains("to-stderr"), "{}", out.stderr);
+    b.assert_clean();
+}
+
 #[test]
 fn exit_codes_are_reported_exactly() {
     let mut b = Bundle::new("exit7");

@@ -4,7 +4,6 @@
 //! seccomp filter, no_new_privs and rlimits (see `slate_runtime::exec`, which also explains the
 //! CVE-2019-5736 and CVE-2024-21626 measures).
 
-use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
@@ -45,12 +44,12 @@ pub struct ExecArgs {
 }
 
 pub fn run(settings: &Settings, args: ExecArgs) -> anyhow::Result<u8> {
-    let (opts, name) =
+    let (mut opts, name) =
         prepare(settings, &args).map_err(|e| ExitWith::wrap(EXIT_SLATE_FAILED, e))?;
     if !args.interactive {
         // The process gets our stdio; without -i, an empty stdin as with docker.
         let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
-        nix::unistd::dup2(null.as_raw_fd(), 0).context("cannot redirect stdin")?;
+        opts.stdio[0] = Some(null.into());
     }
     match exec(opts) {
         Ok(status) => Ok(u8::try_from(status.code() & 0xff).unwrap_or(EXIT_SLATE_FAILED)),
@@ -143,6 +142,7 @@ fn prepare(settings: &Settings, args: &ExecArgs) -> anyhow::Result<(ExecOptions,
             seccomp,
             seccomp_cache: Some(crate::commands::run::seccomp_cache(&rec.store_root)),
             cgroup: Some(cgroup),
+            stdio: [None, None, None],
         },
         rec.name,
     ))

@@ -74,9 +74,7 @@ pub fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
         let null = std::fs::File::open("/dev/null")
             .context("cannot open /dev/null")
             .map_err(fail)?;
-        nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0)
-            .context("cannot redirect stdin")
-            .map_err(fail)?;
+        options.stdio[0] = Some(null.into());
     }
     // From here on a TERM (systemd's stop) or ^C is the container's: held until the
     // supervisor forwards it, not lost while the record is written. (The container's process
