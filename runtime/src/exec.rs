@@ -36,7 +36,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -55,7 +54,6 @@ use crate::container::ExitStatus;
 use crate::error::{ChildFailure, Error, Stage};
 use crate::mounts::{resolve, Create};
 use crate::process::ExecPlan;
-use crate::pty::{copy_winsize, drain, pump, set_nonblocking, Flow, RawMode};
 use crate::seccomp::{self, Program};
 use crate::supervise::FORWARDED;
 use crate::syscall;
@@ -483,73 +481,25 @@ fn app_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     Err(confinement.exec())
 }
 
-/// Caller: relays the terminal (if any) and signals until the app exits; reaps it.
+/// Caller: relays the terminal (if any) and signals until the app exits; reaps it. The
+/// caller's stdin always goes into an exec'd process's terminal (`exec -t` is `-it`).
 fn relay(app: Pid, master: Option<OwnedFd>, mask: &SigSet) -> Result<ExitStatus, Error> {
     let sfd = SignalFd::with_flags(mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(Error::sys("signalfd"))?;
-    let _raw = master.as_ref().map(|_| RawMode::enter());
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let mut stdin_open = master.is_some();
-    let mut master_open = master.is_some();
-    if let Some(m) = &master {
-        set_nonblocking(m.as_fd())?;
-        copy_winsize(m.as_fd());
+    crate::supervise::relay(&sfd, master.as_ref(), true, &mut App(app))
+}
+
+/// An exec'd process, for the relay: signals go to it, `waitpid` reaps it.
+struct App(Pid);
+
+impl crate::supervise::Relayed for App {
+    fn forward(&mut self, sig: Signal) {
+        let _ = kill(self.0, sig);
     }
-    let mut status = try_reap(app)?;
-    while status.is_none() {
-        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        let stdin_idx = stdin_open.then(|| {
-            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-            fds.len() - 1
-        });
-        let master_idx = match (&master, master_open) {
-            (Some(m), true) => {
-                fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
-                Some(fds.len() - 1)
-            }
-            _ => None,
-        };
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(Error::sys("poll")(e)),
-        }
-        let ready = |i: Option<usize>| {
-            i.and_then(|i| fds[i].revents())
-                .is_some_and(|r| !r.is_empty())
-        };
-        let (stdin_ready, master_ready) = (ready(stdin_idx), ready(master_idx));
-        drop(fds);
-        if let (Some(m), true) = (&master, stdin_ready) {
-            if pump(stdin.as_fd(), m.as_fd()) == Flow::Closed {
-                stdin_open = false;
-            }
-        }
-        if let (Some(m), true) = (&master, master_ready) {
-            if pump(m.as_fd(), stdout.as_fd()) == Flow::Closed {
-                master_open = false;
-            }
-        }
-        while let Some(info) = sfd.read_signal().map_err(Error::sys("reading signals"))? {
-            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                continue;
-            };
-            if sig == Signal::SIGCHLD {
-                continue;
-            }
-            if sig == Signal::SIGWINCH {
-                if let Some(m) = &master {
-                    copy_winsize(m.as_fd());
-                }
-            }
-            let _ = kill(app, sig);
-        }
-        status = try_reap(app)?;
+
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>, Error> {
+        try_reap(self.0)
     }
-    if let (Some(m), true) = (&master, master_open) {
-        drain(m.as_fd(), stdout.as_fd());
-    }
-    status.ok_or(Error::ChildDied)
 }
 
 fn try_reap(app: Pid) -> Result<Option<ExitStatus>, Error> {

@@ -8,7 +8,7 @@
 //! or 128+N when signal N killed it. The signal mask and the host terminal's mode are restored
 //! before returning.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
@@ -54,31 +54,67 @@ pub fn supervise(mut c: Container) -> Result<ExitStatus, Error> {
         .map_err(Error::sys("signalfd"))?;
 
     let master = c.pty_master.take();
+    let attach = c.attach_stdin;
+    relay(&sfd, master.as_ref(), attach, &mut c)?;
+    let status = c.wait()?;
+    Ok(status)
+}
+
+/// What [`relay`] relays for: a container's process or an exec'd one.
+pub(crate) trait Relayed {
+    /// Passes on a signal the caller got.
+    fn forward(&mut self, sig: Signal);
+    /// The process's status once it is gone, without blocking.
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>, Error>;
+}
+
+impl Relayed for Container {
+    fn forward(&mut self, sig: Signal) {
+        tracing::debug!(signal = %sig, "forwarding signal to the container");
+        // The container may be exiting right now; its status comes with SIGCHLD.
+        let _ = self.kill(sig);
+    }
+
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>, Error> {
+        Container::try_wait(self)
+    }
+}
+
+/// The one relay loop, for a container's process ([`supervise`]) and an exec'd one
+/// (`exec::exec`): until `target` reports the process gone, it passes it the signals read
+/// from `sfd` (SIGCHLD only wakes it; SIGWINCH also resizes the terminal) and,
+/// with a terminal, copies its output to our stdout and, when `attach_stdin`, our stdin into
+/// it. The host terminal is in raw mode while input is relayed, output-only otherwise, and
+/// restored on return; what the app wrote just before exiting is drained from the pty.
+pub(crate) fn relay(
+    sfd: &SignalFd,
+    master: Option<&OwnedFd>,
+    attach_stdin: bool,
+    target: &mut dyn Relayed,
+) -> Result<ExitStatus, Error> {
     // Only input that is attached is relayed: `-t` without `-i` gives the app a terminal that
     // none of the caller's keystrokes (nor the NUL or EOF a pipe's end produces) reach.
-    let attach = master.is_some() && c.attach_stdin;
+    let attach = master.is_some() && attach_stdin;
     let _raw = attach.then(RawMode::enter);
     let _output_only = (master.is_some() && !attach).then(OutputOnly::enter);
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut stdin_open = attach;
     let mut master_open = master.is_some();
-    if let Some(m) = &master {
+    if let Some(m) = master {
         set_nonblocking(m.as_fd())?;
         copy_winsize(m.as_fd());
     }
 
     // A SIGCHLD that came before the mask was set is gone; look once before waiting.
-    let mut status = c.try_wait()?;
+    let mut status = target.try_wait()?;
     while status.is_none() {
         let mut fds: Vec<PollFd> = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        let stdin_idx = if stdin_open {
+        let stdin_idx = stdin_open.then(|| {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-            Some(fds.len() - 1)
-        } else {
-            None
-        };
-        let master_idx = match (&master, master_open) {
+            fds.len() - 1
+        });
+        let master_idx = match (master, master_open) {
             (Some(m), true) => {
                 fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
                 Some(fds.len() - 1)
@@ -96,39 +132,35 @@ pub fn supervise(mut c: Container) -> Result<ExitStatus, Error> {
         };
         let (stdin_ready, master_ready) = (ready(stdin_idx), ready(master_idx));
         drop(fds);
-        if let (Some(m), true) = (&master, stdin_ready) {
+        if let (Some(m), true) = (master, stdin_ready) {
             if pump(stdin.as_fd(), m.as_fd()) == Flow::Closed {
                 stdin_open = false;
             }
         }
-        if let (Some(m), true) = (&master, master_ready) {
+        if let (Some(m), true) = (master, master_ready) {
             if pump(m.as_fd(), stdout.as_fd()) == Flow::Closed {
                 master_open = false;
             }
         }
         while let Some(info) = sfd.read_signal().map_err(Error::sys("reading signals"))? {
-            let sig = match Signal::try_from(info.ssi_signo as i32) {
-                Ok(s) => s,
-                Err(_) => continue,
+            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
             };
             if sig == Signal::SIGCHLD {
                 continue;
             }
             if sig == Signal::SIGWINCH {
-                if let Some(m) = &master {
+                if let Some(m) = master {
                     copy_winsize(m.as_fd());
                 }
             }
-            tracing::debug!(signal = %sig, "forwarding signal to the container");
-            // The container may be exiting right now; its status comes with SIGCHLD.
-            let _ = c.kill(sig);
+            target.forward(sig);
         }
-        status = c.try_wait()?;
+        status = target.try_wait()?;
     }
-    if let (Some(m), true) = (&master, master_open) {
+    if let (Some(m), true) = (master, master_open) {
         // What the app wrote just before exiting is still in the pty.
         drain(m.as_fd(), stdout.as_fd());
     }
-    let status = c.wait()?;
-    Ok(status)
+    status.ok_or(Error::ChildDied)
 }
