@@ -52,6 +52,15 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_level.as_deref());
+    // What relays a container's output keeps going when its reader goes (the app's output
+    // is dropped, the container lives on); cp and logs handle a closed stdout themselves.
+    let relays = matches!(
+        cli.command,
+        cli::Command::Run(_) | cli::Command::Exec(_) | cli::Command::Cp(_) | cli::Command::Logs(_)
+    );
+    if !relays {
+        end_quietly_on_a_closed_stdout();
+    }
     let run_args = match &cli.command {
         cli::Command::Run(a) => Some(a.as_ref()),
         cli::Command::Systemd(cli::SystemdCommand::Unit(u)) => Some(&u.run),
@@ -75,15 +84,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// `slate ps | head -1`, `slate-runc state ID | grep -q running`: when the reader of stdout
+/// goes away, end as Unix tools do, by SIGPIPE, instead of panicking in `println!` with a
+/// backtrace (Rust starts programs with SIGPIPE ignored). Not for the commands that relay a
+/// container's output, and not inherited by what slate starts that matters: a supervisor is
+/// a fresh Rust program (SIGPIPE ignored again) and a container's process resets every
+/// disposition.
+fn end_quietly_on_a_closed_stdout() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; the process is single-threaded here.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The OCI command line, from a sealed copy of the binary when it creates containers (the
 /// container's process is a clone of this one: CVE-2019-5736, see slate_runtime::seal).
 fn oci_main(args: Vec<std::ffi::OsString>) -> ExitCode {
     init_logging(None);
-    let creates = args
-        .iter()
-        .skip(1)
-        .find(|a| !a.to_string_lossy().starts_with('-'))
-        .is_some_and(|a| a == "create" || a == "run");
+    // Parsed, not guessed from the first word that is not a flag: containerd and podman
+    // call `runc --root DIR --log FILE create ...`, and taking DIR for the verb skipped the
+    // seal, leaving the container's process a clone of the host's binary.
+    let verb = oci::verb_of(&args);
+    let creates = verb == oci::Verb::Creates;
+    // `run` and `exec` relay the container's output; the rest print and end.
+    if verb == oci::Verb::Other {
+        end_quietly_on_a_closed_stdout();
+    }
     if creates {
         let scratch = std::path::Path::new("/run/slate-runc");
         if let Err(e) = std::fs::create_dir_all(scratch)

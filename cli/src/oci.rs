@@ -259,6 +259,28 @@ struct Saved {
     annotations: std::collections::HashMap<String, String>,
 }
 
+/// What an OCI command line asks for, as far as `main` must know before running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// `create` or `run`: a container's process is cloned from this one, so this one must be
+    /// the sealed copy (CVE-2019-5736).
+    Creates,
+    /// `exec` (and `run`, which also creates): relays a process's output.
+    Exec,
+    /// Anything else, or a command line that does not parse (`main` then says why).
+    Other,
+}
+
+/// The verb of an OCI command line, parsed as `main` will parse it: global flags take
+/// values (`--root DIR`, `--log FILE`), so the first word that is not a flag is not the verb.
+pub fn verb_of(args: &[std::ffi::OsString]) -> Verb {
+    match OciCli::try_parse_from(args).map(|c| c.command) {
+        Ok(OciCommand::Create(_) | OciCommand::Run(_)) => Verb::Creates,
+        Ok(OciCommand::Exec(_)) => Verb::Exec,
+        _ => Verb::Other,
+    }
+}
+
 /// True when `argv0` names the runc drop-in.
 pub fn is_runc_name(argv0: &std::ffi::OsStr) -> bool {
     Path::new(argv0)

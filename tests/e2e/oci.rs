@@ -441,7 +441,8 @@ fn busybox_reference() -> String {
     crate::harness::registry::Registry::shared().push_image("oci/busybox", "v1", &img)
 }
 
-/// The container's process waits at the start gate confined as its app will be (one
+/// The container's process waits at the start gate, sealed (CVE-2019-5736) and confined as
+/// its app will be (one
 /// sequence for it and for `exec`): the spec's non-root user, and not dumpable, so a process of the
 /// same uid (another in a shared PID namespace, an earlier exec) can neither ptrace it nor
 /// open its /proc entries (its descriptors, the runtime's binary) before execve.
@@ -473,6 +474,19 @@ fn a_created_container_waits_non_dumpable_as_its_user() {
             "/proc/{pid}/{entry} of the waiting process is root's"
         );
     }
+    // CVE-2019-5736: the waiting process is a sealed copy of slate, not the host's binary,
+    // with the global flags in runc's form (`--root DIR` before the verb, as containerd and
+    // podman pass them): that form once made slate take DIR for the verb and skip the seal.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe");
+    let host_bin = std::fs::canonicalize(crate::harness::slate::SLATE_BIN).expect("slate");
+    assert_ne!(exe, host_bin, "the created process runs the host's binary");
+    let write = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/exe"));
+    assert!(
+        write.is_err(),
+        "the created process's binary is writable: {exe:?}"
+    );
     // And it gets through its gate as that user (the FIFO is not root's alone) and runs.
     rt.ok(&["start", &id]);
     rt.wait_status(&id, "stopped");
@@ -654,4 +668,42 @@ fn cgroup_value(pid: i64, controller: &str, v1_file: &str, v2_file: &str) -> Str
         .unwrap_or_else(|e| panic!("{f}: {e}"))
         .trim()
         .to_string()
+}
+
+/// `slate-runc state ID | grep -q running`, `slate images | head -1`: a reader that goes
+/// away ends the command as it ends Unix tools (SIGPIPE), never with a panic's backtrace.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let dir = TestDir::new("oci-sigpipe");
+    let root = dir.path().join("state");
+    let store = dir.path().join("store");
+    let runs: [(&str, Vec<std::ffi::OsString>); 2] = [
+        (
+            SLATE_RUNC,
+            vec!["--root".into(), root.into_os_string(), "list".into()],
+        ),
+        (
+            crate::harness::slate::SLATE_BIN,
+            vec!["--root".into(), store.into_os_string(), "version".into()],
+        ),
+    ];
+    for (bin, args) in runs {
+        let mut child = Command::new(bin)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{bin} {args:?}: {stderr}");
+        use std::os::unix::process::ExitStatusExt as _;
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{bin} {args:?}: {:?} {stderr}",
+            out.status
+        );
+    }
 }
