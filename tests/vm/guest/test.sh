@@ -266,6 +266,9 @@ check "devices: mknod of the guest disk works, open fails EPERM" "$dev_why" dev_
 # shellcheck source=tests/vm/guest/network.sh
 . "$(dirname "$0")/network.sh"
 # `slate auto-update` of a unit: v1 -> v2, a broken v3 rolled back, registry down (issue 13).
+# shellcheck source=tests/vm/guest/oci.sh
+. "$(dirname "$0")/oci.sh"
+
 # shellcheck source=tests/vm/guest/autoupdate.sh
 . "$(dirname "$0")/autoupdate.sh"
 
