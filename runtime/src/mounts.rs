@@ -284,6 +284,40 @@ fn default_mounts(
     v
 }
 
+/// The spec's mounts `ops` with the `defaults` it lacks: a default goes right after the last
+/// mount above it (the spec's `/dev` tmpfs before the default `/dev/pts`, which that tmpfs
+/// would otherwise hide, and which could not even be created in a rootfs the container's
+/// root does not own), the others first, parents before children, so that they are there
+/// for the spec's mounts below them.
+fn with_defaults(mut defaults: Vec<MountOp>, ops: Vec<MountOp>) -> Vec<MountOp> {
+    defaults.sort_by_key(|op| relative(&op.destination).components().count());
+    let mut first = Vec::new();
+    // (op, whether it is a default placed here)
+    let mut ops: Vec<(MountOp, bool)> = ops.into_iter().map(|op| (op, false)).collect();
+    for d in defaults {
+        let dest = relative(&d.destination);
+        let above = |(op, _): &(MountOp, bool)| {
+            let o = relative(&op.destination);
+            o.components().count() > 0 && dest.starts_with(&o)
+        };
+        match ops.iter().rposition(above) {
+            Some(i) => {
+                // After the defaults already placed there, to keep their order.
+                let at = i
+                    + 1
+                    + ops[i + 1..]
+                        .iter()
+                        .take_while(|(_, placed)| *placed)
+                        .count();
+                ops.insert(at, (d, true));
+            }
+            None => first.push(d),
+        }
+    }
+    first.extend(ops.into_iter().map(|(op, _)| op));
+    first
+}
+
 /// The standard character devices of a /dev tmpfs: (name, major, minor).
 const STANDARD_DEVICES: &[(&str, u64, u64)] = &[
     ("null", 1, 3),
@@ -392,7 +426,7 @@ impl MountPlan {
             .unwrap_or(MsFlags::MS_REC | MsFlags::MS_PRIVATE);
 
         let spec_mounts = spec.mounts().clone().unwrap_or_default();
-        let mut ops = Vec::new();
+        let mut defaults = Vec::new();
         for (dest, src, fstype, flags, data) in default_mounts(ipc_private) {
             if spec_mounts
                 .iter()
@@ -400,7 +434,7 @@ impl MountPlan {
             {
                 continue;
             }
-            ops.push(MountOp {
+            defaults.push(MountOp {
                 destination: PathBuf::from(dest),
                 target: rel_cstring("mount destination", Path::new(dest))?,
                 source: Some(cstring("mount source", src.as_bytes())?),
@@ -418,14 +452,14 @@ impl MountPlan {
                 cgroup: false,
             });
         }
-        // The defaults a spec lacks first (parents of anything the spec mounts below them),
-        // then the spec's in its own order, as the runtime spec says ("MUST mount entries
+        // The spec's mounts in its own order, as the runtime spec says ("MUST mount entries
         // in the listed order"): ordering parents before children is the spec writer's job
-        // (slate's own builder sorts them, as docker's does).
-        ops.sort_by_key(|op| relative(&op.destination).components().count());
-        for m in &spec_mounts {
-            ops.push(Self::op(m)?);
-        }
+        // (slate's own builder sorts them, as docker's does). The defaults it lacks go in
+        // around them (see `with_defaults`).
+        let ops = with_defaults(
+            defaults,
+            spec_mounts.iter().map(Self::op).collect::<Result<_, _>>()?,
+        );
 
         let mut devices = Vec::new();
         for d in linux
@@ -1146,6 +1180,47 @@ mod tests {
             &p.root_source,
             RootSource::Overlay { base: None, .. }
         ));
+    }
+
+    #[test]
+    fn defaults_go_after_the_spec_mounts_above_them() {
+        let mount = |dest: &str, typ: &str| {
+            oci_spec::runtime::MountBuilder::default()
+                .destination(dest)
+                .typ(typ)
+                .source(typ)
+                .build()
+                .unwrap()
+        };
+        let spec = oci_spec::runtime::SpecBuilder::default()
+            .mounts(vec![
+                mount("/proc", "proc"),
+                mount("/dev", "tmpfs"),
+                mount("/sys/fs/cgroup", "cgroup"),
+                mount("/tmp", "tmpfs"),
+            ])
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let plan = MountPlan::new(&spec, &Rootfs::Dir(dir.path().to_path_buf()), true).unwrap();
+        let order: Vec<_> = plan
+            .ops
+            .iter()
+            .map(|op| op.destination.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "/sys",
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys/fs/cgroup",
+                "/tmp"
+            ]
+        );
     }
 
     #[test]
