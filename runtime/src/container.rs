@@ -295,6 +295,7 @@ impl Container {
             ));
         }
         let linux_seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+        let gate_owner = ns.host_ids(process.user().uid(), process.user().gid());
         let mut plan = Plan {
             mounts: MountPlan::new(spec, &opts.rootfs, ns.private(CloneFlags::CLONE_NEWIPC))?,
             exec: ExecPlan::new(process)?,
@@ -335,6 +336,15 @@ impl Container {
                         .into();
                     let via = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                         .map_err(|_| Error::Nul { what: "start gate" })?;
+                    // The process opens the gate as the spec's user, maybe without
+                    // CAP_DAC_OVERRIDE or in a user namespace where the host's root is no
+                    // one: it must own it. (Through the descriptor: the inode just opened.)
+                    let (uid, gid) = gate_owner;
+                    std::os::unix::fs::chown(format!("/proc/self/fd/{}", fd.as_raw_fd()), uid, gid)
+                        .map_err(|source| Error::Io {
+                            op: "handing the start gate to the container's user",
+                            source,
+                        })?;
                     Some((fd, via))
                 }
                 None => None,

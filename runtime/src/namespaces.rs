@@ -106,6 +106,15 @@ impl Namespaces {
         Ok(ns)
     }
 
+    /// The host's uid and gid for the container's `uid` and `gid`: themselves without a
+    /// fresh user namespace, else through its maps (`None` for an id the maps leave out).
+    pub fn host_ids(&self, uid: u32, gid: u32) -> (Option<u32>, Option<u32>) {
+        if !self.clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
+            return (Some(uid), Some(gid));
+        }
+        (to_host(&self.uid_map, uid), to_host(&self.gid_map, gid))
+    }
+
     /// Writes the id maps of a fresh user namespace; the child waits for this before it does
     /// anything that needs its ids.
     pub fn write_id_maps(&self, pid: Pid) -> Result<(), Error> {
@@ -126,6 +135,14 @@ impl Namespaces {
         write("uid_map", render(&self.uid_map))?;
         write("gid_map", render(&self.gid_map))
     }
+}
+
+/// `id` of a user namespace, as the host sees it through `maps`.
+fn to_host(maps: &[LinuxIdMapping], id: u32) -> Option<u32> {
+    maps.iter().find_map(|m| {
+        let offset = id.checked_sub(m.container_id())?;
+        (offset < m.size()).then(|| m.host_id().checked_add(offset))?
+    })
 }
 
 /// The clone flag of a namespace type.
@@ -327,6 +344,31 @@ mod tests {
         assert_eq!(clone_and_look(Some(fd.as_fd())), (false, own.clone()));
         // No cgroup to clone into (cgroup v1, or clone_into_cgroup switched off).
         assert_eq!(clone_and_look(None), (false, own));
+    }
+
+    #[test]
+    fn host_ids_go_through_the_maps_of_a_fresh_user_namespace() {
+        let map = |c: u32, h: u32, n: u32| {
+            oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(c)
+                .host_id(h)
+                .size(n)
+                .build()
+                .unwrap()
+        };
+        let mut spec = spec_with(&[LinuxNamespaceType::Mount]);
+        let ns = Namespaces::from_spec(&spec).unwrap();
+        assert_eq!(ns.host_ids(1000, 5), (Some(1000), Some(5)));
+        spec = spec_with(&[LinuxNamespaceType::User, LinuxNamespaceType::Mount]);
+        if let Some(l) = spec.linux_mut() {
+            l.set_uid_mappings(Some(vec![map(0, 1000, 2000), map(5000, 100, 1)]));
+            l.set_gid_mappings(Some(vec![map(0, 1000, 3000)]));
+        }
+        let ns = Namespaces::from_spec(&spec).unwrap();
+        assert_eq!(ns.host_ids(0, 0), (Some(1000), Some(1000)));
+        assert_eq!(ns.host_ids(1999, 2999), (Some(2999), Some(3999)));
+        assert_eq!(ns.host_ids(2000, 3000), (None, None));
+        assert_eq!(ns.host_ids(5000, 0), (Some(100), Some(1000)));
     }
 
     #[test]

@@ -358,6 +358,55 @@ fn create_start_state_exec_kill_delete_on_a_bundle() {
     assert!(o.status.success());
 }
 
+/// A user namespace with id maps: the container's root is host uid 100000, which owns
+/// nothing of the bundle. It must still get through `create`'s start gate (a FIFO of the
+/// host's root it once could not open: the container died right after `create` said it was
+/// created) and have the default /dev/pts mounted in the spec's /dev tmpfs (it was mounted
+/// first, into the rootfs's own /dev where the mapped root cannot create a directory).
+#[test]
+fn user_namespace_with_id_maps_starts() {
+    let dir = TestDir::new("oci-userns");
+    let b = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; [ -c /dev/pts/ptmx ] && echo devpts",
+        ],
+        |c| {
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .expect("namespaces")
+                .push(json!({"type": "user"}));
+            c["linux"]["uidMappings"] =
+                json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            c["linux"]["gidMappings"] =
+                json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        },
+    );
+    let rt = Runc {
+        root: dir.path().join("state"),
+    };
+    let id = format!("oci-{}-userns", std::process::id());
+    let out = rt.run(&["run", "--bundle", &b.display().to_string(), &id]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let lines: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["0", "100000", "65536"],
+            vec!["0", "200000", "65536"],
+            vec!["devpts"]
+        ],
+        "{}",
+        out.stdout
+    );
+}
+
 /// A container.conf and storage of podman's own, under `dir`.
 fn podman(dir: &Path) -> Command {
     let conf = dir.join("containers.conf");
