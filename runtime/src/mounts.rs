@@ -118,7 +118,11 @@ pub(crate) struct DeviceNode {
 /// Everything the child does to the filesystem, prepared by the parent.
 #[derive(Debug)]
 pub(crate) struct MountPlan {
+    /// Given to the whole tree before anything is mounted: never shared (see
+    /// [`root_propagation`]).
     pub propagation: MsFlags,
+    /// Given to the container's `/` once it is the root, when the spec asks for more.
+    pub root_propagation: Option<MsFlags>,
     /// Host path where the rootfs ends up mounted.
     pub root: CString,
     pub root_source: RootSource,
@@ -232,6 +236,31 @@ fn parse_options(m: &Mount) -> Result<(MsFlags, MsFlags, Option<MsFlags>, Vec<St
         }
     }
     Ok((set, clear, propagation, data))
+}
+
+/// `linux.rootfsPropagation` in two steps: what the whole tree gets before the rootfs is
+/// mounted, and what the container's `/` gets after `pivot_root` (and after the masked and
+/// read-only paths, which bind-mount from it).
+///
+/// Before the pivot nothing may be shared: pivot_root(2) refuses (EINVAL) a new root, or a
+/// parent of it, that is shared, and the rootfs and every mount under it would propagate
+/// into the host's namespace. So `shared` is a slave of the host's tree first (it still
+/// sees the host's mounts, as `shared` would) and becomes shared as the root: a peer group
+/// of the container's own. `unbindable` is private first, as the rootfs is bind-mounted
+/// from the tree (an unbindable source makes that EINVAL), then unbindable as the root.
+/// `private` and `slave` are what they say from the start, recursively (the container has
+/// no mounts of its own yet to tell `slave` from `rslave`).
+fn root_propagation(spec: MsFlags) -> (MsFlags, Option<MsFlags>) {
+    let rec = MsFlags::MS_REC;
+    if spec.contains(MsFlags::MS_SHARED) {
+        (rec | MsFlags::MS_SLAVE, Some(spec))
+    } else if spec.contains(MsFlags::MS_UNBINDABLE) {
+        (rec | MsFlags::MS_PRIVATE, Some(spec))
+    } else if spec.contains(MsFlags::MS_SLAVE) {
+        (rec | MsFlags::MS_SLAVE, None)
+    } else {
+        (rec | MsFlags::MS_PRIVATE, None)
+    }
 }
 
 fn propagation_flags(o: &str) -> MsFlags {
@@ -420,10 +449,12 @@ impl MountPlan {
             .map_err(|_| Error::RootfsMissing(root.clone()))?;
 
         let linux = spec.linux().as_ref();
-        let propagation = linux
-            .and_then(|l| l.rootfs_propagation().as_deref())
-            .map(propagation_flags)
-            .unwrap_or(MsFlags::MS_REC | MsFlags::MS_PRIVATE);
+        let (propagation, root_propagation) = root_propagation(
+            linux
+                .and_then(|l| l.rootfs_propagation().as_deref())
+                .map(propagation_flags)
+                .unwrap_or(MsFlags::MS_REC | MsFlags::MS_PRIVATE),
+        );
 
         let spec_mounts = spec.mounts().clone().unwrap_or_default();
         let mut defaults = Vec::new();
@@ -504,6 +535,7 @@ impl MountPlan {
 
         Ok(MountPlan {
             propagation,
+            root_propagation,
             root: cstring("rootfs path", root.as_os_str().as_bytes())?,
             root_source,
             readonly_root: spec
@@ -626,6 +658,9 @@ impl MountPlan {
             Stage::MountRootfs => format!("mount the rootfs at {}", self.root.to_string_lossy()),
             Stage::OpenRootfs => format!("open the rootfs {}", self.root.to_string_lossy()),
             Stage::Cwd => format!("create the working directory {}", lossy(&self.cwd)),
+            Stage::MountPropagation if index == 1 => {
+                "give / the propagation of linux.rootfsPropagation".to_string()
+            }
             _ => String::new(),
         }
     }
@@ -822,6 +857,10 @@ impl MountPlan {
                 None::<&str>,
             )
             .map_err(at)?;
+        }
+        if let Some(flags) = self.root_propagation {
+            mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+                .map_err(fail(Stage::MountPropagation, 1))?;
         }
         Ok(())
     }
@@ -1221,6 +1260,28 @@ mod tests {
                 "/tmp"
             ]
         );
+    }
+
+    #[test]
+    fn nothing_is_shared_before_the_pivot() {
+        let (rec, shared, slave, private, unbindable) = (
+            MsFlags::MS_REC,
+            MsFlags::MS_SHARED,
+            MsFlags::MS_SLAVE,
+            MsFlags::MS_PRIVATE,
+            MsFlags::MS_UNBINDABLE,
+        );
+        assert_eq!(root_propagation(shared), (rec | slave, Some(shared)));
+        assert_eq!(
+            root_propagation(rec | shared),
+            (rec | slave, Some(rec | shared))
+        );
+        assert_eq!(
+            root_propagation(unbindable),
+            (rec | private, Some(unbindable))
+        );
+        assert_eq!(root_propagation(slave), (rec | slave, None));
+        assert_eq!(root_propagation(rec | private), (rec | private, None));
     }
 
     #[test]

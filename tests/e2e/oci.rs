@@ -407,6 +407,46 @@ fn user_namespace_with_id_maps_starts() {
     );
 }
 
+/// `linux.rootfsPropagation` is the container's `/` propagation, and never reaches the host:
+/// `shared` once failed pivot_root (EINVAL: a shared mount under the new root) and
+/// `unbindable` the rootfs's own bind mount (EINVAL: an unbindable source).
+#[test]
+fn rootfs_propagation_is_the_roots() {
+    let dir = TestDir::new("oci-propagation");
+    let rt = Runc {
+        root: dir.path().join("state"),
+    };
+    // The optional fields of the root's line in mountinfo ("shared:N", "unbindable").
+    let show = "busybox awk '$5 == \"/\" { for (i = 7; $i != \"-\"; i++) printf \"%s \", $i; print \".\" }' /proc/self/mountinfo";
+    for (mode, want) in [
+        ("shared", "shared:"),
+        ("rshared", "shared:"),
+        ("unbindable", "unbindable"),
+        ("private", "."),
+    ] {
+        let b = bundle(&dir.path().join(mode), &["sh", "-c", show], |c| {
+            c["linux"]["rootfsPropagation"] = json!(mode);
+        });
+        let id = format!("oci-{}-prop-{mode}", std::process::id());
+        let b_s = b.display().to_string();
+        rt.ok(&["create", "--bundle", &b_s, &id]);
+        // Created: every mount is made, none of them in the host's namespace.
+        let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(
+            !host.contains(&b_s),
+            "{mode}: the container's mounts leaked to the host:\n{host}"
+        );
+        rt.ok(&["delete", "--force", &id]);
+        let out = rt.run(&["run", "--bundle", &b_s, &id]);
+        assert_eq!(out.code, 0, "{mode}: {}{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout.trim_start().starts_with(want),
+            "{mode}: / is {:?}",
+            out.stdout
+        );
+    }
+}
+
 /// A container.conf and storage of podman's own, under `dir`.
 fn podman(dir: &Path) -> Command {
     let conf = dir.join("containers.conf");
