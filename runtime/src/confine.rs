@@ -1,8 +1,8 @@
 //! The confinement both a container's process and an `exec`'d one go through on their way to
 //! execve, in one place so the two cannot drift apart: rlimits, the terminal, no_new_privs
 //! and the seccomp filter (early without no_new_privs, last before execve with it), the
-//! bounding set, groups and ids, the capability sets, non-dumpable, the cwd entered as the
-//! user and checked to be inside the root (CVE-2024-21626), the umask. What differs between
+//! bounding set, groups and ids, the capability sets, non-dumpable, the cwd checked to be
+//! inside the root (CVE-2024-21626, before the filter) and entered as the user, the umask. What differs between
 //! the two stays with the callers: a container's process sets up its namespaces and mounts
 //! before this and may wait at the start gate or fork an init after it; both close their
 //! descriptors between [`Confinement::apply`] and [`Confinement::exec`].
@@ -104,6 +104,25 @@ impl Confinement<'_> {
             // The parent holds the master now; the process keeps only the slave.
             drop(master);
         }
+        // CVE-2024-21626: a descriptor leaked from the host (a cgroup directory, the old
+        // root) could serve as a cwd outside the container: check that the cwd is reachable
+        // from the root (getcwd fails with ENOENT, or returns a path not starting with "/",
+        // for a directory outside it). Before the seccomp filter, which may deny getcwd to
+        // the app (runtime-tools' linux_seccomp does).
+        nix::unistd::chdir("/").map_err(at(Stage::Cwd, 0))?;
+        nix::unistd::chdir(OsStr::from_bytes(self.cwd())).map_err(at(Stage::Cwd, 0))?;
+        let mut buf = [0u8; 4096];
+        // SAFETY: getcwd writes at most buf.len() bytes, NUL included, into the buffer passed.
+        let p = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+        if p.is_null() || buf[0] != b'/' {
+            let errno = if p.is_null() {
+                Errno::last()
+            } else {
+                Errno::ENOENT
+            };
+            return Err(at(Stage::CwdOutsideRoot, 0)(errno));
+        }
+
         if self.exec.no_new_privs {
             nix::sys::prctl::set_no_new_privs().map_err(at(Stage::NoNewPrivs, 0))?;
         } else {
@@ -132,29 +151,10 @@ impl Confinement<'_> {
         // (its descriptors, the runtime binary) while it still holds the host's.
         nix::sys::prctl::set_dumpable(false).map_err(at(Stage::Sync, 0))?;
 
-        // As the user, so that a directory it cannot enter is an error here, not a surprise
-        // later. CVE-2024-21626: a descriptor leaked from the host (a cgroup directory, the
-        // old root) could serve as a cwd outside the container: check that the cwd is
-        // reachable from the root (getcwd fails with ENOENT, or returns a path not starting
-        // with "/", for a directory outside it).
-        let cwd = if self.cwd == b"." {
-            &b"/"[..]
-        } else {
-            self.cwd
-        };
+        // Again as the user, so that a directory it cannot enter is an error here, not a
+        // surprise later: the same path, root and descriptors as checked above.
         nix::unistd::chdir("/").map_err(at(Stage::Cwd, 0))?;
-        nix::unistd::chdir(OsStr::from_bytes(cwd)).map_err(at(Stage::Cwd, 0))?;
-        let mut buf = [0u8; 4096];
-        // SAFETY: getcwd writes at most buf.len() bytes, NUL included, into the buffer passed.
-        let p = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
-        if p.is_null() || buf[0] != b'/' {
-            let errno = if p.is_null() {
-                Errno::last()
-            } else {
-                Errno::ENOENT
-            };
-            return Err(at(Stage::CwdOutsideRoot, 0)(errno));
-        }
+        nix::unistd::chdir(OsStr::from_bytes(self.cwd())).map_err(at(Stage::Cwd, 0))?;
         nix::sys::stat::umask(Mode::from_bits_truncate(
             self.exec.umask.unwrap_or(0o022) as libc::mode_t
         ));
@@ -172,6 +172,15 @@ impl Confinement<'_> {
         }
         let (stage, index, errno) = self.exec.exec();
         at(stage, index)(errno)
+    }
+
+    /// The working directory; "." (a spec's empty cwd) is the root.
+    fn cwd(&self) -> &[u8] {
+        if self.cwd == b"." {
+            b"/"
+        } else {
+            self.cwd
+        }
     }
 
     fn install_seccomp(&self) -> Result<(), ChildFailure> {

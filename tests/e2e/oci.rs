@@ -447,6 +447,40 @@ fn rootfs_propagation_is_the_roots() {
     }
 }
 
+/// A seccomp profile that denies getcwd (runtime-tools' linux_seccomp): the runtime's own
+/// cwd check (CVE-2024-21626) ran under the filter it had just installed, and failed the
+/// start and every exec with EPERM. Without no_new_privs the filter goes in early (it needs
+/// CAP_SYS_ADMIN), so that is the case here.
+#[test]
+fn a_profile_that_denies_getcwd_still_starts_and_execs() {
+    let dir = TestDir::new("oci-seccomp-getcwd");
+    let b = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        ],
+        |c| {
+            c["process"]["noNewPrivileges"] = json!(false);
+            c["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO"}]
+            });
+        },
+    );
+    let rt = Runc {
+        root: dir.path().join("state"),
+    };
+    let id = format!("oci-{}-getcwd", std::process::id());
+    rt.ok(&["create", "--bundle", &b.display().to_string(), &id]);
+    rt.ok(&["start", &id]);
+    rt.wait_status(&id, "running");
+    let out = rt.ok(&["exec", &id, "cat", "/hello"]);
+    assert_eq!(out.stdout, "hello from the bundle\n", "{}", out.stderr);
+    rt.ok(&["delete", "--force", &id]);
+}
+
 /// A container.conf and storage of podman's own, under `dir`.
 fn podman(dir: &Path) -> Command {
     let conf = dir.join("containers.conf");
