@@ -36,6 +36,8 @@ use slate_runtime::{Container, ContainerOptions, Rootfs};
 const OCI_VERSION: &str = "1.0.2";
 const STATE_FILE: &str = "state.json";
 const GATE: &str = "exec.fifo";
+/// The spec as `create` read it, in the container's state directory.
+const CONFIG_COPY: &str = "config.json";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -572,6 +574,10 @@ fn create_in(
     if terminal && a.console_socket.is_none() {
         bail!("process.terminal needs --console-socket: the terminal's master goes there");
     }
+    // The runtime spec: "any updates to config.json after this step MUST NOT affect the
+    // container". start, exec and delete read this copy, not the bundle's.
+    let copy = serde_json::to_vec(&spec).context("cannot serialise the spec")?;
+    crate::state::write_atomic(&dir.join(CONFIG_COPY), &copy)?;
     let hooks = spec.hooks().clone();
     let annotations = spec.annotations().clone().unwrap_or_default();
     let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
@@ -702,6 +708,20 @@ fn run_hooks(hooks: &[Hook], state: &serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The spec the container was created with (see [`CONFIG_COPY`]). A record of a slate-runc
+/// that kept no copy (state in /run outlives an upgrade until the next boot) falls back on
+/// the bundle's.
+fn spec_of(root: &Path, s: &Saved) -> anyhow::Result<Spec> {
+    let copy = root.join(&s.id).join(CONFIG_COPY);
+    let path = if copy.exists() {
+        copy
+    } else {
+        s.bundle.join("config.json")
+    };
+    crate::spec::stored::load(&path)
+        .with_context(|| format!("cannot load the spec of {} ({})", s.id, path.display()))
+}
+
 fn start(root: &Path, id: &str) -> anyhow::Result<()> {
     let s = load(root, id)?;
     let status = status_of(root, &s);
@@ -720,7 +740,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<()> {
     if n == 0 {
         bail!("container {id} died before it could start");
     }
-    let spec = crate::spec::stored::load(&s.bundle.join("config.json")).ok();
+    let spec = spec_of(root, &s).ok();
     if let Some(h) = spec.as_ref().and_then(|sp| sp.hooks().clone()) {
         // poststart failures are warnings (the spec: the container is started already).
         run_hooks_warning(
@@ -744,8 +764,7 @@ fn exec(root: &Path, a: &ExecArgs) -> anyhow::Result<u8> {
     if status_of(root, &s) != Status::Running {
         bail!("container {} is not running", a.id);
     }
-    let spec = crate::spec::stored::load(&s.bundle.join("config.json"))
-        .with_context(|| format!("cannot load the bundle of {}", a.id))?;
+    let spec = spec_of(root, &s)?;
     let mut process: Process = match &a.process {
         Some(p) => {
             let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -916,9 +935,7 @@ fn delete(root: &Path, id: &str, force: bool) -> anyhow::Result<()> {
         cg.remove()
             .with_context(|| format!("cannot remove the cgroup of {id}"))?;
     }
-    let hooks = crate::spec::stored::load(&s.bundle.join("config.json"))
-        .ok()
-        .and_then(|sp| sp.hooks().clone());
+    let hooks = spec_of(root, &s).ok().and_then(|sp| sp.hooks().clone());
     let state = state_json(root, &s);
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     if let Some(h) = hooks {

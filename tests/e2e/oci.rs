@@ -481,6 +481,52 @@ fn a_profile_that_denies_getcwd_still_starts_and_execs() {
     rt.ok(&["delete", "--force", &id]);
 }
 
+/// "Any updates to config.json after this step [create] MUST NOT affect the container":
+/// start, exec and delete once read the bundle's config.json again (its hooks, exec's
+/// process defaults), so an edit between create and start changed what ran.
+#[test]
+fn config_json_edited_after_create_changes_nothing() {
+    let dir = TestDir::new("oci-config-edit");
+    let log = dir.path().join("hooks.log");
+    let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat >/dev/null; echo {name} >> {}", log.display())]});
+    let hooks = |tag: &str| {
+        json!({
+            "poststart": [hook(&format!("{tag}poststart"))],
+            "poststop": [hook(&format!("{tag}poststop"))],
+        })
+    };
+    let args = [
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+    ];
+    let b = bundle(dir.path(), &args, |c| {
+        c["hooks"] = hooks("");
+        c["process"]["env"] = json!(["PATH=/bin", "WHICH=created"]);
+    });
+    let rt = Runc {
+        root: dir.path().join("state"),
+    };
+    let id = format!("oci-{}-edit", std::process::id());
+    rt.ok(&["create", "--bundle", &b.display().to_string(), &id]);
+    // The bundle is rewritten between create and start.
+    bundle(dir.path(), &args, |c| {
+        c["hooks"] = hooks("edited-");
+        c["process"]["env"] = json!(["PATH=/bin", "WHICH=edited"]);
+    });
+    rt.ok(&["start", &id]);
+    rt.wait_status(&id, "running");
+    let out = rt.ok(&["exec", &id, "sh", "-c", "echo $WHICH"]);
+    assert_eq!(out.stdout, "created\n");
+    rt.ok(&["kill", &id, "TERM"]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("hooks ran"),
+        "poststart\npoststop\n"
+    );
+}
+
 /// A container.conf and storage of podman's own, under `dir`.
 fn podman(dir: &Path) -> Command {
     let conf = dir.join("containers.conf");
