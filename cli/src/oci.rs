@@ -259,6 +259,10 @@ struct Saved {
     cgroup_paths: Vec<PathBuf>,
     #[serde(default)]
     annotations: std::collections::HashMap<String, String>,
+    /// A container without a mount namespace of its own: its rootfs mount in the host's
+    /// (where, and the mount's id), which delete removes.
+    #[serde(default)]
+    host_root_mount: Option<(PathBuf, u64)>,
 }
 
 /// What an OCI command line asks for, as far as `main` must know before running it.
@@ -606,6 +610,9 @@ fn create_in(
         cgroups_path,
         cgroup_paths: container.cgroup_paths(),
         annotations,
+        host_root_mount: container
+            .host_root_mount()
+            .map(|(p, id)| (p.to_path_buf(), id)),
     };
     let bytes = serde_json::to_vec_pretty(&saved).context("cannot serialise the state")?;
     crate::state::write_atomic(&dir.join(STATE_FILE), &bytes)?;
@@ -934,6 +941,10 @@ fn delete(root: &Path, id: &str, force: bool) -> anyhow::Result<()> {
     if let Some(cg) = cgroup_of(&s) {
         cg.remove()
             .with_context(|| format!("cannot remove the cgroup of {id}"))?;
+    }
+    if let Some((path, mount_id)) = &s.host_root_mount {
+        slate_runtime::mounts::unmount_host_rootfs(path, *mount_id)
+            .with_context(|| format!("cannot remove the rootfs mount of {id}"))?;
     }
     let hooks = spec_of(root, &s).ok().and_then(|sp| sp.hooks().clone());
     let state = state_json(root, &s);

@@ -39,7 +39,7 @@ use crate::caps::CapsPlan;
 use crate::cgroups::Cgroup;
 use crate::confine::{at, Confinement};
 use crate::error::{ChildFailure, Error, Stage};
-use crate::mounts::{MountPlan, Rootfs};
+use crate::mounts::{HostRootMount, MountPlan, Rootfs};
 use crate::namespaces::{clone_into, Namespaces};
 use crate::process::{rlimit_name, ExecPlan};
 use crate::pty;
@@ -136,6 +136,8 @@ pub struct Container {
     status: Option<ExitStatus>,
     /// Removed once the container is reaped.
     cgroup: Option<Cgroup>,
+    /// Without a mount namespace: the rootfs mount in the host's, removed once reaped.
+    host_root: Option<HostRootMount>,
     /// Left to run on its own ([`Container::detach`]): dropping the handle does nothing.
     detached: bool,
 }
@@ -248,12 +250,6 @@ impl Container {
             .as_ref()
             .ok_or(Error::SpecMissing("process"))?;
         let ns = Namespaces::from_spec(spec)?;
-        if !ns.private(CloneFlags::CLONE_NEWNS) {
-            return Err(Error::NeedsNamespace {
-                what: "the rootfs",
-                namespace: "mount",
-            });
-        }
         let hostname = match spec.hostname() {
             Some(h) if !h.is_empty() => {
                 if !ns.private(CloneFlags::CLONE_NEWUTS) {
@@ -353,6 +349,13 @@ impl Container {
                 .map_err(Error::sys("moving the container's stdio above 2"))?,
             die_with_parent: opts.die_with_parent,
         };
+        // No mount namespace of its own: the container's mounts are the host's, on a rootfs
+        // mount removed with the container (or by a failed start's return, on drop).
+        let host_root = if plan.ns.private(CloneFlags::CLONE_NEWNS) {
+            None
+        } else {
+            Some(plan.mounts.in_host_namespace()?)
+        };
         let (parent_sock, child_sock) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -423,6 +426,7 @@ impl Container {
             attach_stdin: opts.attach_stdin,
             status: None,
             cgroup: Some(cgroup),
+            host_root,
             detached: false,
         };
         tracing::debug!(id = %container.id, pid = pid.as_raw(), "container process cloned");
@@ -508,7 +512,17 @@ impl Container {
     /// Returns its pid.
     pub fn detach(mut self) -> Pid {
         self.detached = true;
+        if let Some(m) = self.host_root.take() {
+            m.keep();
+        }
         self.pid
+    }
+
+    /// Where the rootfs of a container without a mount namespace of its own is mounted in
+    /// the host's, and that mount's id: what [`crate::mounts::unmount_host_rootfs`] removes
+    /// once a detached container is gone.
+    pub fn host_root_mount(&self) -> Option<(&std::path::Path, u64)> {
+        self.host_root.as_ref().map(|m| m.id())
     }
 
     /// The container process, as seen from the host.
@@ -581,6 +595,8 @@ impl Container {
                 Err(e) => return Err(Error::sys("waitpid")(e)),
             }
         };
+        // Unmounted (on drop) before the cgroup goes: that removal may fail and return.
+        self.host_root = None;
         if let Some(cg) = self.cgroup.take() {
             cg.remove()?;
         }

@@ -9,7 +9,7 @@
 //! |------------|-------------------------------------------------------------------------------|
 //! | caller     | opens the namespace files, becomes a child subreaper, forks the *joiner*      |
 //! | caller     | puts the joiner into the container's cgroup, then sends "go" (one byte)       |
-//! | joiner     | non-dumpable; setns into each namespace (user first, mount last); forks the *app* (a PID namespace takes effect for children only) and exits |
+//! | joiner     | non-dumpable; setns into each namespace (user first, mount last; without a mount namespace of the container's own, a chroot into its root); forks the *app* (a PID namespace takes effect for children only) and exits |
 //! | app        | terminal, rlimits, caps, uid/gid, cwd (checked inside the root), closes fds, seccomp, execve; or reports the failing step ([`ChildFailure`]) and exits |
 //! | caller     | EOF on the sync socket = exec'd; relays the terminal and signals, reaps the app |
 //!
@@ -99,6 +99,8 @@ struct Join {
 /// Everything the children need, prepared before the fork.
 struct Plan {
     joins: Vec<Join>,
+    /// The container's root, for one without a mount namespace of its own.
+    chroot: Option<OwnedFd>,
     exec: ExecPlan,
     caps: CapsPlan,
     cwd: CString,
@@ -170,16 +172,28 @@ fn spawn(mut opts: ExecOptions) -> Result<Started, Error> {
         let fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
         joins.push(Join { fd, kind });
     }
-    if !joins.iter().any(|j| j.kind == CloneFlags::CLONE_NEWNS) {
-        // Without its mount namespace the process would see the host's filesystem.
-        return Err(Error::NeedsNamespace {
-            what: "exec",
-            namespace: "mount",
-        });
-    }
+    // A container that shares our mount namespace is chroot'ed into its rootfs (see
+    // MountPlan::pivot): the process goes into the same root, or it would see the host's
+    // filesystem. Opened here, as /proc/<pid>/root only names it from this namespace.
+    let chroot = if joins.iter().any(|j| j.kind == CloneFlags::CLONE_NEWNS) {
+        None
+    } else {
+        let path = format!("/proc/{}/root", opts.pid);
+        let fd = nix::fcntl::open(
+            path.as_str(),
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(Error::sys("opening the container's root"))?;
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    };
     let p = &opts.process;
     let plan = Plan {
         joins,
+        chroot,
         exec: ExecPlan::new(p)?,
         caps: CapsPlan::new(p.capabilities().as_ref())?,
         cwd: CString::new(p.cwd().as_os_str().as_bytes())
@@ -364,6 +378,7 @@ fn step_name(s: Stage) -> &'static str {
         Stage::Terminal => "open a terminal in the container",
         Stage::CloseFds => "close inherited descriptors",
         Stage::Stdio => "set up stdin, stdout and stderr",
+        Stage::PivotRoot => "chroot into the container's root",
         _ => "set up the exec process",
     }
 }
@@ -415,6 +430,10 @@ fn joiner(plan: &Plan, sock: OwnedFd, app_sock: OwnedFd) -> ! {
         }
         for (i, j) in plan.joins.iter().enumerate() {
             nix::sched::setns(&j.fd, j.kind).map_err(at(Stage::JoinNamespace, i as u32))?;
+        }
+        if let Some(root) = &plan.chroot {
+            nix::unistd::fchdir(root.as_raw_fd()).map_err(at(Stage::PivotRoot, 0))?;
+            nix::unistd::chroot(".").map_err(at(Stage::PivotRoot, 0))?;
         }
         // SAFETY: single-threaded (a fork of a single-threaded process); the child only runs
         // `app_main` and execs or exits.

@@ -9,7 +9,10 @@
 //! Guarantees:
 //! - Every mount lives in the container's mount namespace only: the tree is made private (or as
 //!   `linux.rootfsPropagation` says) first, the overlay rootfs is mounted by the child, so a run
-//!   that dies leaves no mount on the host.
+//!   that dies leaves no mount on the host. The one exception is a spec without a mount
+//!   namespace (it shares the host's): there every mount hangs off one bind mount of the
+//!   rootfs in the host's namespace ([`HostRootMount`]), which goes with the container (or
+//!   with its OCI `delete`), and the child chroots instead of pivoting.
 //! - Every mount target is resolved inside the rootfs, never through a symlink out of it:
 //!   `openat2(RESOLVE_IN_ROOT)`, or on kernels before 5.6 a component-by-component walk that
 //!   treats the rootfs as `/` for `..` and absolute links. The mount itself goes through the
@@ -123,6 +126,10 @@ pub(crate) struct MountPlan {
     pub propagation: MsFlags,
     /// Given to the container's `/` once it is the root, when the spec asks for more.
     pub root_propagation: Option<MsFlags>,
+    /// The container shares the host's mount namespace (no `mount` entry in the spec): the
+    /// parent has bind-mounted the rootfs ([`MountPlan::in_host_namespace`]), the tree's
+    /// propagation is the host's business, and the child chroots instead of pivoting.
+    pub host_namespace: bool,
     /// Host path where the rootfs ends up mounted.
     pub root: CString,
     pub root_source: RootSource,
@@ -536,6 +543,7 @@ impl MountPlan {
         Ok(MountPlan {
             propagation,
             root_propagation,
+            host_namespace: false,
             root: cstring("rootfs path", root.as_os_str().as_bytes())?,
             root_source,
             readonly_root: spec
@@ -658,6 +666,7 @@ impl MountPlan {
             Stage::MountRootfs => format!("mount the rootfs at {}", self.root.to_string_lossy()),
             Stage::OpenRootfs => format!("open the rootfs {}", self.root.to_string_lossy()),
             Stage::Cwd => format!("create the working directory {}", lossy(&self.cwd)),
+            Stage::PivotRoot if index == 1 => "chroot into the rootfs".to_string(),
             Stage::MountPropagation if index == 1 => {
                 "give / the propagation of linux.rootfsPropagation".to_string()
             }
@@ -668,15 +677,19 @@ impl MountPlan {
     /// Child, in its new mount namespace: propagation, rootfs, every mount, devices, cwd.
     /// Returns the rootfs directory, for [`MountPlan::pivot`].
     pub fn setup_rootfs(&self) -> Result<OwnedFd, ChildFailure> {
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            self.propagation,
-            None::<&str>,
-        )
-        .map_err(fail(Stage::MountPropagation, 0))?;
+        if !self.host_namespace {
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                self.propagation,
+                None::<&str>,
+            )
+            .map_err(fail(Stage::MountPropagation, 0))?;
+        }
         match &self.root_source {
+            // Bound by the parent already.
+            RootSource::Bind if self.host_namespace => Ok(()),
             RootSource::Bind => mount(
                 Some(self.root.as_c_str()),
                 self.root.as_c_str(),
@@ -762,24 +775,19 @@ impl MountPlan {
         Ok(root)
     }
 
-    /// Child: `pivot_root` into the rootfs and detach the old root, then make the root
-    /// read-only if the spec asks.
+    /// Child: `pivot_root` into the rootfs and detach the old root (chroot in the host's
+    /// mount namespace), then make the root read-only if the spec asks.
     pub fn pivot(&self, root: OwnedFd) -> Result<(), ChildFailure> {
         let at = fail(Stage::PivotRoot, 0);
         nix::unistd::fchdir(root.as_raw_fd()).map_err(at)?;
-        // pivot_root(".", ".") stacks the old root on top of the new one; unmounting "." then
-        // removes the old root without needing a directory for it inside the rootfs.
-        nix::unistd::pivot_root(".", ".").map_err(at)?;
-        // Slave first, so that detaching does not propagate an unmount to the host.
-        mount(
-            None::<&str>,
-            ".",
-            None::<&str>,
-            MsFlags::MS_SLAVE | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(at)?;
-        umount2(".", MntFlags::MNT_DETACH).map_err(at)?;
+        if self.host_namespace {
+            // pivot_root would move the root of every process of the host's namespace.
+            // chroot, as runc and crun do here: sharing the host's mount namespace means
+            // that a process allowed to chroot again can reach the host's tree.
+            nix::unistd::chroot(".").map_err(fail(Stage::PivotRoot, 1))?;
+        } else {
+            self.pivot_here().map_err(at)?;
+        }
         nix::unistd::chdir("/").map_err(at)?;
         drop(root);
         if self.readonly_root {
@@ -796,6 +804,56 @@ impl MountPlan {
             .map_err(at)?;
         }
         Ok(())
+    }
+
+    /// `pivot_root` into the current directory, the rootfs, and detach the old root.
+    fn pivot_here(&self) -> Result<(), Errno> {
+        // pivot_root(".", ".") stacks the old root on top of the new one; unmounting "." then
+        // removes the old root without needing a directory for it inside the rootfs.
+        nix::unistd::pivot_root(".", ".")?;
+        // Slave first, so that detaching does not propagate an unmount to the host.
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )?;
+        umount2(".", MntFlags::MNT_DETACH)
+    }
+
+    /// Parent, for a container without a mount namespace of its own: bind-mounts the rootfs
+    /// onto itself in the host's namespace, where the container's mounts then go, so that
+    /// they all hang off one mount slate can remove again ([`HostRootMount`]). Only a
+    /// directory rootfs: an overlay would be visible on the host.
+    pub fn in_host_namespace(&mut self) -> Result<HostRootMount, Error> {
+        if !matches!(self.root_source, RootSource::Bind) {
+            return Err(Error::NeedsNamespace {
+                what: "an overlay rootfs",
+                namespace: "mount",
+            });
+        }
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(self.root.as_bytes()));
+        mount(
+            Some(path.as_path()),
+            path.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(Error::sys(
+            "bind-mounting the rootfs in the host's mount namespace",
+        ))?;
+        let mut bound = HostRootMount {
+            path,
+            mount_id: 0,
+            keep: false,
+        };
+        // A failure here drops `bound`, and that unmounts the top mount at the path (the one
+        // just made: nothing else can have been stacked on it yet).
+        bound.mount_id = top_mount_id(&bound.path)?;
+        self.host_namespace = true;
+        Ok(bound)
     }
 
     /// Child, after `pivot`: masked and read-only paths. Paths that do not exist are skipped,
@@ -864,6 +922,68 @@ impl MountPlan {
         }
         Ok(())
     }
+}
+
+/// The bind mount of a rootfs in the host's mount namespace ([`MountPlan::in_host_namespace`]):
+/// every mount of the container hangs off it, and detaching it removes them all, whatever
+/// the host's mount under the rootfs was (that one stays). Dropping it does that, unless
+/// [`HostRootMount::keep`] leaves it for a later [`unmount_host_rootfs`].
+#[derive(Debug)]
+pub struct HostRootMount {
+    path: PathBuf,
+    mount_id: u64,
+    keep: bool,
+}
+
+impl HostRootMount {
+    /// Where it is mounted and its mount id, for [`unmount_host_rootfs`].
+    pub fn id(&self) -> (&Path, u64) {
+        (&self.path, self.mount_id)
+    }
+
+    /// Leaves the mount in place (an OCI `create`, whose `delete` removes it).
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for HostRootMount {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        if let Err(e) = unmount_host_rootfs(&self.path, self.mount_id) {
+            tracing::warn!(path = %self.path.display(), error = %e, "removing the rootfs mount");
+        }
+    }
+}
+
+/// Detaches the rootfs mount [`HostRootMount::id`] named, with everything mounted under it.
+/// Only while it is the top mount at `path` (mount id `mount_id`): if someone removed it
+/// already, what is there now is not slate's to remove. Returns whether it did.
+pub fn unmount_host_rootfs(path: &Path, mount_id: u64) -> Result<bool, Error> {
+    match top_mount_id(path) {
+        Ok(id) if id == mount_id => {}
+        _ => return Ok(false),
+    }
+    umount2(path, MntFlags::MNT_DETACH).map_err(Error::sys(
+        "unmounting the rootfs from the host's mount namespace",
+    ))?;
+    Ok(true)
+}
+
+/// The id of the mount `path` is on (the top one where several are stacked), by statx:
+/// Linux 5.8 and later.
+fn top_mount_id(path: &Path) -> Result<u64, Error> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let st = statx(CWD, path, AtFlags::empty(), StatxFlags::MNT_ID)
+        .map_err(|e| Error::sys("statx of the rootfs")(Errno::from_raw(e.raw_os_error())))?;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        return Err(Error::sys(
+            "statx of the rootfs (mount id: Linux 5.8 or later)",
+        )(Errno::ENOSYS));
+    }
+    Ok(st.stx_mnt_id)
 }
 
 fn fail(stage: Stage, index: u32) -> impl Fn(Errno) -> ChildFailure + Copy {

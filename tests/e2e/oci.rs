@@ -527,6 +527,69 @@ fn config_json_edited_after_create_changes_nothing() {
     );
 }
 
+/// A spec without any namespace entry (runtime-tools' linux_ns_itype): the container shares
+/// every namespace of the runtime's, the mount namespace included, which slate once refused.
+/// It is chroot'ed into its rootfs (exec too); its mounts are the host's, under one rootfs
+/// mount that delete (or a failed create) removes.
+#[test]
+fn no_namespaces_means_the_hosts_and_its_mounts_go_with_it() {
+    let dir = TestDir::new("oci-hostns");
+    let args = [
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+    ];
+    let b = bundle(dir.path(), &args, |c| {
+        c["linux"]["namespaces"] = json!([]);
+        c.as_object_mut().expect("config").remove("hostname");
+    });
+    let b_s = b.display().to_string();
+    let rootfs = b.join("rootfs").display().to_string();
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter(|l| l.contains(&rootfs))
+            .count()
+    };
+    let rt = Runc {
+        root: dir.path().join("state"),
+    };
+    let id = format!("oci-{}-hostns", std::process::id());
+    rt.ok(&["create", "--bundle", &b_s, &id]);
+    let pid = rt.state(&id)["pid"].as_i64().expect("pid");
+    for ns in ["mnt", "pid", "net", "ipc", "uts", "cgroup"] {
+        let link = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/{ns}")).expect("ns link");
+        assert_eq!(link(&pid.to_string()), link("self"), "{ns} namespace");
+    }
+    assert!(mounted() > 0, "the container's mounts are the host's");
+    rt.ok(&["start", &id]);
+    rt.wait_status(&id, "running");
+    // In the rootfs, not the host's /.
+    let out = rt.ok(&["exec", &id, "cat", "/hello"]);
+    assert_eq!(out.stdout, "hello from the bundle\n");
+    rt.ok(&["kill", &id, "TERM"]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+    assert_eq!(mounted(), 0, "delete leaves no mount behind");
+
+    // A create that fails half-way through its mounts leaves none either.
+    let bad = bundle(&dir.path().join("bad"), &args, |c| {
+        c["linux"]["namespaces"] = json!([]);
+        c.as_object_mut().expect("config").remove("hostname");
+        c["mounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .push(json!({"destination": "/x", "type": "nosuchfs", "source": "x"}));
+    });
+    let out = rt.run(&["create", "--bundle", &bad.display().to_string(), &id]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("nosuchfs"), "{}", out.stderr);
+    let bad_root = bad.join("rootfs").display().to_string();
+    let left = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!left.contains(&bad_root), "{left}");
+}
+
 /// A container.conf and storage of podman's own, under `dir`.
 fn podman(dir: &Path) -> Command {
     let conf = dir.join("containers.conf");
