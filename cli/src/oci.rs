@@ -473,6 +473,17 @@ fn state_json(root: &Path, s: &Saved) -> serde_json::Value {
     v
 }
 
+/// What poststart hooks get: the state of the start that just happened, running with its
+/// pid, even when the app is gone already (`true` exits at once) and `state` would say
+/// stopped by now. A hook that works on the process (its namespaces) needs the pid; runc
+/// and crun pass the same.
+fn poststart_state(root: &Path, s: &Saved) -> serde_json::Value {
+    let mut state = state_json(root, s);
+    state["status"] = json!(Status::Running.as_str());
+    state["pid"] = json!(s.pid);
+    state
+}
+
 /// systemd's `slice:prefix:name` as the cgroupfs path systemd would give it
 /// (`/system.slice/prefix-name.scope`): slate writes the cgroup itself.
 fn systemd_cgroups_path(p: &Path) -> PathBuf {
@@ -752,7 +763,7 @@ fn start(root: &Path, id: &str) -> anyhow::Result<()> {
         // poststart failures are warnings (the spec: the container is started already).
         run_hooks_warning(
             h.poststart().as_deref().unwrap_or_default(),
-            &state_json(root, &s),
+            &poststart_state(root, &s),
         );
     }
     Ok(())
@@ -1239,5 +1250,32 @@ mod tests {
             systemd_cgroups_path(Path::new("system.slice:cri-containerd:abc")),
             PathBuf::from("/system.slice/cri-containerd-abc.scope")
         );
+    }
+
+    /// runtime-tools' hooks_stdin: an app that exits at once had its poststart hook told
+    /// `"status": "stopped", "pid": 0`, now and then (whenever it won the race).
+    #[test]
+    fn poststart_hooks_get_the_started_process_even_when_it_is_gone() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Saved {
+            id: "gone".to_string(),
+            // No such process (above pid_max), as after the app exited and was reaped.
+            pid: i32::MAX,
+            pid_start: None,
+            bundle: PathBuf::from("/b"),
+            rootfs: PathBuf::from("/b/rootfs"),
+            created: String::new(),
+            cgroups_path: None,
+            cgroup_paths: Vec::new(),
+            annotations: Default::default(),
+            host_root_mount: None,
+        };
+        assert_eq!(state_json(root.path(), &s)["status"], "stopped");
+        let st = poststart_state(root.path(), &s);
+        assert_eq!(
+            (&st["status"], &st["pid"]),
+            (&json!("running"), &json!(i32::MAX))
+        );
+        assert_eq!(st["id"], "gone");
     }
 }
