@@ -69,9 +69,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
-use crate::digest::Digest;
+use crate::digest::{Digest, Sha256};
 
 /// File name of the log inside a layer's directory.
 pub const FILE_NAME: &str = "tar-split.zst";
@@ -553,7 +551,7 @@ impl Reassembly {
             }
             b'E' => {
                 read_u64(&mut self.log.r)?;
-                let actual = Digest::from_hasher(self.hasher.clone());
+                let actual = self.hasher.clone().finish();
                 if actual != self.diff_id {
                     return Err(self.corrupt(&format!(
                         "re-created tar has digest {actual}: the layer's files were changed on disk"
