@@ -862,7 +862,7 @@ fn import_candidates(
             digest: layer.digest.clone(),
             source,
         })?;
-        pull::import_layer(store, &display, layer, progress, BufReader::new(f))
+        pull::import_layer(store, &display, layer, progress, BufReader::new(f), None)
     };
     Ok(pull::fetch_with(
         store, resolved, opts, progress, &fetch_one,

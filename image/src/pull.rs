@@ -858,7 +858,16 @@ fn stream_layer(
                 .append(true)
                 .mode(0o600)
                 .open(partial)
-                .and_then(|f| f.set_len(have).map(|()| f));
+                .and_then(|f| {
+                    // Truncate only what is to be dropped. On ext4 (and XFS) a truncate that
+                    // leaves a file empty, even a no-op one on a file just created, marks it
+                    // to be flushed when closed (auto_da_alloc): the whole compressed layer
+                    // would then go to the disk every pull, only to be deleted.
+                    if f.metadata()?.len() != have {
+                        f.set_len(have)?;
+                    }
+                    Ok(f)
+                });
             match f {
                 Ok(f) => Some(f),
                 Err(e) => {
@@ -889,19 +898,26 @@ fn stream_layer(
             net.map(|n| Box::new(n) as Box<dyn Read + Send>)
                 .unwrap_or_else(|| Box::new(std::io::empty())),
         );
-    import_layer(store, name, layer, progress, source)
+    // Verified, the partial is no use unless it becomes the kept blob (see import_layer).
+    let spent = (!store.policy().keep_blobs).then_some(partial);
+    import_layer(store, name, layer, progress, source, spent)
 }
 
 /// The layer pipeline shared by registry pulls and OCI layout imports: blob bytes from
 /// `source` -> sha256 (blob digest) and size -> decompress -> sha256 (diff id) -> unpack
 /// into a work directory; the layer is committed only when both digests and the size match.
-/// The caller holds the layer lock.
+/// The caller holds the layer lock. `spent` is the partial blob a registry pull teed the
+/// bytes into: it is removed once both digests match, before the commit syncs the file
+/// system, since that sync would otherwise write the whole compressed layer out (to an SD
+/// card) only for it to be deleted a moment later. A crash in between costs that layer's
+/// download again, not its correctness.
 pub(crate) fn import_layer(
     store: &Store,
     name: &str,
     layer: &LayerRecord,
     progress: &dyn Progress,
     source: impl Read + Send,
+    spent: Option<&std::path::Path>,
 ) -> Result<(), PullError> {
     let work_err = |source| PullError::Work {
         reference: name.to_string(),
@@ -984,6 +1000,10 @@ pub(crate) fn import_layer(
         &layer.diff_id,
         &diff_id,
     )?;
+    if let Some(partial) = spent {
+        // Already gone is fine; a file that cannot be removed only misses this saving.
+        let _ = std::fs::remove_file(partial);
+    }
     store.commit_layer(
         work,
         &LayerMeta {
