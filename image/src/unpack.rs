@@ -456,6 +456,60 @@ fn fstatat_nofollow(dir: BorrowedFd<'_>, name: &[u8]) -> Result<FileStat, Errno>
     Ok(unsafe { st.assume_init() })
 }
 
+/// `fstat` of an open descriptor, through `fstat64` for the reason given at
+/// [`fstatat_nofollow`].
+fn fstat(fd: BorrowedFd<'_>) -> Result<FileStat, Errno> {
+    let mut st = std::mem::MaybeUninit::<FileStat>::uninit();
+    // SAFETY: `fd` is an open descriptor borrowed for the call and `st` a valid, writable
+    // stat64 buffer that is read only when the call succeeded (and so filled it).
+    let ret = unsafe { libc::fstat64(fd.as_raw_fd(), st.as_mut_ptr()) };
+    Errno::result(ret)?;
+    // SAFETY: fstat64 succeeded, so `st` is initialised.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// The permission bits of `st`, setuid, setgid and sticky included.
+fn mode_bits(st: &FileStat) -> libc::mode_t {
+    st.st_mode & 0o7777
+}
+
+/// Gives the open file or directory `fd`, which `st` describes as created, the entry's owner
+/// and mode, calling `fchown` and `fchmod` only where they change something (most entries of
+/// most layers are root's and are created with their mode already). `st` must describe an
+/// inode without setuid, setgid or capabilities to lose, as `chown` would take them: one
+/// this unpack just made, or a directory (which `chown` leaves its setgid bit).
+fn fix_owner_and_mode(
+    fd: BorrowedFd<'_>,
+    st: &FileStat,
+    meta: &Meta,
+    cx: &Cx<'_>,
+) -> Result<(), UnpackError> {
+    let chown = st.st_uid != meta.uid.as_raw() || st.st_gid != meta.gid.as_raw();
+    if chown {
+        unistd::fchown(fd.as_raw_fd(), Some(meta.uid), Some(meta.gid))
+            .map_err(cx.io("changing owner"))?;
+    }
+    // After a chown, always: it may have cleared bits that `st` still shows.
+    if chown || mode_bits(st) != meta.mode.bits() {
+        stat::fchmod(fd.as_raw_fd(), meta.mode).map_err(cx.io("changing mode"))?;
+    }
+    Ok(())
+}
+
+/// Whether the entry carries extended attributes to set (`SCHILY.xattr.*` PAX records).
+fn has_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<bool, UnpackError> {
+    let Some(exts) = entry.pax_extensions().map_err(UnpackError::Tar)? else {
+        return Ok(false);
+    };
+    for ext in exts {
+        let ext = ext.map_err(UnpackError::Tar)?;
+        if ext.key_bytes().starts_with(PAX_XATTR_PREFIX) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn file_type(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
 }
@@ -908,17 +962,18 @@ impl Unpacker<'_> {
         let cx = Cx(name);
         let (parent, base) = split_last(path);
         let mut was_whiteout = false;
-        let (dir, pfd) = if path.is_empty() {
+        // Made with the wanted permission bits (less the umask), so that the owner and mode
+        // usually need no call at all: see `fix_owner_and_mode`.
+        let create_mode = Mode::from_bits_truncate(meta.mode.bits() & 0o777);
+        let (st, pfd) = if path.is_empty() {
             // `./`: the layer root's own metadata.
-            let dup = root
-                .try_clone()
-                .map_err(cx.io_err("opening the layer root"))?;
-            (dup, None)
+            let st = fstat(root.as_fd()).map_err(cx.io("inspecting the layer root"))?;
+            (st, None)
         } else {
             let pfd = take_parent(cache, root.as_fd(), parent, true, &cx)?;
             let pdir = pfd.as_ref().map_or(root.as_fd(), |fd| fd.as_fd());
             let at = Some(pdir.as_raw_fd());
-            match stat::mkdirat(at, base, Mode::from_bits_truncate(0o700)) {
+            match stat::mkdirat(at, base, create_mode) {
                 Ok(()) => {}
                 Err(Errno::EEXIST) => {
                     let st =
@@ -928,29 +983,47 @@ impl Unpacker<'_> {
                     if file_type(&st) != SFlag::S_IFDIR {
                         was_whiteout = is_whiteout(&st);
                         remove(pdir, base, *recorder).map_err(cx.io("removing existing path"))?;
-                        stat::mkdirat(at, base, Mode::from_bits_truncate(0o700))
+                        stat::mkdirat(at, base, create_mode)
                             .map_err(cx.io("creating directory"))?;
                     }
                 }
                 Err(e) => return Err(cx.io("creating directory")(e)),
             }
-            let dir = sys::openat(pdir, base, DIR_RDONLY, Mode::empty())
-                .map_err(|e| cx.walk(classify(pdir, base, e)))?;
-            (dir, pfd)
+            // What is there now (this process's own work directory: nothing else changes it
+            // meanwhile). Only a look: nothing is followed, and anything but a directory is
+            // refused by the open below.
+            let st = fstatat_nofollow(pdir, base).map_err(cx.io("inspecting directory"))?;
+            (st, pfd)
         };
-        let target = XattrTarget::Fd(dir.as_fd());
-        unistd::fchown(dir.as_raw_fd(), Some(meta.uid), Some(meta.gid))
-            .map_err(cx.io("changing owner"))?;
-        stat::fchmod(dir.as_raw_fd(), meta.mode).map_err(cx.io("changing mode"))?;
-        apply_xattrs(entry, &target, scratch, &cx)?;
-        if was_whiteout {
-            // This layer deleted the lower directory (whiteout) and then made a new one: the
-            // lower one's contents must not show through.
-            sys::fsetxattr(dir.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| UnpackError::Xattr {
-                entry: cx.entry(),
-                name: "trusted.overlay.opaque".into(),
-                source: e.into(),
-            })?;
+        let owner_ok = st.st_uid == meta.uid.as_raw() && st.st_gid == meta.gid.as_raw();
+        let mode_ok = mode_bits(&st) == meta.mode.bits();
+        if file_type(&st) != SFlag::S_IFDIR
+            || !owner_ok
+            || !mode_ok
+            || was_whiteout
+            || has_xattrs(entry)?
+        {
+            let dir = if path.is_empty() {
+                root.try_clone()
+                    .map_err(cx.io_err("opening the layer root"))?
+            } else {
+                let pdir = pfd.as_ref().map_or(root.as_fd(), |fd| fd.as_fd());
+                sys::openat(pdir, base, DIR_RDONLY, Mode::empty())
+                    .map_err(|e| cx.walk(classify(pdir, base, e)))?
+            };
+            fix_owner_and_mode(dir.as_fd(), &st, meta, &cx)?;
+            apply_xattrs(entry, &XattrTarget::Fd(dir.as_fd()), scratch, &cx)?;
+            if was_whiteout {
+                // This layer deleted the lower directory (whiteout) and then made a new one:
+                // the lower one's contents must not show through.
+                sys::fsetxattr(dir.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| {
+                    UnpackError::Xattr {
+                        entry: cx.entry(),
+                        name: "trusted.overlay.opaque".into(),
+                        source: e.into(),
+                    }
+                })?;
+            }
         }
         let start = dirs.arena.len();
         dirs.arena.extend_from_slice(path);
@@ -987,25 +1060,28 @@ impl Unpacker<'_> {
         }
         let pfd = take_parent(cache, root.as_fd(), parent, true, &cx)?;
         let pdir = pfd.as_ref().map_or(root.as_fd(), |fd| fd.as_fd());
-        // 0600 until the owner is set: a setuid file is never briefly someone else's.
+        // Created with the wanted permission bits but never setuid, setgid or sticky: those
+        // only come with `fix_owner_and_mode`, after the owner, so a setuid file is never
+        // briefly someone else's. Usually (files of root, umask 022) the mode and owner it is
+        // created with are the wanted ones and need no further call.
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+        let create_mode = Mode::from_bits_truncate(meta.mode.bits() & 0o777);
         let fd = replacing(pdir, base, *recorder, || {
-            sys::openat(pdir, base, flags, Mode::from_bits_truncate(0o600))
+            sys::openat(pdir, base, flags, create_mode)
         })
         .map_err(cx.io("creating file"))?;
         let mut file = File::from(fd);
+        // What it was created as (umask applied, the group perhaps a setgid parent's); the
+        // recorder also names the file by its inode (see `keep_aside`).
+        let st = fstat(file.as_fd()).map_err(cx.io("inspecting file"))?;
         if recorder.is_some() {
-            // The recorder names the file by its inode (see `keep_aside`).
-            let md = file.metadata().map_err(cx.io_err("inspecting file"))?;
-            *created = Some(md.ino());
+            *created = Some(st.st_ino);
         }
         let written = copy_data(entry, &mut file, buf, sparse, &cx)?;
         stats.bytes += written;
         // Order matters: chown clears setuid/setgid and drops security.capability, so mode and
         // xattrs come after it; writing data would clear them too, so data comes first.
-        unistd::fchown(file.as_raw_fd(), Some(meta.uid), Some(meta.gid))
-            .map_err(cx.io("changing owner"))?;
-        stat::fchmod(file.as_raw_fd(), meta.mode).map_err(cx.io("changing mode"))?;
+        fix_owner_and_mode(file.as_fd(), &st, meta, &cx)?;
         apply_xattrs(entry, &XattrTarget::Fd(file.as_fd()), scratch, &cx)?;
         stat::futimens(file.as_raw_fd(), &meta.atime, &meta.mtime)
             .map_err(cx.io("setting times"))?;

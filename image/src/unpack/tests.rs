@@ -508,6 +508,73 @@ fn unpacks_every_type_with_metadata() {
     });
 }
 
+/// The unpacker skips `fchown`/`fchmod` where an entry is created with its owner and mode
+/// already: these are the cases where it is not.
+#[test]
+fn owner_and_mode_are_set_where_creation_does_not_give_them() {
+    let f = Fixture::new();
+    let mut l = Layer::new();
+    // A setgid directory of group 42: what is created in it takes group 42 (and a directory
+    // the setgid bit too), which entries of root's group must not keep.
+    l.dir(
+        "srv/",
+        &Opts {
+            mode: 0o2775,
+            gid: 42,
+            ..Opts::default()
+        },
+    );
+    l.file("srv/root-file", b"r", &opts(0o644));
+    l.dir("srv/root-dir/", &opts(0o755));
+    l.file(
+        "srv/group-file",
+        b"g",
+        &Opts {
+            mode: 0o640,
+            gid: 42,
+            ..Opts::default()
+        },
+    );
+    // Modes a umask of 022 takes bits from, and no bits at all.
+    l.file("shared", b"w", &opts(0o666));
+    l.dir("open/", &opts(0o777));
+    l.file("none", b"n", &opts(0));
+    l.dir("closed/", &opts(0));
+    // A directory listed again keeps what is in it and takes the later metadata.
+    l.dir("again/", &opts(0o755));
+    l.file("again/inside", b"i", &opts(0o644));
+    l.dir(
+        "again/",
+        &Opts {
+            mode: 0o750,
+            uid: 7,
+            gid: 8,
+            ..Opts::default()
+        },
+    );
+    f.unpack(&l.finish()).unwrap();
+
+    let get = |rel: &str| {
+        let md = lstat(&f.p(rel));
+        (md.mode() & 0o7777, md.uid(), md.gid())
+    };
+    assert_eq!(get("srv"), (0o2775, 0, 42));
+    assert_eq!(get("srv/root-file"), (0o644, 0, 0));
+    assert_eq!(
+        get("srv/root-dir"),
+        (0o755, 0, 0),
+        "no inherited setgid bit"
+    );
+    assert_eq!(get("srv/group-file"), (0o640, 0, 42));
+    assert_eq!(get("shared"), (0o666, 0, 0));
+    assert_eq!(get("open"), (0o777, 0, 0));
+    assert_eq!(get("none"), (0, 0, 0));
+    assert_eq!(get("closed"), (0, 0, 0));
+    assert_eq!(get("again"), (0o750, 7, 8));
+    assert_eq!(fs::read(f.p("again/inside")).unwrap(), b"i");
+    f.assert_untouched();
+}
+
 #[test]
 fn applies_pax_xattrs_owner_and_time() {
     let f = Fixture::new();
