@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::digest::{Digest, HashingReader};
+use crate::digest::{Digest, HashingReader, Sha256};
 use crate::manifest::{self, Compression, Manifest, ManifestError};
 use crate::platform::Platform;
 use crate::reference::Reference;
@@ -459,8 +459,10 @@ pub(crate) fn fetch_with(
 const PIPE_DEPTH: usize = 8;
 const PIPE_CHUNK: usize = 128 << 10;
 
-/// The reading side of a layer: blob bytes -> sha256 -> decompress -> sha256 -> queue.
-/// Returns the blob digest and size and the diff id, or `None` when the unpacker gave up.
+/// The reading side of a layer: blob bytes -> sha256 -> decompress -> queue. Returns the
+/// blob digest and size, or `None` when the unpacker gave up. The tar's own digest (the
+/// diff id) is taken on the unpacking side, as it reads ([`ChannelReader`]): inflating is
+/// the slowest step of a pull, so this thread does as little else as it can.
 fn produce(
     source: impl Read,
     layer: &LayerRecord,
@@ -468,7 +470,7 @@ fn produce(
     name: &str,
     tx: std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
     aborted: &AtomicBool,
-) -> Result<Option<(Digest, u64, Digest)>, PullError> {
+) -> Result<Option<(Digest, u64)>, PullError> {
     let stream_err = |source| PullError::Stream {
         reference: name.to_string(),
         digest: layer.digest.clone(),
@@ -486,14 +488,14 @@ fn produce(
         layer,
         progress,
     });
-    let diff_id = {
+    {
         let mut buffered = BufReader::with_capacity(STREAM_BUFFER, &mut compressed);
         let head = match buffered.fill_buf() {
             Ok(h) => h,
             Err(e) => return Err(fail(&tx, e)),
         };
         let compression = Compression::sniff(head);
-        let decoder: Box<dyn Read + '_> = match compression {
+        let mut decoder: Box<dyn Read + '_> = match compression {
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
             Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(buffered) {
                 Ok(d) => Box::new(d),
@@ -501,51 +503,83 @@ fn produce(
             },
             Compression::None => Box::new(buffered),
         };
-        let mut tar = HashingReader::new(decoder);
-        // Past the tar's end-of-archive marker the unpacker stops listening, but every
-        // byte still counts for the digests.
-        let mut listening = true;
         loop {
             if aborted.load(Ordering::Relaxed) {
                 return Ok(None);
             }
             let mut chunk = vec![0u8; PIPE_CHUNK];
-            let n = match tar.read(&mut chunk) {
+            let n = match decoder.read(&mut chunk) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(fail(&tx, e)),
             };
             chunk.truncate(n);
-            if listening && tx.send(Ok(chunk)).is_err() {
-                listening = false;
+            // The unpacking side reads to the end (past the tar's end-of-archive marker:
+            // every byte counts for the diff id) unless it failed.
+            if tx.send(Ok(chunk)).is_err() {
+                return Ok(None);
             }
         }
-        drop(tx);
-        tar.finish().map_err(stream_err)?.0
-    };
+    }
+    // The end of the tar for the unpacking side; the rest of the blob is only hashed.
+    drop(tx);
     let (blob_digest, blob_size) = compressed.finish().map_err(stream_err)?;
-    Ok(Some((blob_digest, blob_size, diff_id)))
+    Ok(Some((blob_digest, blob_size)))
 }
 
-/// The unpacking side's view of the queue: a plain reader.
+/// The unpacking side's view of the queue: a plain reader, which also takes the tar's
+/// sha256 (the diff id), a chunk at a time as it arrives.
 struct ChannelReader {
     rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
     chunk: Vec<u8>,
     at: usize,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl ChannelReader {
+    fn new(rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// The next chunk, hashed; `None` at the end of the stream.
+    fn next_chunk(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        match self.rx.recv() {
+            Ok(Ok(c)) => {
+                self.hasher.update(&c);
+                self.count += c.len() as u64;
+                Ok(Some(c))
+            }
+            Ok(Err(e)) => Err(e),
+            // Sender gone: the end of the stream.
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Reads what the unpacker left (the tar's end and anything after it) and returns the
+    /// digest and size of the whole stream.
+    fn finish(mut self) -> std::io::Result<(Digest, u64)> {
+        while self.next_chunk()?.is_some() {}
+        Ok((self.hasher.finish(), self.count))
+    }
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.at == self.chunk.len() {
-            match self.rx.recv() {
-                Ok(Ok(c)) => {
+            match self.next_chunk()? {
+                Some(c) => {
                     self.chunk = c;
                     self.at = 0;
                 }
-                Ok(Err(e)) => return Err(e),
-                // Sender gone: the end of the stream.
-                Err(_) => return Ok(0),
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.chunk.len() - self.at);
@@ -933,8 +967,8 @@ pub(crate) fn import_layer(
     let diff = work.path().join("diff");
     std::fs::create_dir(&diff).map_err(work_err)?;
     // Two threads per layer, so one large layer still keeps two cores busy: this one
-    // unpacks (file system calls), a helper reads, hashes and decompresses, handing the
-    // tar stream over in chunks through a short queue.
+    // unpacks (file system calls) and hashes the tar, a helper reads, hashes and
+    // decompresses the blob, handing the tar stream over in chunks through a short queue.
     // What `slate save` needs to re-create this exact tar later (see tarsplit.rs).
     let recorder = std::cell::RefCell::new(
         tarsplit::Recorder::create(&work.path().join(tarsplit::FILE_NAME)).map_err(work_err)?,
@@ -943,15 +977,20 @@ pub(crate) fn import_layer(
     let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(PIPE_DEPTH);
     let (unpacked, produced) = std::thread::scope(|s| {
         let producer = s.spawn(|| produce(source, layer, progress, name, tx, &aborted));
-        let unpacked = unpack::unpack_recorded(
-            ChannelReader {
-                rx,
-                chunk: Vec::new(),
-                at: 0,
-            },
-            &diff,
-            Some(&recorder),
-        );
+        let mut tar = ChannelReader::new(rx);
+        let unpacked = match unpack::unpack_recorded(&mut tar, &diff, Some(&recorder)) {
+            // Every byte of the stream counts for the diff id, also any the unpacker did
+            // not need.
+            Ok(stats) => tar
+                .finish()
+                .map(|digest| (stats, digest))
+                .map_err(UnpackError::Tar),
+            Err(e) => {
+                // Gone before the join below: a producer blocked on the full queue wakes.
+                drop(tar);
+                Err(e)
+            }
+        };
         if unpacked.is_err() {
             aborted.store(true, Ordering::Relaxed);
         }
@@ -964,7 +1003,7 @@ pub(crate) fn import_layer(
     });
     // The reading side's failure is the cause when both failed (the unpacker only saw
     // its stream break); a hostile entry stops the reader, which then reports nothing.
-    let (stats, (blob_digest, blob_size, diff_id)) = match (unpacked, produced) {
+    let (stats, (diff_id, _), (blob_digest, blob_size)) = match (unpacked, produced) {
         (_, Err(e)) => return Err(e),
         (Err(source), Ok(_)) => {
             return Err(PullError::Unpack {
@@ -973,7 +1012,7 @@ pub(crate) fn import_layer(
                 source,
             })
         }
-        (Ok(stats), Ok(Some(digests))) => (stats, digests),
+        (Ok((stats, tar)), Ok(Some(blob))) => (stats, tar, blob),
         (Ok(_), Ok(None)) => {
             return Err(stream_err(std::io::Error::other(
                 "the decompressing thread stopped early",
