@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod auth;
 pub mod digest;
+mod gzip;
 pub mod manifest;
 pub mod platform;
 pub mod pull;

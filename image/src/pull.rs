@@ -24,6 +24,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::digest::{Digest, HashingReader, Sha256};
+use crate::gzip::GzipReader;
 use crate::manifest::{self, Compression, Manifest, ManifestError};
 use crate::platform::Platform;
 use crate::reference::Reference;
@@ -495,26 +496,23 @@ fn produce(
             Err(e) => return Err(fail(&tx, e)),
         };
         let compression = Compression::sniff(head);
-        let mut decoder: Box<dyn Read + '_> = match compression {
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        let mut decoder = match compression {
+            Compression::Gzip => Decoder::Gzip(GzipReader::new(buffered)),
             Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(buffered) {
-                Ok(d) => Box::new(d),
+                Ok(d) => Decoder::Other(Box::new(d)),
                 Err(e) => return Err(fail(&tx, e)),
             },
-            Compression::None => Box::new(buffered),
+            Compression::None => Decoder::Other(Box::new(buffered)),
         };
         loop {
             if aborted.load(Ordering::Relaxed) {
                 return Ok(None);
             }
-            let mut chunk = vec![0u8; PIPE_CHUNK];
-            let n = match decoder.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            let chunk = match decoder.chunk() {
+                Ok(c) if c.is_empty() => break,
+                Ok(c) => c,
                 Err(e) => return Err(fail(&tx, e)),
             };
-            chunk.truncate(n);
             // The unpacking side reads to the end (past the tar's end-of-archive marker:
             // every byte counts for the diff id) unless it failed.
             if tx.send(Ok(chunk)).is_err() {
@@ -526,6 +524,46 @@ fn produce(
     drop(tx);
     let (blob_digest, blob_size) = compressed.finish().map_err(stream_err)?;
     Ok(Some((blob_digest, blob_size)))
+}
+
+/// The decompressing side of a layer stream.
+enum Decoder<'a, R: BufRead> {
+    /// Inflated straight into each chunk's spare capacity (nothing zeroed first).
+    Gzip(GzipReader<R>),
+    Other(Box<dyn Read + 'a>),
+}
+
+impl<R: BufRead> Decoder<'_, R> {
+    /// The next chunk of the tar stream: [`PIPE_CHUNK`] bytes, fewer only at its end, none
+    /// past it. Full chunks mean fewer hand-overs to the unpacking thread.
+    fn chunk(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut chunk = Vec::with_capacity(PIPE_CHUNK);
+        match self {
+            Decoder::Gzip(g) => loop {
+                match g.read_into(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(_) if chunk.len() >= PIPE_CHUNK => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            },
+            Decoder::Other(r) => {
+                chunk.resize(PIPE_CHUNK, 0);
+                let mut n = 0;
+                while n < PIPE_CHUNK {
+                    match r.read(&mut chunk[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                chunk.truncate(n);
+            }
+        }
+        Ok(chunk)
+    }
 }
 
 /// The unpacking side's view of the queue: a plain reader, which also takes the tar's
