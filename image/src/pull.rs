@@ -1092,3 +1092,188 @@ pub(crate) fn import_layer(
     )?;
     Ok(())
 }
+
+/// Attacks on the layer pipeline: every way a blob or its tar can differ from what the
+/// manifest and config name must fail the import and commit nothing. Since the gzip CRC-32 is
+/// no longer checked (see gzip.rs), the blob digest and the diff id are all that stands
+/// between a registry and the store, so each is tested alone here.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gz(data: &[u8], level: u32) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// What a manifest and config would say of a one-layer image with this blob and tar.
+    fn record(blob: &[u8], tar: &[u8], media_type: &str) -> LayerRecord {
+        let diff_id = Digest::of(tar);
+        LayerRecord {
+            digest: Digest::of(blob),
+            chain_id: Digest::chain_ids(std::slice::from_ref(&diff_id))[0].clone(),
+            diff_id,
+            size: blob.len() as u64,
+            media_type: media_type.to_string(),
+        }
+    }
+
+    fn import(store: &Store, layer: &LayerRecord, blob: &[u8]) -> Result<(), PullError> {
+        import_layer(store, "test", layer, &NoProgress, blob, None)
+    }
+
+    /// The import failed with a digest mismatch on `what`, and nothing was left behind.
+    fn assert_refused(store: &Store, layer: &LayerRecord, r: Result<(), PullError>, what: &str) {
+        match r {
+            Err(PullError::DigestMismatch { what: w, .. }) => assert!(w.ends_with(what), "{w}"),
+            other => panic!("expected a digest mismatch of {what}, got {other:?}"),
+        }
+        assert!(!store.has_layer(&layer.chain_id));
+        assert!(!store.layer_path(&layer.chain_id).exists());
+        let left: Vec<_> = std::fs::read_dir(store.tmp_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with("layer-"))
+            .collect();
+        assert!(left.is_empty(), "work directories left: {left:?}");
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_layer_whose_digests_match_is_committed_and_its_partial_dropped() {
+        let (_dir, store) = store();
+        let tar = tar_of(&[("etc/hostname", b"slate\n")]);
+        let blob = gz(&tar, 6);
+        let layer = record(&blob, &tar, GZIP);
+        let partial = store.partial_blob_path(&layer.digest);
+        std::fs::write(&partial, &blob).unwrap();
+        import_layer(
+            &store,
+            "test",
+            &layer,
+            &NoProgress,
+            &blob[..],
+            Some(&partial),
+        )
+        .unwrap();
+        assert!(store.has_layer(&layer.chain_id));
+        let file = store.layer_path(&layer.chain_id).join("diff/etc/hostname");
+        assert_eq!(std::fs::read(file).unwrap(), b"slate\n");
+        assert!(!partial.exists(), "the verified partial is of no more use");
+    }
+
+    /// The same tar compressed differently: only the blob digest can tell.
+    #[test]
+    fn a_blob_other_than_the_manifests_is_refused_even_with_the_right_tar() {
+        let (_dir, store) = store();
+        let tar = tar_of(&[("a", b"a")]);
+        let layer = record(&gz(&tar, 6), &tar, GZIP);
+        let other = gz(&tar, 1);
+        assert_ne!(other, gz(&tar, 6));
+        let mut layer_same_size = layer.clone();
+        layer_same_size.size = other.len() as u64;
+        let r = import(&store, &layer_same_size, &other);
+        assert_refused(&store, &layer, r, &format!("layer {}", layer.digest));
+    }
+
+    /// A manifest rewritten to name a tampered blob (its digest and size right) is caught by
+    /// the config's diff id, for every compression.
+    #[test]
+    fn tampered_content_is_refused_by_the_diff_id_whatever_the_compression() {
+        let (_dir, store) = store();
+        let good = tar_of(&[("bin/sh", b"the real shell")]);
+        let evil = tar_of(&[("bin/sh", b"an evil shell!")]);
+        assert_eq!(good.len(), evil.len());
+        let zstd = zstd::encode_all(&evil[..], 3).unwrap();
+        for (blob, media_type) in [
+            (gz(&evil, 6), GZIP),
+            (zstd, "application/vnd.oci.image.layer.v1.tar+zstd"),
+            (evil.clone(), "application/vnd.oci.image.layer.v1.tar"),
+        ] {
+            let mut layer = record(&blob, &evil, media_type);
+            let good_layer = record(&blob, &good, media_type);
+            layer.diff_id = good_layer.diff_id.clone();
+            layer.chain_id = good_layer.chain_id.clone();
+            let r = import(&store, &layer, &blob);
+            assert_refused(&store, &layer, r, "(uncompressed)");
+        }
+    }
+
+    /// The gzip CRC-32 is not checked: content changed inside a stored (uncompressed)
+    /// deflate block inflates without error, the CRC now wrong, and the diff id must catch it.
+    #[test]
+    fn content_changed_under_a_stale_crc_is_refused_by_the_diff_id() {
+        let (_dir, store) = store();
+        let good = tar_of(&[("bin/sh", b"the real shell")]);
+        let mut blob = gz(&good, 0);
+        let at = blob
+            .windows(4)
+            .position(|w| w == b"real")
+            .expect("level 0 stores the tar as it is");
+        blob[at..at + 4].copy_from_slice(b"evil");
+        let mut layer = record(&blob, &good, GZIP);
+        let r = import(&store, &layer, &blob);
+        assert_refused(&store, &layer, r, "(uncompressed)");
+        // What was inflated is exactly the changed tar: nothing else (the CRC) failed it.
+        let mut evil = good.clone();
+        let at = evil.windows(4).position(|w| w == b"real").unwrap();
+        evil[at..at + 4].copy_from_slice(b"evil");
+        layer = record(&blob, &evil, GZIP);
+        import(&store, &layer, &blob).unwrap();
+        assert!(store.has_layer(&layer.chain_id));
+    }
+
+    /// Bytes after the tar's end-of-archive marker are not unpacked but still count for the
+    /// diff id, also those in chunks the unpacker never asks for (the padding spans many).
+    #[test]
+    fn bytes_after_the_end_of_the_archive_count_for_the_diff_id() {
+        let (_dir, store) = store();
+        let good = tar_of(&[("a", b"a")]);
+        let mut padded = good.clone();
+        padded.resize(good.len() + 16 * PIPE_CHUNK, 0);
+        padded.extend_from_slice(b"smuggled");
+        let blob = gz(&padded, 6);
+        // The config names the tar without them: refused.
+        let mut layer = record(&blob, &padded, GZIP);
+        layer.diff_id = Digest::of(&good);
+        layer.chain_id = Digest::chain_ids(std::slice::from_ref(&layer.diff_id))[0].clone();
+        let r = import(&store, &layer, &blob);
+        assert_refused(&store, &layer, r, "(uncompressed)");
+        // The config names them too: accepted, which needs every chunk hashed.
+        let layer = record(&blob, &padded, GZIP);
+        import(&store, &layer, &blob).unwrap();
+        assert!(store.has_layer(&layer.chain_id));
+    }
+
+    #[test]
+    fn a_blob_cut_short_is_refused() {
+        let (_dir, store) = store();
+        let tar = tar_of(&[("a", &[7u8; 50_000][..])]);
+        let blob = gz(&tar, 6);
+        let layer = record(&blob, &tar, GZIP);
+        let r = import(&store, &layer, &blob[..blob.len() - 3]);
+        assert!(r.is_err());
+        assert!(!store.has_layer(&layer.chain_id));
+    }
+}
