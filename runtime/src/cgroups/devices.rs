@@ -42,7 +42,7 @@ const ACC_MKNOD: u32 = 1;
 const ACC_READ: u32 = 2;
 const ACC_WRITE: u32 = 4;
 const ACC_ALL: u32 = ACC_MKNOD | ACC_READ | ACC_WRITE;
-const DEV_BLOCK: u32 = 1;
+pub(super) const DEV_BLOCK: u32 = 1;
 const DEV_CHAR: u32 = 2;
 
 /// One rule, checked and in the kernel's terms.
@@ -63,9 +63,9 @@ impl Rule {
 }
 
 /// libcgroups' default allowlist (`common::default_devices` and `default_allow_devices`),
-/// which its v1 devices controller writes after the spec's rules: mknod of any node, the
-/// standard devices the runtime creates in /dev, the ptys and tun.
-const DEFAULT_ALLOW: [(u32, Option<u32>, Option<u32>, u32); 12] = [
+/// which `v1_limits` writes after the spec's rules: mknod of any node, the standard devices
+/// the runtime creates in /dev, the ptys and tun.
+pub(super) const DEFAULT_ALLOW: [(u32, Option<u32>, Option<u32>, u32); 12] = [
     (DEV_CHAR, Some(1), Some(3), ACC_ALL),    // null
     (DEV_CHAR, Some(1), Some(5), ACC_ALL),    // zero
     (DEV_CHAR, Some(1), Some(7), ACC_ALL),    // full
@@ -79,6 +79,15 @@ const DEFAULT_ALLOW: [(u32, Option<u32>, Option<u32>, u32); 12] = [
     (DEV_CHAR, Some(5), Some(2), ACC_ALL),    // ptmx
     (DEV_CHAR, Some(10), Some(200), ACC_ALL), // net/tun
 ];
+
+/// An access mask as the v1 devices controller spells it: `rwm`, `m`.
+pub(super) fn access_letters(access: u32) -> String {
+    [(ACC_READ, 'r'), (ACC_WRITE, 'w'), (ACC_MKNOD, 'm')]
+        .iter()
+        .filter(|(bit, _)| access & bit != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
 
 /// A compiled device filter: the instructions to load, or nothing to load because the rules
 /// allow every device.

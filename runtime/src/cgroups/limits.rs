@@ -34,22 +34,14 @@ pub(super) fn v2_io_weight(weight: u16) -> u64 {
     1 + u64::from(weight.saturating_sub(10)) * 9999 / 990
 }
 
-/// `resources` without what this module writes itself: on v2 all of `blockIO`, on v1 its
-/// weights (libcgroups' v1 throttle writers are right).
-pub(super) fn for_libcgroups(resources: &LinuxResources, v2: bool) -> Cow<'_, LinuxResources> {
-    let Some(io) = resources.block_io() else {
+/// `resources` without what this module writes itself, for libcgroups' v2 manager: all of
+/// `blockIO`. (On v1 `v1_limits` writes everything but the weights.)
+pub(super) fn for_libcgroups_v2(resources: &LinuxResources) -> Cow<'_, LinuxResources> {
+    if resources.block_io().is_none() {
         return Cow::Borrowed(resources);
-    };
-    let mut r = resources.clone();
-    if v2 {
-        r.set_block_io(None);
-    } else {
-        let mut io = io.clone();
-        io.set_weight(None);
-        io.set_leaf_weight(None);
-        io.set_weight_device(None);
-        r.set_block_io(Some(io));
     }
+    let mut r = resources.clone();
+    r.set_block_io(None);
     Cow::Owned(r)
 }
 

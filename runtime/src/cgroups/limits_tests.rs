@@ -1,8 +1,7 @@
-//! Block I/O, cpuset and memory/swap limits as files: cgroup v2 through the whole `create`
-//! path over the fake cgroupfs of `tests` (libcgroups' writers included), cgroup v1's
-//! weights (the part slate writes itself) on a fake blkio directory. libcgroups' v1 writers
-//! find their hierarchies in this machine's real mountinfo, so they are tested on the real
-//! v1 hierarchies instead (tests/e2e/run_resources.rs).
+//! Block I/O, cpuset and memory/swap limits as files: cgroup v2 and v1 through the whole
+//! `create` path over the fake cgroupfs of `tests` (libcgroups' v2 writers included), cgroup
+//! v1's weights on a fake blkio directory. The real v1 hierarchies are exercised by
+//! tests/e2e/run_resources.rs.
 
 use oci_spec::runtime::{
     LinuxBlockIo, LinuxBlockIoBuilder, LinuxThrottleDevice, LinuxThrottleDeviceBuilder,
@@ -349,7 +348,7 @@ fn v1_weights_prefer_cfq_files_where_the_kernel_has_them() {
 }
 
 #[test]
-fn v1_weight_without_weight_files_is_one_clear_line_and_throttles_are_libcgroups() {
+fn v1_weight_without_weight_files_is_one_clear_line_and_throttles_are_not_written_there() {
     let (_tmp, dir) = v1_blkio_dir(&["blkio.throttle.write_bps_device"]);
     let err = limits::apply_v1(
         &dir,
@@ -369,9 +368,8 @@ fn v1_weight_without_weight_files_is_one_clear_line_and_throttles_are_libcgroups
     ] {
         assert!(msg.contains(part), "{part} missing from: {msg}");
     }
-    // Throttles are left to libcgroups' v1 writers: nothing written here, and they stay in
-    // what libcgroups gets, while the weights do not.
-    let io = docker_io();
+    // Throttles are v1_limits' job: nothing written here, and on v2 libcgroups gets no
+    // block I/O at all.
     limits::apply_v1(
         &dir,
         &with_io(
@@ -383,15 +381,165 @@ fn v1_weight_without_weight_files_is_one_clear_line_and_throttles_are_libcgroups
     )
     .expect("throttles only");
     assert_eq!(read(&dir.join("blkio.throttle.write_bps_device")), "");
-    let r = with_io(io);
-    let theirs = limits::for_libcgroups(&r, false);
-    let theirs = theirs.block_io().as_ref().expect("kept");
-    assert_eq!(theirs.weight(), None);
+    assert!(limits::for_libcgroups_v2(&with_io(docker_io()))
+        .block_io()
+        .is_none());
+}
+
+/// A v1 cgroup's interface files as the kernel creates them (all of them in every
+/// hierarchy: the fake does not tell hierarchies apart).
+fn fake_mkdir_v1(p: &Path) -> std::io::Result<()> {
+    fs::create_dir(p)?;
+    for f in [
+        "cgroup.procs",
+        "memory.memsw.limit_in_bytes",
+        "memory.soft_limit_in_bytes",
+        "memory.oom_control",
+        "memory.swappiness",
+        "cpu.shares",
+        "cpu.cfs_period_us",
+        "cpu.cfs_quota_us",
+        "cpuset.cpus",
+        "cpuset.mems",
+        "pids.max",
+        "devices.allow",
+        "devices.deny",
+        "blkio.weight",
+        "blkio.throttle.read_bps_device",
+        "blkio.throttle.write_bps_device",
+        "blkio.throttle.read_iops_device",
+        "blkio.throttle.write_iops_device",
+        "net_cls.classid",
+    ] {
+        fs::write(p.join(f), "")?;
+    }
+    // A kernel says 9223372036854771712 (no limit); a plain file is not truncated by a
+    // write, so the fake's current limit is a short one, lower than any written here.
+    fs::write(p.join("memory.limit_in_bytes"), "1")
+}
+
+const FAKE_OPS_V1: FsOps = FsOps {
+    mkdir: fake_mkdir_v1,
+    ..FAKE_OPS
+};
+
+/// The whole v1 `create` over a fake cgroupfs: every limit lands in its hierarchy's
+/// directory of the container, with libcgroups' file formats.
+#[test]
+fn v1_create_writes_every_limit_into_its_hierarchy() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m = |n: &str| tmp.path().join(n);
+    let names = [
+        "blkio",
+        "cpu,cpuacct",
+        "cpuset",
+        "devices",
+        "memory",
+        "net_cls",
+        "pids",
+    ];
+    for h in names {
+        fs::create_dir(m(h)).expect("hierarchy");
+        fake_mkdir_v1(&m(h).join("slate")).expect("slate parent");
+    }
+    for d in [m("cpuset"), m("cpuset").join("slate")] {
+        fs::write(d.join("cpuset.cpus"), "0-3").expect("cpus");
+        fs::write(d.join("cpuset.mems"), "0").expect("mems");
+    }
+    let host = Host {
+        layout: Layout::V1 {
+            hierarchies: [
+                ("blkio", "blkio"),
+                ("cpu", "cpu,cpuacct"),
+                ("cpuacct", "cpu,cpuacct"),
+                ("cpuset", "cpuset"),
+                ("devices", "devices"),
+                ("memory", "memory"),
+                ("net_cls", "net_cls"),
+                ("pids", "pids"),
+            ]
+            .iter()
+            .map(|(c, d)| (c.to_string(), m(d)))
+            .collect(),
+            unified: None,
+        },
+        proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
+        unit: None,
+        unit_not_delegated: false,
+        fs: FAKE_OPS_V1,
+        boot: Some(BootInfo::default()),
+    };
+    let mut r = limits();
+    r.set_block_io(Some(
+        LinuxBlockIoBuilder::default()
+            .throttle_read_bps_device(vec![throttle(8, 0, 512 << 10)])
+            .build()
+            .expect("block io"),
+    ));
+    r.set_devices(Some(vec![
+        oci_spec::runtime::LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .expect("deny all"),
+    ]));
+    r.set_network(Some(
+        oci_spec::runtime::LinuxNetworkBuilder::default()
+            .class_id(0x10001u32)
+            .build()
+            .expect("network"),
+    ));
+    let cg = Cgroup::create_on(&host, "c1", None, Some(&r)).expect("create");
+    let leaf = |h: &str, f: &str| read(&m(h).join("slate/c1").join(f));
+    assert_eq!(leaf("memory", "memory.limit_in_bytes"), "134217728");
+    assert_eq!(leaf("memory", "memory.memsw.limit_in_bytes"), "268435456");
+    assert_eq!(leaf("memory", "memory.soft_limit_in_bytes"), "67108864");
+    assert_eq!(leaf("memory", "memory.oom_control"), "0");
+    assert_eq!(leaf("cpu,cpuacct", "cpu.shares"), "1024");
+    assert_eq!(leaf("cpu,cpuacct", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(leaf("cpu,cpuacct", "cpu.cfs_period_us"), "100000");
+    assert_eq!(leaf("cpuset", "cpuset.cpus"), "0-1");
+    assert_eq!(leaf("cpuset", "cpuset.mems"), "0");
+    assert_eq!(leaf("pids", "pids.max"), "64");
     assert_eq!(
-        theirs.throttle_write_bps_device(),
-        &Some(vec![throttle(254, 0, 1 << 20)])
+        leaf("blkio", "blkio.throttle.read_bps_device"),
+        "8:0 524288"
     );
-    assert!(limits::for_libcgroups(&r, true).block_io().is_none());
+    assert_eq!(leaf("devices", "devices.deny"), "a *:* rwm");
+    // The default allowlist follows, one rule per write (the fake keeps the longest, last).
+    assert_eq!(leaf("devices", "devices.allow"), "c 10:200 rwm");
+    assert_eq!(leaf("net_cls", "net_cls.classid"), "65537");
+    cg.remove().expect("remove");
+    assert!(!m("memory").join("slate/c1").exists());
+}
+
+#[test]
+fn v1_without_a_devices_hierarchy_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pids = tmp.path().join("pids");
+    fs::create_dir(&pids).expect("pids");
+    let host = Host {
+        layout: Layout::V1 {
+            hierarchies: vec![("pids".to_owned(), pids.clone())],
+            unified: None,
+        },
+        proc_cgroups: Some(PROC_CGROUPS_PI.to_owned()),
+        unit: None,
+        unit_not_delegated: false,
+        fs: FAKE_OPS_V1,
+        boot: Some(BootInfo::default()),
+    };
+    let err = Cgroup::create_on(&host, "nodev", None, None).expect_err("must fail");
+    assert!(err.to_string().contains("devices"), "{err}");
+    assert!(!pids.join("slate").exists());
+}
+
+#[test]
+fn v1_device_access_letters_are_the_kernels() {
+    use super::devices::access_letters;
+    assert_eq!(access_letters(7), "rwm");
+    assert_eq!(access_letters(1), "m");
+    assert_eq!(access_letters(6), "rw");
 }
 
 #[test]

@@ -2,10 +2,11 @@
 //! pure cgroup v2 hosts (Raspberry Pi OS, Amazon Linux 2023), pure v1 hosts and hybrid hosts
 //! (v1 controllers plus a cgroup2 mount without controllers, which crun refuses).
 //!
-//! Resource values are written through `libcgroups` (its v1 and v2 controllers know the file
-//! formats, the shares-to-weight conversion and the memory/swap write order), except the few
-//! it gets wrong or drops (block I/O weights, v2's `io.max`, "no swap" on v2), which `limits`
-//! writes. Everything around them is done here, because libcgroups either does not do it or
+//! Resource values are written through `libcgroups` on v2 (its controllers know the file
+//! formats and the shares-to-weight conversion), except the few it gets wrong or drops (block
+//! I/O weights, v2's `io.max`, "no swap" on v2), which `limits` writes; on v1 `v1_limits`
+//! writes them all, because building libcgroups' v1 manager re-reads mountinfo once per
+//! controller on every start. Everything around them is done here, because libcgroups either does not do it or
 //! does it in a way a runtime cannot rely on:
 //! - where the cgroup goes: `/slate/<id>` (v2), `<controller>/slate/<id>` (v1), or inside the
 //!   delegated cgroup of the systemd unit slate runs in (its systemd manager talks D-Bus and
@@ -40,6 +41,7 @@ mod limits;
 mod report;
 mod stats;
 mod v1;
+mod v1_limits;
 mod v2;
 
 use std::ffi::OsString;
@@ -106,24 +108,22 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot apply resource limits to cgroup {path}: {source}")]
-    ApplyV1 {
-        path: PathBuf,
-        #[source]
-        source: libcgroups::v1::manager::V1ManagerError,
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidLimit {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
     },
+    #[error(
+        "cannot set the memory limit of cgroup {path} to {limit} bytes: it already uses more \
+         (the kernel could not reclaim enough)"
+    )]
+    MemoryBusy { path: PathBuf, limit: i64 },
     #[error("cannot apply resource limits to cgroup {path}: {source}")]
     ApplyV2 {
         path: PathBuf,
         #[source]
         source: libcgroups::v2::manager::V2ManagerError,
-    },
-    #[error("cannot add process {pid} to cgroup {path}: {source}")]
-    AddTaskV1 {
-        pid: i32,
-        path: PathBuf,
-        #[source]
-        source: libcgroups::v1::manager::V1ManagerError,
     },
     #[error("cannot write {path}: {source}")]
     Write {

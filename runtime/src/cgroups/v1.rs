@@ -1,7 +1,8 @@
 //! The cgroup v1 side (legacy and hybrid hosts): one directory per container in every v1
-//! hierarchy, limits written by libcgroups' v1 controllers.
+//! hierarchy, limits written by `v1_limits`.
 //!
-//! Done here rather than by libcgroups' v1 manager: creating the directories before limits
+//! Done here rather than by libcgroups' v1 manager (which slate does not use on v1: see
+//! `v1_limits`): creating the directories before limits
 //! are written (it creates them only when a task is added), filling `cpuset.cpus`/`mems` of
 //! the shared parent before a cpuset limit is written (it does so only on add_task, so a
 //! `--cpuset-cpus` limit would hit an empty parent), naming a missing controller with how to
@@ -16,16 +17,14 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use libcgroups::common::{CgroupManager, ControllerOpt};
-use libcgroups::v1::manager::Manager;
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
-use super::limits;
 use super::{
     container_rel_path, join_rel, kill_pids, missing_hint, read_pids_recursive, remove_tree,
     required_controllers, wait_empty, write_file, CgroupError, FsOps, Host, Layout,
 };
+use super::{limits, v1_limits};
 
 pub(super) struct V1Cgroup {
     rel: PathBuf,
@@ -73,7 +72,8 @@ impl V1Cgroup {
         resources: &LinuxResources,
     ) -> Result<V1Cgroup, CgroupError> {
         let hier = hierarchies(host);
-        for c in required_controllers(resources, false) {
+        let needed = required_controllers(resources, false);
+        for c in needed.into_iter().chain(v1_limits::required(resources)) {
             if !hier.iter().any(|(name, _)| name == c) {
                 return Err(CgroupError::MissingController {
                     controller: c.to_owned(),
@@ -184,7 +184,6 @@ impl V1Cgroup {
         hier: &[(String, PathBuf)],
         resources: &LinuxResources,
     ) -> Result<(), CgroupError> {
-        let path = self.paths.first().cloned().unwrap_or_default();
         if let Some(m) = resources.memory() {
             if m.swap().is_some_and(|s| s != 0) {
                 let memsw = hier.iter().find(|(c, _)| c == "memory").map(|(_, mount)| {
@@ -201,26 +200,17 @@ impl V1Cgroup {
                 }
             }
         }
-        let to_err = |source| CgroupError::ApplyV1 {
-            path: path.clone(),
-            source,
+        let dir = |controller: &str| {
+            hier.iter()
+                .find(|(c, _)| c == controller)
+                .map(|(_, mount)| join_rel(mount, &self.rel))
         };
-        // Building libcgroups' manager still reads mountinfo and /proc/self/cgroup once per
-        // controller (its constructor is the only way to its per-controller writers, which
-        // know each kernel's quirks); it is built once per start, here, and not for add_task.
-        let manager = Manager::new(&self.rel).map_err(to_err)?;
-        let theirs = limits::for_libcgroups(resources, false);
-        let opts = ControllerOpt {
-            resources: &theirs,
-            disable_oom_killer: resources
-                .memory()
-                .as_ref()
-                .and_then(|m| m.disable_oom_killer())
-                .unwrap_or(false),
-            oom_score_adj: None,
-            freezer_state: None,
-        };
-        manager.apply(&opts).map_err(to_err)?;
+        let disable_oom_killer = resources
+            .memory()
+            .as_ref()
+            .and_then(|m| m.disable_oom_killer())
+            .unwrap_or(false);
+        v1_limits::apply(&dir, resources, disable_oom_killer)?;
         match hier.iter().find(|(c, _)| c == "blkio") {
             Some((_, mount)) => limits::apply_v1(&join_rel(mount, &self.rel), resources),
             // Only reached without block I/O limits: they make blkio a required controller.

@@ -285,7 +285,7 @@ fn apply(
     };
     let manager = libcgroups::v2::manager::Manager::new(root.to_path_buf(), rel.to_path_buf())
         .map_err(to_err)?;
-    let theirs = limits::for_libcgroups(resources, true);
+    let theirs = limits::for_libcgroups_v2(resources);
     let opts = ControllerOpt {
         resources: &theirs,
         // cgroup v2 has no switch for the OOM killer; memory.oom.group is what it offers.
