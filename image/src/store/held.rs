@@ -57,7 +57,7 @@ impl Store {
             // A store from before holds existed, opened read-only.
             return Ok(Vec::new());
         }
-        super::read_records(&dir)
+        super::read_records(&dir, false)
     }
 
     /// Puts `record` back under its name (replacing the record there), offline: every layer

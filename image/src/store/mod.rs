@@ -557,33 +557,48 @@ impl Store {
         let path = self.image_path(&record.key());
         let data = serde_json::to_vec_pretty(record)
             .map_err(|e| io_err("cannot encode", &path)(e.into()))?;
-        write_atomic(&path, &data)
+        write_atomic(&path, &data)?;
+        // The file's mtime is the clock `touch` moves (see there): start it at the record's
+        // own time, so that writing a record is not taken for a use of it. Not synced: lost
+        // in a crash, the record's own `last_used` still counts.
+        let used = std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.last_used);
+        fs::File::open(&path)
+            .and_then(|f| f.set_modified(used))
+            .map_err(io_err("cannot write", &path))
     }
 
     /// Marks `record` used now (pull and run call it): the clock of LRU eviction. A record
     /// removed or replaced meanwhile is left alone.
+    ///
+    /// The time goes into the record file's modification time, not its content: every
+    /// `slate run` touches its image, and rewriting the record (temp file, fsync, rename,
+    /// fsync of the directory) cost each start two disk syncs, on an SD card too (issue
+    /// 14). Setting the mtime writes no data and needs no sync: a crash can lose the time of
+    /// the last use, never the record. Records read back carry the later of the two times.
     pub fn touch(&self, record: &ImageRecord) -> Result<(), StoreError> {
         let path = self.image_path(&record.key());
-        let data = match fs::read(&path) {
-            Ok(d) => d,
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_err("cannot read", &path)(e)),
         };
-        let mut current: ImageRecord =
-            serde_json::from_slice(&data).map_err(|source| StoreError::Corrupt {
-                path: path.clone(),
-                source,
+        let current: ImageRecord =
+            serde_json::from_reader(io::BufReader::new(&file)).map_err(|source| {
+                StoreError::Corrupt {
+                    path: path.clone(),
+                    source,
+                }
             })?;
         if current.digest != record.digest {
             return Ok(());
         }
-        current.last_used = now_ms();
-        self.save_image(&current)
+        file.set_modified(std::time::SystemTime::now())
+            .map_err(io_err("cannot mark the use of", &path))
     }
 
     /// All image records, sorted by name.
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        let mut out = read_records(&self.root.join("images"))?;
+        let mut out = read_records(&self.root.join("images"), true)?;
         out.sort_by_key(|r| r.display_name());
         Ok(out)
     }
@@ -885,23 +900,38 @@ impl Store {
 }
 
 /// The image records (`*.json`) of a directory of them (`images/`, `held/`).
-fn read_records(dir: &Path) -> Result<Vec<ImageRecord>, StoreError> {
+/// The records in `dir`; with `touched`, `last_used` is the later of the record's and its
+/// file's mtime (what [`Store::touch`] moves; only `images/` has such records).
+fn read_records(dir: &Path, touched: bool) -> Result<Vec<ImageRecord>, StoreError> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
         let p = e.map_err(io_err("cannot list", dir))?.path();
         if p.extension().and_then(|x| x.to_str()) != Some("json") {
             continue;
         }
-        let data = match fs::read(&p) {
-            Ok(d) => d,
+        let file = match fs::File::open(&p) {
+            Ok(f) => f,
             // Removed by a concurrent rmi (or release) between listing and reading.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io_err("cannot read", &p)(e)),
         };
-        out.push(
-            serde_json::from_slice(&data)
-                .map_err(|source| StoreError::Corrupt { path: p, source })?,
-        );
+        let mut record: ImageRecord =
+            serde_json::from_reader(io::BufReader::new(&file)).map_err(|source| {
+                StoreError::Corrupt {
+                    path: p.clone(),
+                    source,
+                }
+            })?;
+        if touched {
+            let mtime = file
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(io_err("cannot read", &p))?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            record.last_used = record.last_used.max(mtime);
+        }
+        out.push(record);
     }
     Ok(out)
 }
@@ -1200,9 +1230,14 @@ pub(crate) mod tests {
         let store = Store::open(dir.path()).unwrap();
         let a = record("r.example/a", "1", &["a"]);
         store.save_image(&a).unwrap();
+        let file = dir.path().join("images").join(format!("{}.json", a.key()));
+        let written = fs::read(&file).unwrap();
+        assert_eq!(store.find_image("r.example/a:1").unwrap().last_used, 0);
         store.touch(&a).unwrap();
         let after = store.find_image("r.example/a:1").unwrap();
         assert!(after.last_used > 0);
+        // The use is in the file's time: the record itself is not rewritten (no sync).
+        assert_eq!(fs::read(&file).unwrap(), written);
         let mut other = a.clone();
         other.digest = Digest::of(b"another image now has this tag");
         store.touch(&other).unwrap();
