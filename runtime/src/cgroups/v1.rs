@@ -84,11 +84,6 @@ impl V1Cgroup {
         let rel = container_rel_path(&host.base_path(), id, cgroups_path)?;
         let cg = V1Cgroup::at(host, rel);
 
-        for p in &cg.paths {
-            if p.exists() && !read_pids_recursive(p)?.is_empty() {
-                return Err(CgroupError::InUse { path: p.clone() });
-            }
-        }
         let mut created = Vec::new();
         let result = cg.make_dirs(&mut created).and_then(|()| {
             if let Some((_, mount)) = hier.iter().find(|(c, _)| c == "cpuset") {
@@ -149,27 +144,34 @@ impl V1Cgroup {
             .zip(self.paths.iter().map(PathBuf::as_path))
     }
 
-    /// Creates the container's directory in each hierarchy; records the ones it created.
+    /// Creates the container's directory in each hierarchy; records the ones it created. A
+    /// directory that exists already is taken over only while no process is in it. (mkdir
+    /// first: on the path of every start, the usual case costs one syscall per hierarchy.)
     fn make_dirs(&self, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
+        let create_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CgroupError::Create { path, source }
+        };
         for p in &self.paths {
-            if p.is_dir() {
-                continue;
-            }
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| CgroupError::Create {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
-            }
-            match (self.fs.mkdir)(p) {
-                Ok(()) => created.push(p.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(source) => {
-                    return Err(CgroupError::Create {
-                        path: p.clone(),
-                        source,
-                    })
+            let mut made = (self.fs.mkdir)(p);
+            if made
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            {
+                // The shared parent (`slate`, or a cgroupsPath's) is missing: the first run.
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent).map_err(create_err(parent))?;
                 }
+                made = (self.fs.mkdir)(p);
+            }
+            match made {
+                Ok(()) => created.push(p.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if !read_pids_recursive(p)?.is_empty() {
+                        return Err(CgroupError::InUse { path: p.clone() });
+                    }
+                }
+                Err(source) => return Err(create_err(p)(source)),
             }
         }
         Ok(())
@@ -276,7 +278,7 @@ impl V1Cgroup {
     }
 
     pub fn remove(self) -> Result<(), CgroupError> {
-        if !self.paths.iter().any(|p| p.exists()) {
+        if self.rmdir_if_empty() {
             return Ok(());
         }
         let start = std::time::Instant::now();
@@ -307,6 +309,30 @@ impl V1Cgroup {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+impl V1Cgroup {
+    /// Removes every directory if the cgroup is empty already, which it is after a normal
+    /// exit (the container's init was reaped, and the rest of its pid namespace died before
+    /// it): the kernel refuses rmdir of a cgroup that has a process or a child cgroup, so
+    /// nothing can be left running in a removed one. That spares a start's exit the freeze,
+    /// the reads of every hierarchy's `cgroup.procs` (three times) and the waits. False at the
+    /// first refusal: the caller kills and waits. The freezer's directory goes first, so
+    /// that while it is kept the caller can still freeze whatever is left.
+    fn rmdir_if_empty(&self) -> bool {
+        let rest = self
+            .paths
+            .iter()
+            .filter(|p| Some(*p) != self.freezer.as_ref());
+        for p in self.freezer.iter().chain(rest) {
+            match (self.fs.rmdir)(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => return false,
+            }
+        }
+        true
     }
 }
 
