@@ -506,8 +506,23 @@ fn v1_create_writes_every_limit_into_its_hierarchy() {
         "8:0 524288"
     );
     assert_eq!(leaf("devices", "devices.deny"), "a *:* rwm");
-    // The default allowlist follows, one rule per write (the fake keeps the longest, last).
-    assert_eq!(leaf("devices", "devices.allow"), "c 10:200 rwm");
+    // The default allowlist follows, one rule per write on one descriptor (a plain file
+    // shows the writes one after the other).
+    let defaults = [
+        "c 1:3 rwm",
+        "c 1:5 rwm",
+        "c 1:7 rwm",
+        "c 5:0 rwm",
+        "c 1:9 rwm",
+        "c 1:8 rwm",
+        "c *:* m",
+        "b *:* m",
+        "c 5:1 rwm",
+        "c 136:* rwm",
+        "c 5:2 rwm",
+        "c 10:200 rwm",
+    ];
+    assert_eq!(leaf("devices", "devices.allow"), defaults.concat());
     assert_eq!(leaf("net_cls", "net_cls.classid"), "65537");
     cg.remove().expect("remove");
     assert!(!m("memory").join("slate/c1").exists());

@@ -13,7 +13,7 @@
 //! - `net_prio.ifpriomap`: one write per interface (the kernel reads one `name prio` pair
 //!   per write; libcgroups wrote them all in one write, so only the first took effect);
 //! - devices: the spec's rules, then the default allowlist (`devices::DEFAULT_ALLOW`, the
-//!   one the v2 filter appends too), one rule per write.
+//!   one the v2 filter appends too), one rule per write, each file opened once.
 //!
 //! Guarantee: every field of the resources is written or `apply` fails naming the file; a
 //! controller the resources need but the host lacks is refused by `required` before anything
@@ -173,18 +173,21 @@ pub(super) fn apply(
 }
 
 /// The spec's rules in order, then the default allowlist: later rules refine earlier ones,
-/// as the kernel applies each write to the cgroup's list in turn.
+/// as the kernel applies each write to the cgroup's list in turn. The kernel takes one rule
+/// per write(2), at any offset, so each file is opened once for all its rules (24 rules for
+/// docker's list: 48 syscalls fewer per start than a file opened per rule).
 fn devices(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
+    let mut allow = RuleFile::new(dir.join("devices.allow"));
+    let mut deny = RuleFile::new(dir.join("devices.deny"));
     for r in rules {
-        let file = if r.allow() {
-            "devices.allow"
-        } else {
-            "devices.deny"
-        };
         // oci-spec's Display is the kernel's format: `c 1:3 rwm`, `*` for any number.
-        write(dir.join(file), &r.to_string())?;
+        let line = r.to_string();
+        if r.allow() {
+            allow.write(&line)?;
+        } else {
+            deny.write(&line)?;
+        }
     }
-    let allow = dir.join("devices.allow");
     for (typ, major, minor, access) in DEFAULT_ALLOW {
         let num = |n: Option<u32>| n.map_or_else(|| "*".to_owned(), |n| n.to_string());
         let line = format!(
@@ -198,9 +201,46 @@ fn devices(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
             num(minor),
             super::devices::access_letters(access)
         );
-        write(allow.clone(), &line)?;
+        allow.write(&line)?;
     }
     Ok(())
+}
+
+/// A cgroup file written one value per write(2), opened at the first.
+struct RuleFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl RuleFile {
+    fn new(path: PathBuf) -> RuleFile {
+        RuleFile { path, file: None }
+    }
+
+    fn write(&mut self, value: &str) -> Result<(), CgroupError> {
+        use std::io::Write as _;
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CgroupError::Write { path, source }
+        };
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.path)
+                    .map_err(err(&self.path))?,
+            ),
+        };
+        // One write(2): the kernel parses each write as one whole rule.
+        let n = file.write(value.as_bytes()).map_err(err(&self.path))?;
+        if n != value.len() {
+            return Err(err(&self.path)(std::io::Error::from(
+                std::io::ErrorKind::WriteZero,
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn memory(dir: &Path, m: &LinuxMemory, disable_oom_killer: bool) -> Result<(), CgroupError> {
