@@ -783,6 +783,16 @@ enum XattrTarget<'a> {
 }
 
 /// Error constructors that name the current entry.
+/// Marks `dir` opaque for overlayfs (`trusted.overlay.opaque=y`): the lower layers' entries
+/// of that directory do not show through.
+fn set_opaque(dir: BorrowedFd<'_>, cx: &Cx<'_>) -> Result<(), UnpackError> {
+    sys::fsetxattr(dir, OPAQUE_XATTR, b"y").map_err(|e| UnpackError::Xattr {
+        entry: cx.entry(),
+        name: "trusted.overlay.opaque".into(),
+        source: e.into(),
+    })
+}
+
 struct Cx<'a>(&'a [u8]);
 
 impl Cx<'_> {
@@ -1016,13 +1026,7 @@ impl Unpacker<'_> {
             if was_whiteout {
                 // This layer deleted the lower directory (whiteout) and then made a new one:
                 // the lower one's contents must not show through.
-                sys::fsetxattr(dir.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| {
-                    UnpackError::Xattr {
-                        entry: cx.entry(),
-                        name: "trusted.overlay.opaque".into(),
-                        source: e.into(),
-                    }
-                })?;
+                set_opaque(dir.as_fd(), &cx)?;
             }
         }
         let start = dirs.arena.len();
@@ -1327,13 +1331,7 @@ impl Unpacker<'_> {
         let cx = Cx(name);
         if base == WHITEOUT_OPAQUE {
             let dir = open_dir(cache, root.as_fd(), parent, &cx)?;
-            return sys::fsetxattr(dir.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| {
-                UnpackError::Xattr {
-                    entry: cx.entry(),
-                    name: "trusted.overlay.opaque".into(),
-                    source: e.into(),
-                }
-            });
+            return set_opaque(dir.as_fd(), &cx);
         }
         if base.starts_with(WHITEOUT_META_PREFIX) {
             return Ok(());
@@ -1363,13 +1361,7 @@ impl Unpacker<'_> {
                 // what stays is this layer's directory alone: opaque.
                 let dir = sys::openat(pdir, name, DIR_RDONLY, Mode::empty())
                     .map_err(cx.io("opening directory"))?;
-                sys::fsetxattr(dir.as_fd(), OPAQUE_XATTR, b"y").map_err(|e| {
-                    UnpackError::Xattr {
-                        entry: cx.entry(),
-                        name: "trusted.overlay.opaque".into(),
-                        source: e.into(),
-                    }
-                })?;
+                set_opaque(dir.as_fd(), &cx)?;
             }
             // This layer's own file (or an earlier whiteout) already hides the lower path.
             Ok(_) => {}
