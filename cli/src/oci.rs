@@ -696,14 +696,10 @@ fn run_hooks(hooks: &[Hook], state: &serde_json::Value) -> anyhow::Result<()> {
                 cmd.env(k, v);
             }
         }
-        cmd.stdin(std::process::Stdio::piped());
+        cmd.stdin(state_pipe(&input)?);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot run the hook {}", path.display()))?;
-        if let Some(mut i) = child.stdin.take() {
-            // A hook may not read its stdin: EPIPE is its business.
-            let _ = i.write_all(&input);
-        }
         let deadline = h
             .timeout()
             .filter(|t| *t > 0)
@@ -724,6 +720,39 @@ fn run_hooks(hooks: &[Hook], state: &serde_json::Value) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A hook's stdin: a pipe that already holds the whole state, its write end closed.
+///
+/// Written before the hook starts, while this process still holds the read end, so a hook
+/// that never reads its stdin (`/bin/true`) can neither block the runtime past the hook's
+/// timeout nor end it by SIGPIPE, which the commands that only print leave at its default
+/// (runc's Go runtime gets EPIPE for such pipes; Rust's SIGPIPE default would kill).
+fn state_pipe(input: &[u8]) -> anyhow::Result<std::process::Stdio> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .context("cannot make a pipe for a hook's stdin")?;
+    // 64 KiB by default; a state with large annotations asks for more (up to
+    // /proc/sys/fs/pipe-max-size, 1 MiB by default).
+    let cap = fcntl(w.as_raw_fd(), FcntlArg::F_GETPIPE_SZ).unwrap_or(0);
+    if usize::try_from(cap).unwrap_or(0) < input.len() {
+        let want = libc::c_int::try_from(input.len()).unwrap_or(libc::c_int::MAX);
+        fcntl(w.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(want)).with_context(|| {
+            format!(
+                "the container's state ({} bytes) does not fit a hook's stdin pipe; \
+                 raise /proc/sys/fs/pipe-max-size or trim the annotations",
+                input.len()
+            )
+        })?;
+    }
+    let mut w = std::fs::File::from(w);
+    w.write_all(input)
+        .context("cannot write the state to a hook's stdin")?;
+    drop(w);
+    // The hook reads at its own pace: blocking, as any program expects its stdin.
+    fcntl(r.as_raw_fd(), FcntlArg::F_SETFL(OFlag::empty()))
+        .context("cannot set up a hook's stdin")?;
+    Ok(std::process::Stdio::from(r))
 }
 
 /// The spec the container was created with (see [`CONFIG_COPY`]). A record of a slate-runc

@@ -527,6 +527,38 @@ fn config_json_edited_after_create_changes_nothing() {
     );
 }
 
+/// A hook that never reads its stdin (`/bin/true`), given a state larger than a pipe holds
+/// (a big annotation): `start` and `delete` once died of SIGPIPE writing it (runtime-tools'
+/// hooks, poststart_fail and poststop_fail), and a state beyond the pipe's 64 KiB would
+/// have blocked them on a hook that sleeps. Every hook still runs, in order.
+#[test]
+fn hooks_that_never_read_stdin_do_not_end_the_runtime() {
+    let dir = TestDir::new("oci-hook-stdin");
+    let log = dir.path().join("hooks.log");
+    let note = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} >> {}", log.display())]});
+    let deaf = json!({"path": "/bin/true", "args": ["true"]});
+    let b = bundle(dir.path(), &["true"], |c| {
+        c["annotations"] = json!({"org.example.big": "x".repeat(200 * 1024)});
+        c["hooks"] = json!({
+            "prestart": [deaf, note("prestart")],
+            "poststart": [deaf, note("poststart")],
+            "poststop": [deaf, note("poststop")],
+        });
+    });
+    let rt = Runc {
+        root: dir.path().join("state"),
+    };
+    let id = format!("oci-{}-deaf", std::process::id());
+    rt.ok(&["create", "--bundle", &b.display().to_string(), &id]);
+    rt.ok(&["start", &id]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("hooks ran"),
+        "prestart\npoststart\npoststop\n"
+    );
+}
+
 /// A spec without any namespace entry (runtime-tools' linux_ns_itype): the container shares
 /// every namespace of the runtime's, the mount namespace included, which slate once refused.
 /// It is chroot'ed into its rootfs (exec too); its mounts are the host's, under one rootfs
