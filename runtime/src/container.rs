@@ -231,19 +231,37 @@ fn check_sysctl(key: &str, ns: &Namespaces) -> Result<(), Error> {
     Ok(())
 }
 
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(1)
+/// Fails unless this process runs one thread: forking a process with others would copy
+/// the locks they hold (a malloc arena, say) into the child, held forever.
+///
+/// A thread that was just joined can still be listed for a moment: the kernel wakes
+/// `pthread_join` (CLONE_CHILD_CLEARTID) before it unlinks the exiting task. `slate run`
+/// joins its volume-copy thread right before it creates the container, and once in a while
+/// (seen in CI) met it still there; so a count above one is read again for up to 100 ms.
+pub(crate) fn single_threaded() -> Result<(), Error> {
+    let count = || {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| d.count())
+            .unwrap_or(1)
+    };
+    let mut n = count();
+    for _ in 0..100 {
+        if n <= 1 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        n = count();
+    }
+    if n <= 1 {
+        return Ok(());
+    }
+    Err(Error::MultiThreaded(n))
 }
 
 impl Container {
     /// Starts the container: returns once its process has exec'd the app.
     pub fn spawn(opts: ContainerOptions) -> Result<Container, Error> {
-        let n = threads();
-        if n > 1 {
-            return Err(Error::MultiThreaded(n));
-        }
+        single_threaded()?;
         let spec = &opts.spec;
         let process = spec
             .process()

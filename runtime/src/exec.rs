@@ -147,12 +147,7 @@ struct Started {
 }
 
 fn spawn(mut opts: ExecOptions) -> Result<Started, Error> {
-    let n = std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(1);
-    if n > 1 {
-        return Err(Error::MultiThreaded(n));
-    }
+    crate::container::single_threaded()?;
     let mut joins = Vec::new();
     for (name, kind) in NAMESPACES {
         let path = PathBuf::from(format!("/proc/{}/ns/{name}", opts.pid));
