@@ -20,10 +20,8 @@
 //!   live supervisor is never mistaken for a dead one.
 
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 
@@ -395,117 +393,23 @@ pub fn find_in<'a>(all: &'a [Record], key: &str) -> anyhow::Result<&'a Record> {
     bail!("no such container: {key}")
 }
 
-/// Temp file, fsync, rename, fsync the directory. On a tmpfs (the default state dir, /run)
-/// without the two fsyncs: there they are no-ops that cost a start four syscalls per file
-/// (issue 14), and nothing on a tmpfs survives the power cut they guard against; the rename
-/// alone keeps a reader from seeing half a file.
+/// [`slate_runtime::fsutil::write_atomic`], 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     write_atomic_mode(path, bytes, 0o600)
 }
 
 /// [`write_atomic`] with the file's mode (a systemd unit is 0644, as systemd's own are).
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The mode as asked, whatever the umask.
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        f.write_all(bytes)?;
-        let durable = !on_tmpfs(&f);
-        if durable {
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)?;
-        if durable {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res.with_context(|| format!("cannot write {}", path.display()))
+    slate_runtime::fsutil::write_atomic(path, bytes, mode)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Whether `f` is on a tmpfs: in memory only, gone at the next boot. Unknown counts as not
-/// (the syncs stay).
-fn on_tmpfs(f: &fs::File) -> bool {
-    use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
-    fstatfs(f).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC)
-}
-
-/// The start time of a process (field 22 of `/proc/<pid>/stat`, clock ticks since boot):
-/// with the PID, it names one process for the life of the machine.
+/// See [`slate_runtime::lifecycle::process_start_time`].
 pub fn proc_start_time(pid: i32) -> Option<u64> {
-    if pid <= 0 {
-        return None;
-    }
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    // rest starts at field 3 (state); field 22 is the 20th from there.
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        // A zombie is dead for our purposes: it cannot run anything any more.
-        return None;
-    }
-    fields.nth(18)?.parse().ok()
+    slate_runtime::lifecycle::process_start_time(pid)
 }
 
-/// Now, as (seconds, nanoseconds) since the epoch.
-pub fn now() -> (i64, u32) {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    (d.as_secs() as i64, d.subsec_nanos())
-}
-
-/// RFC 3339 in UTC with nanoseconds, as docker and the CRI log format write times.
-pub fn rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86400);
-    let sod = secs.rem_euclid(86400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
-pub fn now_rfc3339() -> String {
-    let (s, n) = now();
-    rfc3339(s, n)
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719468;
-    let era = if z >= 0 { z } else { z - 146096 } / 146097;
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+pub use slate_runtime::time::{now, now_rfc3339, rfc3339};
 
 const ADJECTIVES: &[&str] = &[
     "brave", "calm", "clever", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid",

@@ -130,7 +130,7 @@ impl Supervisor {
         rec.supervisor_pid = Some(me);
         rec.supervisor_start = state::proc_start_time(me);
         let spec_path = sd.config_path(id)?;
-        let spec = crate::spec::stored::load(&spec_path)
+        let spec = slate_runtime::bundle::load(&spec_path)
             .with_context(|| format!("cannot read {}", spec_path.display()))?;
         let pin = slate_image::store::Store::open(&rec.store_root)
             .and_then(|s| s.hold_pin(&rec.run_dir))

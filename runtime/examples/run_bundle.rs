@@ -12,7 +12,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use slate_runtime::{bundle_rootfs, supervise, Container, ContainerOptions, Error, Rootfs};
+use slate_runtime::bundle::Bundle;
+use slate_runtime::{supervise, Container, ContainerOptions, Error, Rootfs};
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -65,20 +66,12 @@ fn main() -> ExitCode {
         Some(b) => b,
         None => return usage(),
     };
-    let spec = match oci_spec::runtime::Spec::load(bundle.join("config.json")) {
-        Ok(s) => s,
+    let Bundle {
+        spec, rootfs: root, ..
+    } = match Bundle::open(&bundle) {
+        Ok(b) => b,
         Err(e) => {
-            eprintln!(
-                "run_bundle: cannot load {}: {e}",
-                bundle.join("config.json").display()
-            );
-            return ExitCode::from(125);
-        }
-    };
-    let root = match bundle_rootfs(&bundle, &spec) {
-        Ok(r) => r,
-        Err(e) => {
-            print_error(&e);
+            eprintln!("run_bundle: {e}");
             return ExitCode::from(125);
         }
     };

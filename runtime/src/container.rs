@@ -73,12 +73,14 @@ pub struct ContainerOptions {
     /// a write to `cgroup.procs`. Default `true`; `false` takes the fallback path on purpose
     /// (to test or measure it), which old kernels and seccomp'd hosts take anyway.
     pub clone_into_cgroup: bool,
-    /// The OCI create/start split: a FIFO the process opens for writing once it is set up,
-    /// right before it execs the app. The open blocks until someone opens the FIFO for
-    /// reading (`start`); [`Container::spawn`] returns as soon as the process waits there.
+    /// Where the created process waits for start, right before it execs the app
+    /// ([`Container::create`]). `None`: on its sync channel, for [`Created::start`] of this
+    /// process. A FIFO path: in an open of it for writing, which returns once anyone opens
+    /// it for reading, so that another process can start it (the OCI `start`, see
+    /// [`crate::lifecycle`]).
     pub start_gate: Option<PathBuf>,
     /// The process's stdin, stdout and stderr; `None` leaves the caller's own. (A terminal,
-    /// `process.terminal`, takes all three.) [`Container::spawn`] closes its copies once the
+    /// `process.terminal`, takes all three.) [`Container::create`] closes its copies once the
     /// process has its own, so the reader of a pipe given here sees EOF when the container's
     /// last writer is gone; the caller's descriptors are never touched.
     pub stdio: [Option<OwnedFd>; 3],
@@ -259,8 +261,16 @@ pub(crate) fn single_threaded() -> Result<(), Error> {
 }
 
 impl Container {
-    /// Starts the container: returns once its process has exec'd the app.
+    /// Creates and starts the container: returns once its process has exec'd the app.
     pub fn spawn(opts: ContainerOptions) -> Result<Container, Error> {
+        Container::create(opts)?.start()
+    }
+
+    /// Creates the container (the OCI `create`): namespaces, cgroup, mounts, pivot_root,
+    /// capabilities and seccomp are in place and the process waits at its start gate, right
+    /// before it execs the app, until [`Created::start`] (or, with
+    /// [`ContainerOptions::start_gate`], anyone who opens the FIFO for reading).
+    pub fn create(opts: ContainerOptions) -> Result<Created, Error> {
         single_threaded()?;
         let spec = &opts.spec;
         let process = spec
@@ -434,6 +444,8 @@ impl Container {
         };
         drop(child_sock);
         drop(cgroup_dir);
+        // The child has its own copies now; ours would keep its pipes open past its exit.
+        plan.stdio = [None, None, None];
         if in_cgroup {
             tracing::debug!(pid = pid.as_raw(), "cloned into its cgroup (clone3)");
         }
@@ -450,7 +462,11 @@ impl Container {
         tracing::debug!(id = %container.id, pid = pid.as_raw(), "container process cloned");
         // From here on, dropping `container` on an error kills and reaps the child.
         container.release(&plan, &parent_sock, in_cgroup)?;
-        Ok(container)
+        Ok(Created {
+            container,
+            plan: Box::new(plan),
+            sock: parent_sock,
+        })
     }
 
     fn release(&mut self, plan: &Plan, sock: &OwnedFd, in_cgroup: bool) -> Result<(), Error> {
@@ -473,6 +489,17 @@ impl Container {
         }
         syscall::write_all(sock.as_fd(), &[1])
             .map_err(Error::sys("releasing the container process"))?;
+        match self.follow(plan, sock)? {
+            true => Ok(()),
+            // Every process stops at the gate before it execs: an exec'd or ended one
+            // skipped it.
+            false => Err(Error::Protocol),
+        }
+    }
+
+    /// Reads the child's reports until it waits at its gate (`true`) or has exec'd or
+    /// ended (`false`); a failure it reports is the error.
+    fn follow(&mut self, plan: &Plan, sock: &OwnedFd) -> Result<bool, Error> {
         let mut buf = [0u8; ChildFailure::SIZE];
         let got = loop {
             let (n, fd) = match recv_record(sock, &mut buf) {
@@ -486,7 +513,7 @@ impl Container {
             }
             if n == ChildFailure::SIZE && buf == ChildFailure::AT_GATE {
                 // Set up and waiting for `start`: created.
-                return Ok(());
+                return Ok(true);
             }
             break n;
         };
@@ -494,12 +521,12 @@ impl Container {
             // EOF: exec closed the child's end. A child that died without a word also gives
             // EOF; tell the two apart without blocking.
             return match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => Ok(()),
+                Ok(WaitStatus::StillAlive) => Ok(false),
                 Ok(status) => {
                     self.status = to_status(status);
                     // An app that exec'd and exited at once is a success too.
                     if plan.init || self.status.is_some() {
-                        Ok(())
+                        Ok(false)
                     } else {
                         Err(Error::ChildDied)
                     }
@@ -619,6 +646,90 @@ impl Container {
             cg.remove()?;
         }
         Ok(status)
+    }
+}
+
+/// A created container: set up and waiting at its start gate (the OCI `created` state).
+/// Dropping it kills the process and removes what it had, as for a [`Container`].
+pub struct Created {
+    container: Container,
+    /// What the child was given, to name the step of a failure it reports after the gate.
+    plan: Box<Plan>,
+    /// The sync channel: the go byte goes out on it, exec closes the child's end.
+    sock: OwnedFd,
+}
+
+impl std::fmt::Debug for Created {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Created")
+            .field("container", &self.container)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Created {
+    /// The waiting process, as seen from the host: the OCI state's pid.
+    pub fn pid(&self) -> Pid {
+        self.container.pid
+    }
+
+    /// See [`Container::take_pty_master`]: the terminal exists from `create` on (runc sends
+    /// it to the console socket then).
+    pub fn take_pty_master(&mut self) -> Option<OwnedFd> {
+        self.container.take_pty_master()
+    }
+
+    /// See [`Container::cgroup_paths`].
+    pub fn cgroup_paths(&self) -> Vec<PathBuf> {
+        self.container.cgroup_paths()
+    }
+
+    /// See [`Container::host_root_mount`].
+    pub fn host_root_mount(&self) -> Option<(&std::path::Path, u64)> {
+        self.container.host_root_mount()
+    }
+
+    /// Lets the process exec the app, and returns once it has. With a FIFO gate
+    /// ([`ContainerOptions::start_gate`]) this process opens its other end, as an OCI
+    /// `start` from another process would; either way a failing exec is this call's error.
+    pub fn start(mut self) -> Result<Container, Error> {
+        match &self.plan.start_gate {
+            Some((fd, _)) => open_gate(fd)?,
+            None => syscall::write_all(self.sock.as_fd(), &[1])
+                .map_err(Error::sys("starting the container process"))?,
+        }
+        if self.container.follow(&self.plan, &self.sock)? {
+            // A second stop at the gate: not what a child of this runtime does.
+            return Err(Error::Protocol);
+        }
+        Ok(self.container)
+    }
+
+    /// Leaves the created container to whoever opens its FIFO gate and reaps it (the OCI
+    /// `create`, which exits here; see [`Container::detach`]). Returns its pid.
+    pub fn detach(self) -> Pid {
+        self.container.detach()
+    }
+}
+
+/// Opens the FIFO gate's reading end (the child waits in its open for writing) and takes
+/// the byte the child then writes: it is on its way to exec.
+fn open_gate(gate: &OwnedFd) -> Result<(), Error> {
+    let mut f =
+        std::fs::File::open(format!("/proc/self/fd/{}", gate.as_raw_fd())).map_err(|source| {
+            Error::Io {
+                op: "opening the start gate",
+                source,
+            }
+        })?;
+    let mut b = [0u8; 1];
+    match std::io::Read::read(&mut f, &mut b) {
+        Ok(1) => Ok(()),
+        Ok(_) => Err(Error::ChildDied),
+        Err(source) => Err(Error::Io {
+            op: "reading the start gate",
+            source,
+        }),
     }
 }
 
@@ -767,16 +878,7 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     if plan.die_with_parent {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(at(Stage::Sync, 0))?;
     }
-    let mut go = [0u8; 1];
-    loop {
-        match nix::unistd::read(sock.as_raw_fd(), &mut go) {
-            Ok(1) => break,
-            // The parent is gone or gave up on us.
-            Ok(_) => syscall::exit_now(125),
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(at(Stage::Sync, 0)(e)),
-        }
-    }
+    wait_for_go(sock).map_err(at(Stage::Sync, 0))?;
     crate::confine::install_stdio(&plan.stdio)?;
     // A session of its own, as runc gives it: a ^C typed at the host terminal reaches the
     // container once, through the supervisor, not a second time through the terminal's
@@ -832,12 +934,15 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     // Before init forks: init never execs, so close-on-exec does not protect it, and it would
     // otherwise keep every descriptor of the host's (the run's files, a procfs handle, the
     // caller's pipes) for as long as the container lives.
-    if let Some((_, via)) = &plan.start_gate {
-        // Created: tell the caller, then wait for `start` to open the FIFO's other end.
-        // (Before the descriptors are closed: the gate is one of them.)
-        syscall::write_all(sock.as_fd(), &ChildFailure::AT_GATE).map_err(at(Stage::Sync, 0))?;
-        wait_at_gate(via).map_err(at(Stage::StartGate, 0))?;
+    // Created: tell the caller, then wait for start, from the caller ([`Created::start`])
+    // or, through the FIFO, from whoever opens its other end (an OCI `start`). (Before the
+    // descriptors are closed: the FIFO is one of them.)
+    syscall::write_all(sock.as_fd(), &ChildFailure::AT_GATE).map_err(at(Stage::Sync, 0))?;
+    match &plan.start_gate {
+        Some((_, via)) => wait_at_gate(via),
+        None => wait_for_go(sock),
     }
+    .map_err(at(Stage::StartGate, 0))?;
     close_fds(plan.preserve_fds, sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
     if plan.init {
         crate::init::fork_app(|| {
@@ -847,6 +952,20 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
         .map_err(at(Stage::Fork, 0))?;
     }
     Err(confinement.exec())
+}
+
+/// Blocks until the caller sends its one byte on the sync socket. An end of file means the
+/// caller is gone or gave up on this container: nothing more to do.
+fn wait_for_go(sock: &OwnedFd) -> Result<(), Errno> {
+    let mut go = [0u8; 1];
+    loop {
+        match nix::unistd::read(sock.as_raw_fd(), &mut go) {
+            Ok(1) => return Ok(()),
+            Ok(_) => syscall::exit_now(125),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Blocks until the FIFO is opened for reading, then says so through it (a byte `start`
@@ -891,17 +1010,6 @@ fn close_fds(preserve: u32, sock: i32) -> Result<(), Errno> {
         );
     }
     syscall::close_fds_from(first_free, sock)
-}
-
-/// The rootfs path of a bundle's `root.path`, relative to the bundle directory.
-pub fn bundle_rootfs(bundle: &std::path::Path, spec: &Spec) -> Result<PathBuf, Error> {
-    let root = spec.root().as_ref().ok_or(Error::SpecMissing("root"))?;
-    let p = root.path();
-    Ok(if p.is_absolute() {
-        p.clone()
-    } else {
-        bundle.join(p)
-    })
 }
 
 #[cfg(test)]

@@ -23,13 +23,17 @@
 //! execs, and a program path that goes through a `/proc` magic link is refused.
 
 mod bpf;
+pub mod bundle;
 pub mod caps;
 pub mod cgroups;
 mod confine;
 mod container;
 pub mod error;
 pub mod exec;
+pub mod fsutil;
+pub mod hooks;
 mod init;
+pub mod lifecycle;
 pub mod mounts;
 mod namespaces;
 pub mod probe;
@@ -39,9 +43,10 @@ pub mod seal;
 pub mod seccomp;
 pub mod supervise;
 mod syscall;
+pub mod time;
 
 pub use caps::{docker_default_capabilities, DOCKER_DEFAULT};
-pub use container::{bundle_rootfs, Container, ContainerOptions, ExitStatus};
+pub use container::{Container, ContainerOptions, Created, ExitStatus};
 pub use error::Error;
 pub use mounts::{Rootfs, DOCKER_MASKED_PATHS, DOCKER_READONLY_PATHS};
 pub use supervise::{supervise, FORWARDED};

@@ -78,7 +78,7 @@ fn prepare(settings: &Settings, args: &ExecArgs) -> anyhow::Result<(ExecOptions,
         );
     }
     let spec_path = sd.config_path(&rec.id)?;
-    let spec = crate::spec::stored::load(&spec_path)
+    let spec = slate_runtime::bundle::load(&spec_path)
         .with_context(|| format!("cannot read {}", spec_path.display()))?;
     let mut process = spec
         .process()

@@ -20,7 +20,6 @@ mod env;
 mod mounts;
 mod resources;
 mod security;
-pub(crate) mod stored;
 pub(crate) mod user;
 
 #[cfg(test)]

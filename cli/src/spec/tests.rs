@@ -1778,7 +1778,7 @@ fn spec_serializes_and_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spec.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&s).unwrap()).unwrap();
-    assert_eq!(super::stored::load(&path).unwrap(), s);
+    assert_eq!(slate_runtime::bundle::load(&path).unwrap(), s);
 }
 
 // ---- hostile flag values: errors, never panics

@@ -1,6 +1,6 @@
-//! Reading back a container's `config.json` (written with oci-spec's own `Serialize`),
-//! and an OCI bundle's `config.json` (`slate oci`), without oci-spec's `Deserialize` for
-//! `Spec`.
+//! OCI bundles: a directory with a `config.json` and the rootfs it names. Reads that
+//! `config.json`, and a container's own copy of it (written with oci-spec's `Serialize`),
+//! without oci-spec's `Deserialize` for `Spec`.
 //!
 //! Why: deserializing `Spec` deserializes `Process`, whose `execCPUAffinity` field is
 //! validated with a regular expression; that one call links the whole `regex` engine
@@ -112,20 +112,94 @@ impl From<StoredSpec> for Spec {
     }
 }
 
+/// Why a `config.json` (or a `process` document) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a runtime-spec document: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// "MUST generate an error when invalid or unsupported values are encountered": a
+    /// version this runtime does not implement is one.
+    #[error("unsupported ociVersion {0:?} in the bundle's config.json: slate implements 1.x")]
+    Version(String),
+    /// The spec has no `root`.
+    #[error("the bundle's config.json has no root")]
+    NoRoot,
+}
+
 /// Reads a runtime-spec `process` object (`slate oci exec --process FILE`).
-pub fn process_from_json(data: &[u8]) -> anyhow::Result<Process> {
+pub fn process_from_json(data: &[u8]) -> Result<Process, serde_json::Error> {
     let stored: StoredProcess = serde_json::from_slice(data)?;
     Ok(stored.into())
 }
 
-/// Reads a spec written by `slate run -d`, or a bundle's config.json.
-pub fn load(path: &Path) -> anyhow::Result<Spec> {
-    let data = std::fs::read(path)?;
-    let stored: StoredSpec = serde_json::from_slice(&data)?;
+/// Reads a spec written by slate, or a bundle's config.json.
+pub fn load(path: &Path) -> Result<Spec, BundleError> {
+    let data = std::fs::read(path).map_err(|source| BundleError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let stored: StoredSpec =
+        serde_json::from_slice(&data).map_err(|source| BundleError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(stored.into())
 }
 
+/// A bundle as `create` takes it: its absolute directory, its spec (of a runtime-spec 1.x
+/// version) and the rootfs directory `root.path` names (relative to the bundle).
+#[derive(Debug)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+}
+
+impl Bundle {
+    /// Reads `dir/config.json`.
+    pub fn open(dir: &Path) -> Result<Bundle, BundleError> {
+        let spec = load(&dir.join("config.json"))?;
+        let version = spec.version();
+        let major_ok = version
+            .split('.')
+            .map(|p| p.split(['-', '+']).next().unwrap_or(p).parse::<u32>())
+            .collect::<Result<Vec<_>, _>>()
+            .is_ok_and(|v| v.len() == 3 && v[0] == 1);
+        if !major_ok {
+            return Err(BundleError::Version(version.clone()));
+        }
+        let rootfs = rootfs_of(dir, &spec)?;
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            spec,
+            rootfs,
+        })
+    }
+}
+
+/// The rootfs path of a bundle's `root.path`, relative to the bundle directory.
+pub fn rootfs_of(bundle: &Path, spec: &Spec) -> Result<PathBuf, BundleError> {
+    let root = spec.root().as_ref().ok_or(BundleError::NoRoot)?;
+    let p = root.path();
+    Ok(if p.is_absolute() {
+        p.clone()
+    } else {
+        bundle.join(p)
+    })
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
