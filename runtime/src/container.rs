@@ -155,6 +155,8 @@ struct Plan {
     sysctl: Vec<(CString, CString)>,
     init: bool,
     preserve_fds: u32,
+    /// See [`reserve_preserved`]: closed by the child before exec.
+    reserved: Vec<OwnedFd>,
     /// The host terminal's size, for a container terminal.
     winsize: Option<libc::winsize>,
     seccomp: Option<Arc<seccomp::Program>>,
@@ -272,6 +274,8 @@ impl Container {
     /// [`ContainerOptions::start_gate`], anyone who opens the FIFO for reading).
     pub fn create(opts: ContainerOptions) -> Result<Created, Error> {
         single_threaded()?;
+        // First, before this call opens anything of its own.
+        let reserved = reserve_preserved(opts.preserve_fds)?;
         let spec = &opts.spec;
         let process = spec
             .process()
@@ -330,6 +334,7 @@ impl Container {
             sysctl,
             init: opts.init,
             preserve_fds: opts.preserve_fds,
+            reserved,
             // The spec's console size wins over the host terminal's.
             winsize: process
                 .console_size()
@@ -446,6 +451,7 @@ impl Container {
         drop(cgroup_dir);
         // The child has its own copies now; ours would keep its pipes open past its exit.
         plan.stdio = [None, None, None];
+        plan.reserved.clear();
         if in_cgroup {
             tracing::debug!(pid = pid.as_raw(), "cloned into its cgroup (clone3)");
         }
@@ -712,8 +718,8 @@ impl Created {
     }
 }
 
-/// Opens the FIFO gate's reading end (the child waits in its open for writing) and takes
-/// the byte the child then writes: it is on its way to exec.
+/// Opens the FIFO gate's reading end (the child waits in its open for writing) and waits
+/// for it to pass ([`crate::lifecycle::pass_gate`]).
 fn open_gate(gate: &OwnedFd) -> Result<(), Error> {
     let mut f =
         std::fs::File::open(format!("/proc/self/fd/{}", gate.as_raw_fd())).map_err(|source| {
@@ -722,10 +728,9 @@ fn open_gate(gate: &OwnedFd) -> Result<(), Error> {
                 source,
             }
         })?;
-    let mut b = [0u8; 1];
-    match std::io::Read::read(&mut f, &mut b) {
-        Ok(1) => Ok(()),
-        Ok(_) => Err(Error::ChildDied),
+    match crate::lifecycle::pass_gate(&mut f) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::ChildDied),
         Err(source) => Err(Error::Io {
             op: "reading the start gate",
             source,
@@ -938,20 +943,29 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     // or, through the FIFO, from whoever opens its other end (an OCI `start`). (Before the
     // descriptors are closed: the FIFO is one of them.)
     syscall::write_all(sock.as_fd(), &ChildFailure::AT_GATE).map_err(at(Stage::Sync, 0))?;
-    match &plan.start_gate {
-        Some((_, via)) => wait_at_gate(via),
-        None => wait_for_go(sock),
+    // The FIFO's write end stays open, close-on-exec, until exec: its reader (`start`)
+    // sees EOF only once the app runs (or this process is gone).
+    let gate = match &plan.start_gate {
+        Some((_, via)) => wait_at_gate(via, 3 + plan.preserve_fds).map(Some),
+        None => wait_for_go(sock).map(|()| None),
     }
     .map_err(at(Stage::StartGate, 0))?;
-    close_fds(plan.preserve_fds, sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
+    let gate_fd = gate.as_ref().map_or(-1, |g| g.as_raw_fd());
+    close_fds(plan, &[sock.as_raw_fd(), gate_fd]).map_err(at(Stage::CloseFds, 0))?;
     if plan.init {
         crate::init::fork_app(|| {
-            // Only the app reports over the socket from now on.
+            // Only the app reports over the socket and holds the gate from now on: init
+            // never execs.
             let _ = nix::unistd::close(sock.as_raw_fd());
+            if gate_fd >= 0 {
+                let _ = nix::unistd::close(gate_fd);
+            }
         })
         .map_err(at(Stage::Fork, 0))?;
     }
-    Err(confinement.exec())
+    let e = confinement.exec();
+    drop(gate);
+    Err(e)
 }
 
 /// Blocks until the caller sends its one byte on the sync socket. An end of file means the
@@ -969,8 +983,10 @@ fn wait_for_go(sock: &OwnedFd) -> Result<(), Errno> {
 }
 
 /// Blocks until the FIFO is opened for reading, then says so through it (a byte `start`
-/// reads to know the app is on its way).
-fn wait_at_gate(gate: &CString) -> Result<(), Errno> {
+/// reads to know the app is on its way). Returns the FIFO, placed at or above `min_fd`:
+/// below, it could take the number of a descriptor the app is to inherit
+/// (`preserve_fds`), lose close-on-exec and keep `start` waiting for the app's exit.
+fn wait_at_gate(gate: &CString, min_fd: u32) -> Result<OwnedFd, Errno> {
     let fd = loop {
         // SAFETY: open(2) reads the NUL-terminated path; a negative return is checked.
         let fd = unsafe { libc::open(gate.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
@@ -981,8 +997,17 @@ fn wait_at_gate(gate: &CString) -> Result<(), Errno> {
         }
     };
     // SAFETY: the descriptor was just opened and nothing else owns it.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    syscall::write_all(fd.as_fd(), &[0])
+    let mut fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    if (fd.as_raw_fd() as u32) < min_fd {
+        let high = nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min_fd as i32),
+        )?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+        fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
+    }
+    syscall::write_all(fd.as_fd(), &[0])?;
+    Ok(fd)
 }
 
 fn write_file(path: &CString, value: &[u8]) -> Result<(), Errno> {
@@ -1000,16 +1025,52 @@ fn write_file(path: &CString, value: &[u8]) -> Result<(), Errno> {
 /// the host (a cgroup directory, a runtime file) is reachable through /proc/self/fd after
 /// exec. Kept: 0-2, the preserved 3..3+n, and the sync socket (close-on-exec, so exec closes
 /// it and the parent sees EOF as success).
-fn close_fds(preserve: u32, sock: i32) -> Result<(), Errno> {
-    let first_free = 3 + preserve;
-    for fd in 3..first_free {
+fn close_fds(plan: &Plan, keep: &[i32]) -> Result<(), Errno> {
+    let first_free = 3 + plan.preserve_fds;
+    for fd in 3..first_free as i32 {
+        if plan.reserved.iter().any(|r| r.as_raw_fd() == fd) {
+            // A number the caller left unused: it stays unused.
+            let _ = nix::unistd::close(fd);
+            continue;
+        }
         // Inherited descriptors meant for the container must survive exec.
         let _ = nix::fcntl::fcntl(
-            fd as i32,
+            fd,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
         );
     }
-    syscall::close_fds_from(first_free, sock)
+    syscall::close_fds_from(first_free, keep)
+}
+
+/// `preserve_fds`: the app inherits descriptors 3..3+n as the caller has them. A number in
+/// that range the caller left closed would go to the first descriptor the runtime opens
+/// (the start gate, a cgroup directory, a rootfs handle) and, losing close-on-exec with
+/// the preserved ones, hand a piece of the host to the app (seen: the gate's O_PATH handle).
+/// So each such number is held on /dev/null, close-on-exec, while the container is made,
+/// and the child closes it before exec.
+fn reserve_preserved(n: u32) -> Result<Vec<OwnedFd>, Error> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let mut held = Vec::new();
+    for fd in 3..3i32.saturating_add(n.min(1 << 20) as i32) {
+        if fcntl(fd, FcntlArg::F_GETFD).is_ok() {
+            continue;
+        }
+        let null: OwnedFd = std::fs::File::open("/dev/null")
+            .map_err(|source| Error::Io {
+                op: "opening /dev/null",
+                source,
+            })?
+            .into();
+        if null.as_raw_fd() == fd {
+            held.push(null);
+            continue;
+        }
+        let placed = nix::unistd::dup3(null.as_raw_fd(), fd, OFlag::O_CLOEXEC)
+            .map_err(Error::sys("reserving a preserved descriptor"))?;
+        // SAFETY: dup3 returned `fd`, which was not open before and nothing else owns.
+        held.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(placed) });
+    }
+    Ok(held)
 }
 
 #[cfg(test)]

@@ -491,7 +491,7 @@ fn app_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     };
     confinement.apply(sock)?;
     // CVE-2024-21626: nothing of the host past stdio (the sync socket is close-on-exec).
-    syscall::close_fds_from(3, sock.as_raw_fd()).map_err(at(Stage::CloseFds, 0))?;
+    syscall::close_fds_from(3, &[sock.as_raw_fd()]).map_err(at(Stage::CloseFds, 0))?;
     Err(confinement.exec())
 }
 

@@ -472,10 +472,9 @@ impl Entry {
         self.startable()?;
         let gate = self.dir.join(GATE);
         let mut f = std::fs::File::open(&gate).map_err(io("open", &gate))?;
-        let mut b = [0u8; 1];
-        let n = std::io::Read::read(&mut f, &mut b).map_err(io("read", &gate))?;
+        let passed = pass_gate(&mut f).map_err(io("read", &gate));
         let _ = std::fs::remove_file(&gate);
-        if n == 0 {
+        if !passed? {
             return Err(LifecycleError::DiedBeforeStart(self.saved.id.clone()));
         }
         Ok(self.poststart())
@@ -577,6 +576,24 @@ impl Entry {
             Some(h) => hooks::run_all(h.poststop().as_deref().unwrap_or_default(), &state),
             None => Vec::new(),
         })
+    }
+}
+
+/// Reads the start gate (the FIFO, opened for reading) through: the byte the waiting
+/// process writes once it is let go (`false` if it died first), then the end of file its
+/// exec brings, since it holds the write end close-on-exec. So `start` returns once the
+/// app runs, and a signal sent right after it reaches the app, not slate's code before the
+/// exec (runtime-tools' killsig raced on that).
+pub fn pass_gate(f: &mut std::fs::File) -> std::io::Result<bool> {
+    let mut b = [0u8; 1];
+    let mut got = false;
+    loop {
+        match std::io::Read::read(f, &mut b) {
+            Ok(0) => return Ok(got),
+            Ok(_) => got = true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -153,50 +153,65 @@ fn unsafe_zeroed_open_how() -> libc::open_how {
     unsafe { std::mem::zeroed() }
 }
 
-/// CVE-2024-21626: closes every descriptor from `first` up, except `keep` (the sync socket,
-/// which is close-on-exec so the parent sees EOF at exec). Used right before exec by the
-/// container's process and by `exec`'s, so nothing of the host stays reachable through
-/// /proc/self/fd. No allocation: it runs in the cloned child.
-pub(crate) fn close_fds_from(first: u32, keep: RawFd) -> Result<(), Errno> {
-    let keep = keep as u32;
-    let ranges: [(u32, u32); 2] = if keep >= first {
-        [(first, keep.saturating_sub(1)), (keep + 1, u32::MAX)]
-    } else {
-        [(first, u32::MAX), (1, 0)]
-    };
-    for (lo, hi) in ranges {
-        if lo > hi {
-            continue;
+/// CVE-2024-21626: closes every descriptor from `first` up, except those in `keep` (the sync
+/// socket and the start gate, both close-on-exec, so that their other ends see EOF at exec).
+/// Used right before exec by the container's process and by `exec`'s, so nothing of the
+/// host stays reachable through /proc/self/fd. No allocation on the common path: it runs
+/// in the cloned child.
+pub(crate) fn close_fds_from(first: u32, keep: &[RawFd]) -> Result<(), Errno> {
+    let mut lo = first;
+    loop {
+        // The next kept descriptor at or above `lo`; everything below it goes.
+        let next = keep
+            .iter()
+            .filter_map(|&k| u32::try_from(k).ok())
+            .filter(|&k| k >= lo)
+            .min();
+        let hi = match next {
+            Some(k) => k.checked_sub(1),
+            None => Some(u32::MAX),
+        };
+        if let Some(hi) = hi.filter(|hi| lo <= *hi) {
+            close_span(lo, hi, keep)?;
         }
-        match close_range(lo, hi) {
-            Ok(()) => {}
-            // Kernels before 5.9 (ENOSYS), or a seccomp profile older than close_range that
-            // denies it (EPERM: the spec's filter is installed before this when the spec has
-            // no no_new_privs, as in runc). Close what /proc lists, else one by one.
-            Err(Errno::ENOSYS | Errno::EPERM) => {
-                if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
-                    let open: Vec<u32> = rd
-                        .flatten()
-                        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                        .filter(|fd| (lo..=hi).contains(fd) && *fd != keep)
-                        .collect();
-                    for fd in open {
-                        let _ = nix::unistd::close(fd as i32);
-                    }
-                    continue;
+        match next {
+            Some(k) if k < u32::MAX => lo = k + 1,
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn close_span(lo: u32, hi: u32, keep: &[RawFd]) -> Result<(), Errno> {
+    match close_range(lo, hi) {
+        Ok(()) => Ok(()),
+        // Kernels before 5.9 (ENOSYS), or a seccomp profile older than close_range that
+        // denies it (EPERM: the spec's filter is installed before this when the spec has
+        // no no_new_privs, as in runc). Close what /proc lists, else one by one.
+        Err(Errno::ENOSYS | Errno::EPERM) => {
+            let kept = |fd: u32| keep.iter().any(|&k| u32::try_from(k).ok() == Some(fd));
+            if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
+                let open: Vec<u32> = rd
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .filter(|fd| (lo..=hi).contains(fd) && !kept(*fd))
+                    .collect();
+                for fd in open {
+                    let _ = nix::unistd::close(fd as i32);
                 }
-                let max =
-                    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                        .map(|(soft, _)| soft.min(1 << 20) as u32)
-                        .unwrap_or(1024);
-                for fd in lo..=hi.min(max) {
+                return Ok(());
+            }
+            let max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft.min(1 << 20) as u32)
+                .unwrap_or(1024);
+            for fd in lo..=hi.min(max) {
+                if !kept(fd) {
                     let _ = nix::unistd::close(fd as i32);
                 }
             }
-            Err(e) => return Err(e),
+            Ok(())
         }
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 /// Closes every descriptor in `first..=last`; `ENOSYS` on kernels before 5.9.

@@ -527,6 +527,65 @@ fn config_json_edited_after_create_changes_nothing() {
     );
 }
 
+/// `start` returns once the app has exec'd, not when slate's code in the container was let
+/// go: a signal sent right after it reaches the app (runtime-tools' killsig raced on this).
+/// The start gate (a FIFO the process holds until exec) is not among the descriptors the
+/// app gets, even with `--preserve-fds` naming a descriptor that is not open.
+#[test]
+fn start_returns_once_the_app_runs_and_the_gate_is_not_inherited() {
+    let dir = TestDir::new("oci-start-exec");
+    let b = bundle(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "ls -l /proc/self/fd > /fds.l; ls /proc/self/fd > /fds; trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        ],
+        |c| {
+            c["root"]["readonly"] = json!(false);
+        },
+    );
+    let rt = Runc {
+        root: dir.path().join("state"),
+    };
+    let id = format!("oci-{}-startexec", std::process::id());
+    rt.ok(&[
+        "create",
+        "--bundle",
+        &b.display().to_string(),
+        "--preserve-fds",
+        "2",
+        &id,
+    ]);
+    let pid = rt.state(&id)["pid"].as_i64().expect("pid");
+    rt.ok(&["start", &id]);
+    // At once, without waiting: the process is the app now.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+    assert_eq!(comm.trim(), "sh");
+    let fds = b.join("rootfs/fds");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&fds).map_or(true, |s| s.is_empty()) {
+        assert!(Instant::now() < deadline, "the app never listed its fds");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // 0-2, and the one `ls` opens to read the directory; 3 and 4 were not open in create.
+    let listed: Vec<u32> = std::fs::read_to_string(&fds)
+        .expect("fds")
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(
+        listed.len(),
+        4,
+        "{listed:?} {}",
+        std::fs::read_to_string(b.join("rootfs/fds.l")).unwrap_or_default()
+    );
+    assert_eq!(&listed[..3], &[0, 1, 2], "{listed:?}");
+    rt.ok(&["kill", &id, "TERM"]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+}
+
 /// A hook that never reads its stdin (`/bin/true`), given a state larger than a pipe holds
 /// (a big annotation): `start` and `delete` once died of SIGPIPE writing it (runtime-tools'
 /// hooks, poststart_fail and poststop_fail), and a state beyond the pipe's 64 KiB would
