@@ -84,6 +84,10 @@ pub struct ContainerOptions {
     /// process has its own, so the reader of a pipe given here sees EOF when the container's
     /// last writer is gone; the caller's descriptors are never touched.
     pub stdio: [Option<OwnedFd>; 3],
+    /// The OCI state the spec's `createContainer` and `startContainer` hooks read on their
+    /// stdin (they run inside the container, see [`InContainerHooks`]); the runtime sets its
+    /// `pid` and `status`. `Null`: a state of the id alone.
+    pub hook_state: serde_json::Value,
     /// The process gets SIGKILL when the process that spawned it dies (default `true`: a
     /// container never outlives its supervisor unnoticed). An OCI `create` exits at once and
     /// leaves the container to whoever reaps it (containerd's shim, conmon): `false`.
@@ -103,6 +107,7 @@ impl ContainerOptions {
             clone_into_cgroup: true,
             start_gate: None,
             stdio: [None, None, None],
+            hook_state: serde_json::Value::Null,
             die_with_parent: true,
         }
     }
@@ -157,6 +162,7 @@ struct Plan {
     preserve_fds: u32,
     /// See [`reserve_preserved`]: closed by the child before exec.
     reserved: Vec<OwnedFd>,
+    hooks: Option<InContainerHooks>,
     /// The host terminal's size, for a container terminal.
     winsize: Option<libc::winsize>,
     seccomp: Option<Arc<seccomp::Program>>,
@@ -335,6 +341,7 @@ impl Container {
             init: opts.init,
             preserve_fds: opts.preserve_fds,
             reserved,
+            hooks: InContainerHooks::from_spec(spec, &opts.id, &opts.hook_state),
             // The spec's console size wins over the host terminal's.
             winsize: process
                 .console_size()
@@ -493,7 +500,9 @@ impl Container {
                 },
             )?;
         }
-        syscall::write_all(sock.as_fd(), &[1])
+        // The release carries the pid, which the process cannot see from inside its pid
+        // namespace and its in-container hooks' state must name.
+        syscall::write_all(sock.as_fd(), &self.pid.as_raw().to_ne_bytes())
             .map_err(Error::sys("releasing the container process"))?;
         match self.follow(plan, sock)? {
             true => Ok(()),
@@ -699,14 +708,22 @@ impl Created {
     /// ([`ContainerOptions::start_gate`]) this process opens its other end, as an OCI
     /// `start` from another process would; either way a failing exec is this call's error.
     pub fn start(mut self) -> Result<Container, Error> {
-        match &self.plan.start_gate {
+        let passed = match &self.plan.start_gate {
             Some((fd, _)) => open_gate(fd)?,
-            None => syscall::write_all(self.sock.as_fd(), &[1])
-                .map_err(Error::sys("starting the container process"))?,
-        }
+            None => {
+                syscall::write_all(self.sock.as_fd(), &[1])
+                    .map_err(Error::sys("starting the container process"))?;
+                true
+            }
+        };
+        // A failure the process reports (a startContainer hook, the exec) comes first: it
+        // says more than a gate that closed without its byte.
         if self.container.follow(&self.plan, &self.sock)? {
             // A second stop at the gate: not what a child of this runtime does.
             return Err(Error::Protocol);
+        }
+        if !passed {
+            return Err(Error::ChildDied);
         }
         Ok(self.container)
     }
@@ -720,7 +737,7 @@ impl Created {
 
 /// Opens the FIFO gate's reading end (the child waits in its open for writing) and waits
 /// for it to pass ([`crate::lifecycle::pass_gate`]).
-fn open_gate(gate: &OwnedFd) -> Result<(), Error> {
+fn open_gate(gate: &OwnedFd) -> Result<bool, Error> {
     let mut f =
         std::fs::File::open(format!("/proc/self/fd/{}", gate.as_raw_fd())).map_err(|source| {
             Error::Io {
@@ -729,8 +746,7 @@ fn open_gate(gate: &OwnedFd) -> Result<(), Error> {
             }
         })?;
     match crate::lifecycle::pass_gate(&mut f) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Error::ChildDied),
+        Ok(passed) => Ok(passed),
         Err(source) => Err(Error::Io {
             op: "reading the start gate",
             source,
@@ -808,6 +824,21 @@ impl Plan {
                     .unwrap_or_default(),
                 source,
             },
+            Stage::CreateContainerHook | Stage::StartContainerHook => {
+                let (kind, list) = match (f.stage, &self.hooks) {
+                    (Stage::CreateContainerHook, Some(h)) => ("createContainer", &h.create[..]),
+                    (_, Some(h)) => ("startContainer", &h.start[..]),
+                    _ => ("in-container", &[][..]),
+                };
+                Error::Hook {
+                    kind,
+                    path: list
+                        .get(f.index as usize)
+                        .map(|h| h.path().clone())
+                        .unwrap_or_default(),
+                    why: InContainerHooks::why(f.errno),
+                }
+            }
             Stage::CwdOutsideRoot => Error::Setup {
                 step: "the working directory is outside the container's root".to_string(),
                 source,
@@ -845,6 +876,8 @@ fn stage_name(s: Stage) -> &'static str {
         Stage::StartGate => "wait for start",
         Stage::Stdio => "set up stdin, stdout and stderr",
         Stage::Fork => "fork the app under init",
+        Stage::CreateContainerHook => "run a createContainer hook",
+        Stage::StartContainerHook => "run a startContainer hook",
         _ => "set up the container",
     }
 }
@@ -883,7 +916,7 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     if plan.die_with_parent {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(at(Stage::Sync, 0))?;
     }
-    wait_for_go(sock).map_err(at(Stage::Sync, 0))?;
+    let host_pid = wait_for_release(sock).map_err(at(Stage::Sync, 0))?;
     crate::confine::install_stdio(&plan.stdio)?;
     // A session of its own, as runc gives it: a ^C typed at the host terminal reaches the
     // container once, through the supervisor, not a second time through the terminal's
@@ -912,6 +945,10 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     umask(Mode::empty());
 
     let root = plan.mounts.setup_rootfs()?;
+    if let Some(h) = &plan.hooks {
+        // In the container's namespaces, the host's paths still in view.
+        h.run(Stage::CreateContainerHook, host_pid)?;
+    }
     plan.mounts.pivot(root)?;
     for (i, (path, value)) in plan.sysctl.iter().enumerate() {
         write_file(path, value.as_bytes()).map_err(at(Stage::Sysctl, i as u32))?;
@@ -946,10 +983,19 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     // The FIFO's write end stays open, close-on-exec, until exec: its reader (`start`)
     // sees EOF only once the app runs (or this process is gone).
     let gate = match &plan.start_gate {
-        Some((_, via)) => wait_at_gate(via, 3 + plan.preserve_fds).map(Some),
+        Some((_, via)) => open_gate_for_writing(via, 3 + plan.preserve_fds).map(Some),
         None => wait_for_go(sock).map(|()| None),
     }
     .map_err(at(Stage::StartGate, 0))?;
+    if let Some(h) = &plan.hooks {
+        // Started: in the container, as its user and confined, right before the app.
+        h.run(Stage::StartContainerHook, host_pid)?;
+    }
+    if let Some(g) = &gate {
+        // Tell `start` the app is on its way (a failed hook above ends this process
+        // without a word instead: start sees the gate close empty).
+        syscall::write_all(g.as_fd(), &[0]).map_err(at(Stage::StartGate, 0))?;
+    }
     let gate_fd = gate.as_ref().map_or(-1, |g| g.as_raw_fd());
     close_fds(plan, &[sock.as_raw_fd(), gate_fd]).map_err(at(Stage::CloseFds, 0))?;
     if plan.init {
@@ -968,6 +1014,21 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     Err(e)
 }
 
+/// Blocks until the caller releases the process (after the cgroup and the id maps), with its
+/// pid as the host sees it. An end of file means the caller is gone: nothing to do.
+fn wait_for_release(sock: &OwnedFd) -> Result<i32, Errno> {
+    let mut pid = [0u8; 4];
+    loop {
+        match nix::unistd::read(sock.as_raw_fd(), &mut pid) {
+            Ok(4) => return Ok(i32::from_ne_bytes(pid)),
+            Ok(0) => syscall::exit_now(125),
+            Ok(_) => return Err(Errno::EPROTO),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Blocks until the caller sends its one byte on the sync socket. An end of file means the
 /// caller is gone or gave up on this container: nothing more to do.
 fn wait_for_go(sock: &OwnedFd) -> Result<(), Errno> {
@@ -982,11 +1043,11 @@ fn wait_for_go(sock: &OwnedFd) -> Result<(), Errno> {
     }
 }
 
-/// Blocks until the FIFO is opened for reading, then says so through it (a byte `start`
-/// reads to know the app is on its way). Returns the FIFO, placed at or above `min_fd`:
-/// below, it could take the number of a descriptor the app is to inherit
-/// (`preserve_fds`), lose close-on-exec and keep `start` waiting for the app's exit.
-fn wait_at_gate(gate: &CString, min_fd: u32) -> Result<OwnedFd, Errno> {
+/// Blocks until the FIFO is opened for reading (`start`). Returns it, placed at or above
+/// `min_fd`: below, it could take the number of a descriptor the app is to inherit
+/// (`preserve_fds`), lose close-on-exec and keep `start` waiting for the app's exit. The
+/// caller writes the byte that tells `start` the app is on its way.
+fn open_gate_for_writing(gate: &CString, min_fd: u32) -> Result<OwnedFd, Errno> {
     let fd = loop {
         // SAFETY: open(2) reads the NUL-terminated path; a negative return is checked.
         let fd = unsafe { libc::open(gate.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
@@ -1006,7 +1067,6 @@ fn wait_at_gate(gate: &CString, min_fd: u32) -> Result<OwnedFd, Errno> {
         // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
         fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
     }
-    syscall::write_all(fd.as_fd(), &[0])?;
     Ok(fd)
 }
 
@@ -1019,6 +1079,91 @@ fn write_file(path: &CString, value: &[u8]) -> Result<(), Errno> {
     // SAFETY: open returned a new descriptor that nothing else owns.
     let fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
     syscall::write_all(fd.as_fd(), value)
+}
+
+/// The spec's `createContainer` hooks (run by the container's process in its namespaces,
+/// before `pivot_root`, found by their host paths) and `startContainer` hooks (run at
+/// start, inside the container as its user, right before the app): as runc runs them.
+/// Each gets the state on stdin with the container's host pid, `creating` or `created`.
+pub(crate) struct InContainerHooks {
+    create: Vec<oci_spec::runtime::Hook>,
+    start: Vec<oci_spec::runtime::Hook>,
+    state: serde_json::Value,
+}
+
+impl InContainerHooks {
+    fn from_spec(spec: &Spec, id: &str, state: &serde_json::Value) -> Option<InContainerHooks> {
+        let h = spec.hooks().as_ref()?;
+        let create = h.create_container().clone().unwrap_or_default();
+        let start = h.start_container().clone().unwrap_or_default();
+        if create.is_empty() && start.is_empty() {
+            return None;
+        }
+        let state = match state {
+            serde_json::Value::Object(_) => state.clone(),
+            _ => serde_json::json!({
+                "ociVersion": crate::lifecycle::OCI_VERSION,
+                "id": id,
+                "bundle": "",
+            }),
+        };
+        Some(InContainerHooks {
+            create,
+            start,
+            state,
+        })
+    }
+
+    /// Runs one list in the child. A failure is reported as the hook's index and, in the
+    /// errno field, what happened: its exit code (128 + a signal), or minus an errno.
+    fn run(&self, stage: Stage, pid: i32) -> Result<(), ChildFailure> {
+        let (list, status) = match stage {
+            Stage::CreateContainerHook => (&self.create, "creating"),
+            _ => (&self.start, "created"),
+        };
+        if list.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.state.clone();
+        state["pid"] = pid.into();
+        state["status"] = status.into();
+        for (i, h) in list.iter().enumerate() {
+            if let Err(e) = crate::hooks::run(std::slice::from_ref(h), &state) {
+                let errno = match e {
+                    crate::hooks::HookError::Failed { status, .. } => {
+                        use std::os::unix::process::ExitStatusExt as _;
+                        status
+                            .code()
+                            .or(status.signal().map(|s| 128 + s))
+                            .unwrap_or(1)
+                    }
+                    crate::hooks::HookError::TimedOut { .. } => -libc::ETIMEDOUT,
+                    crate::hooks::HookError::Spawn { source, .. }
+                    | crate::hooks::HookError::Io { source, .. } => {
+                        -source.raw_os_error().unwrap_or(libc::EIO)
+                    }
+                    crate::hooks::HookError::StateTooLarge(_) => -libc::E2BIG,
+                };
+                return Err(ChildFailure {
+                    stage,
+                    index: i as u32,
+                    errno,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The words for what [`InContainerHooks::run`] reported.
+    fn why(code: i32) -> String {
+        if code == -libc::ETIMEDOUT {
+            "timed out".to_string()
+        } else if code < 0 {
+            format!("could not run: {}", Errno::from_raw(-code).desc())
+        } else {
+            format!("failed (exit code {code})")
+        }
+    }
 }
 
 /// CVE-2024-21626: close every descriptor the container is not meant to have, so nothing of

@@ -108,6 +108,13 @@ pub enum Error {
     /// the runtime's own binary or another process's files, not to the image (docker's 126).
     #[error("{0}: refusing to execute a program reached through a /proc magic link such as /proc/self/exe")]
     ExecMagicLink(String),
+    /// A `createContainer` or `startContainer` hook, run inside the container, failed.
+    #[error("the {kind} hook {path} {why}")]
+    Hook {
+        kind: &'static str,
+        path: PathBuf,
+        why: String,
+    },
     /// The child died before it reported success or failure.
     #[error("the container process died during setup")]
     ChildDied,
@@ -194,10 +201,14 @@ pub(crate) enum Stage {
     StartGate,
     /// Putting the descriptors of `ContainerOptions::stdio` on 0, 1 and 2.
     Stdio,
+    /// The spec's `createContainer` hooks, before `pivot_root`.
+    CreateContainerHook,
+    /// The spec's `startContainer` hooks, right before exec.
+    StartContainerHook,
 }
 
 impl Stage {
-    const ALL: [Stage; 32] = [
+    const ALL: [Stage; 34] = [
         Stage::Sync,
         Stage::JoinNamespace,
         Stage::CgroupNamespace,
@@ -230,6 +241,8 @@ impl Stage {
         Stage::ExecMagicLink,
         Stage::StartGate,
         Stage::Stdio,
+        Stage::CreateContainerHook,
+        Stage::StartContainerHook,
     ];
 
     fn from_u32(v: u32) -> Option<Stage> {

@@ -1,6 +1,7 @@
 //! The OCI life cycle of containers kept in a state directory: `create`, `start`, `state`,
 //! `kill`, `delete`, with the states the runtime spec names (creating, created, running,
-//! stopped; paused where the cgroup is frozen) and its hooks ([`crate::hooks`]).
+//! stopped; paused where the cgroup is frozen) and its hooks ([`crate::hooks`]; the
+//! `createContainer` and `startContainer` ones run inside the container, by its process).
 //!
 //! A container is `<root>/<id>/`: `config.json`, the spec as `create` read it, written
 //! once ("any updates to config.json after this step MUST NOT affect the container": start,
@@ -54,8 +55,6 @@ pub enum LifecycleError {
         status: &'static str,
         what: &'static str,
     },
-    #[error("createContainer and startContainer hooks are not supported by slate")]
-    InContainerHooks,
     #[error("process.terminal needs a console socket: the terminal's master goes there")]
     NoConsoleSocket,
     #[error("cannot send the terminal to the console socket {path}")]
@@ -64,7 +63,9 @@ pub enum LifecycleError {
         #[source]
         source: std::io::Error,
     },
-    #[error("container {0} died before it could start")]
+    #[error(
+        "container {0} ended before its app could start (killed, or a startContainer hook failed)"
+    )]
     DiedBeforeStart(String),
     #[error("corrupt {path}")]
     Corrupt {
@@ -217,10 +218,12 @@ impl StateRoot {
         all
     }
 
-    /// The OCI `create`: sets the container up from `bundle` and leaves its process waiting
-    /// at the gate, then runs the `prestart` and `createRuntime` hooks (its namespaces exist
-    /// and the state's pid can be entered; the spec places `createRuntime` before
-    /// `pivot_root`, which the child does itself). A failure leaves nothing behind.
+    /// The OCI `create`: sets the container up from `bundle` (its process runs the
+    /// `createContainer` hooks before `pivot_root`) and leaves its process waiting at the
+    /// gate, then runs the `prestart` and `createRuntime` hooks (its namespaces exist and the
+    /// state's pid can be entered; the spec places `createRuntime` before `pivot_root`,
+    /// which the child does by itself, so here they come after it). A failure leaves
+    /// nothing behind.
     pub fn create(
         &self,
         id: &str,
@@ -228,13 +231,6 @@ impl StateRoot {
         opts: CreateOptions,
     ) -> Result<(Entry, Created)> {
         let dir = self.dir(id)?;
-        if let Some(h) = bundle.spec.hooks() {
-            if h.create_container().as_ref().is_some_and(|v| !v.is_empty())
-                || h.start_container().as_ref().is_some_and(|v| !v.is_empty())
-            {
-                return Err(LifecycleError::InContainerHooks);
-            }
-        }
         let terminal = bundle
             .spec
             .process()
@@ -307,6 +303,7 @@ impl StateRoot {
         copts.attach_stdin = false;
         copts.clone_into_cgroup = opts.clone_into_cgroup;
         copts.seccomp_cache = Some(self.seccomp_cache());
+        copts.hook_state = entry.state_as(Status::Creating);
         let mut created = Container::create(copts)?;
         if let Some(sock) = &opts.console_socket {
             let master = created.take_pty_master().ok_or(Error::ChildDied)?;
@@ -582,8 +579,9 @@ impl Entry {
 /// Reads the start gate (the FIFO, opened for reading) through: the byte the waiting
 /// process writes once it is let go (`false` if it died first), then the end of file its
 /// exec brings, since it holds the write end close-on-exec. So `start` returns once the
-/// app runs, and a signal sent right after it reaches the app, not slate's code before the
-/// exec (runtime-tools' killsig raced on that).
+/// app runs: a signal sent right after it reaches the app, not slate's code before the exec
+/// (which widened the window of runtime-tools' killsig, whose app must install its TERM
+/// trap before the signal comes, as with every runtime).
 pub fn pass_gate(f: &mut std::fs::File) -> std::io::Result<bool> {
     let mut b = [0u8; 1];
     let mut got = false;

@@ -586,6 +586,91 @@ fn start_returns_once_the_app_runs_and_the_gate_is_not_inherited() {
     rt.ok(&["delete", &id]);
 }
 
+/// createContainer hooks run in the container's namespaces before pivot_root, found by
+/// their host path; startContainer hooks run at start inside the container (its rootfs, its
+/// user), right before the app. Each reads the state: the host pid, creating or created. A
+/// failing one fails create (nothing left behind) or start (the container is stopped).
+#[test]
+fn in_container_hooks_run_where_and_when_the_spec_says() {
+    let dir = TestDir::new("oci-in-hooks");
+    let host_log = dir.path().join("create.log");
+    let l = host_log.display();
+    let create_hook = json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {l}; echo >> {l}; readlink /proc/self/ns/mnt >> {l}")]});
+    let start_hook =
+        json!({"path": "/bin/sh", "args": ["sh", "-c", "cat > /start.json; echo start >> /order"]});
+    let args = [
+        "sh",
+        "-c",
+        "echo app >> /order; trap 'exit 0' TERM; while :; do sleep 0.1; done",
+    ];
+    let b = bundle(dir.path(), &args, |c| {
+        c["root"]["readonly"] = json!(false);
+        c["hooks"] = json!({"createContainer": [create_hook], "startContainer": [start_hook]});
+    });
+    let rt = Runc {
+        root: dir.path().join("state"),
+    };
+    let id = format!("oci-{}-inhooks", std::process::id());
+    let b_s = b.display().to_string();
+    rt.ok(&["create", "--bundle", &b_s, &id]);
+    let pid = rt.state(&id)["pid"].as_i64().expect("pid");
+    let log = std::fs::read_to_string(&host_log).expect("createContainer ran");
+    let (state, mnt) = log.split_once('\n').expect("state, then the namespace");
+    let state: Value = serde_json::from_str(state).expect("state json");
+    assert_eq!(
+        (&state["id"], &state["status"], &state["pid"]),
+        (&json!(id), &json!("creating"), &json!(pid))
+    );
+    // In the container's mount namespace, not the host's.
+    let container_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("ns");
+    assert_eq!(mnt.trim(), container_mnt.display().to_string());
+    assert!(
+        !b.join("rootfs/order").exists(),
+        "created: nothing ran inside yet"
+    );
+    rt.ok(&["start", &id]);
+    let order = std::fs::read_to_string(b.join("rootfs/order")).unwrap_or_default();
+    assert!(order.starts_with("start\n"), "{order:?}");
+    let started: Value = serde_json::from_str(
+        &std::fs::read_to_string(b.join("rootfs/start.json")).expect("startContainer ran"),
+    )
+    .expect("state json");
+    assert_eq!(
+        (&started["status"], &started["pid"]),
+        (&json!("created"), &json!(pid))
+    );
+    rt.ok(&["kill", &id, "TERM"]);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+
+    // Failures: create fails and leaves nothing; start fails and the container is gone.
+    let failing = |which: &str| {
+        bundle(dir.path(), &args, |c| {
+            c["hooks"] = json!({which: [{"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}]});
+        })
+    };
+    failing("createContainer");
+    let out = rt.run(&["create", "--bundle", &b_s, &id]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("createContainer hook /bin/sh failed (exit code 3)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !rt.root.join(&id).exists(),
+        "a failed create leaves nothing"
+    );
+    failing("startContainer");
+    rt.ok(&["create", "--bundle", &b_s, &id]);
+    let out = rt.run(&["start", &id]);
+    assert_ne!(out.code, 0, "a failing startContainer hook fails start");
+    assert!(out.stderr.contains("startContainer hook"), "{}", out.stderr);
+    rt.wait_status(&id, "stopped");
+    rt.ok(&["delete", &id]);
+}
+
 /// A hook that never reads its stdin (`/bin/true`), given a state larger than a pipe holds
 /// (a big annotation): `start` and `delete` once died of SIGPIPE writing it (runtime-tools'
 /// hooks, poststart_fail and poststop_fail), and a state beyond the pipe's 64 KiB would
