@@ -653,25 +653,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_recycled_pid_is_not_the_container() {
-        let me = std::process::id() as i32;
-        let start = process_start_time(me).unwrap();
-        let entry = |pid_start| Entry {
+    /// A container of no state directory, with `pid` and its recorded start time.
+    fn entry(id: &str, pid: i32, pid_start: Option<u64>) -> Entry {
+        Entry {
             dir: PathBuf::from("/nonexistent"),
             saved: Saved {
-                id: "t".into(),
-                pid: me,
+                id: id.into(),
+                pid,
                 pid_start,
-                bundle: PathBuf::new(),
-                rootfs: PathBuf::new(),
+                bundle: PathBuf::from("/b"),
+                rootfs: PathBuf::from("/b/rootfs"),
                 created: String::new(),
                 cgroups_path: None,
                 cgroup_paths: Vec::new(),
                 annotations: HashMap::new(),
                 host_root_mount: None,
             },
-        };
+        }
+    }
+
+    #[test]
+    fn a_recycled_pid_is_not_the_container() {
+        let me = std::process::id() as i32;
+        let start = process_start_time(me).unwrap();
+        let entry = |pid_start| entry("t", me, pid_start);
         assert!(entry(Some(start)).alive());
         assert!(!entry(Some(start + 1)).alive());
         let mut creating = entry(None);
@@ -684,22 +689,8 @@ mod tests {
     /// `"status": "stopped", "pid": 0`, now and then (whenever it won the race).
     #[test]
     fn poststart_hooks_get_the_started_process_even_when_it_is_gone() {
-        let e = Entry {
-            dir: PathBuf::from("/nonexistent"),
-            saved: Saved {
-                id: "gone".into(),
-                // No such process (above pid_max), as after the app exited and was reaped.
-                pid: i32::MAX,
-                pid_start: None,
-                bundle: PathBuf::from("/b"),
-                rootfs: PathBuf::from("/b/rootfs"),
-                created: String::new(),
-                cgroups_path: None,
-                cgroup_paths: Vec::new(),
-                annotations: HashMap::new(),
-                host_root_mount: None,
-            },
-        };
+        // No such process (above pid_max), as after the app exited and was reaped.
+        let e = entry("gone", i32::MAX, None);
         assert_eq!(e.state()["status"], "stopped");
         let st = e.state_as(Status::Running);
         assert_eq!(
