@@ -88,6 +88,10 @@ pub struct ContainerOptions {
     /// stdin (they run inside the container, see [`InContainerHooks`]); the runtime sets its
     /// `pid` and `status`. `Null`: a state of the id alone.
     pub hook_state: serde_json::Value,
+    /// Called once the container's namespaces and rootfs mounts exist, before `pivot_root`
+    /// (where the spec runs `prestart` and `createRuntime` hooks), with its pid; the process
+    /// waits until it returns, and an error ends the create. `None`: no stop there.
+    pub before_pivot: Option<BeforePivot>,
     /// The process gets SIGKILL when the process that spawned it dies (default `true`: a
     /// container never outlives its supervisor unnoticed). An OCI `create` exits at once and
     /// leaves the container to whoever reaps it (containerd's shim, conmon): `false`.
@@ -108,8 +112,18 @@ impl ContainerOptions {
             start_gate: None,
             stdio: [None, None, None],
             hook_state: serde_json::Value::Null,
+            before_pivot: None,
             die_with_parent: true,
         }
+    }
+}
+
+/// See [`ContainerOptions::before_pivot`].
+pub struct BeforePivot(pub Box<dyn FnMut(Pid) -> Result<(), Error>>);
+
+impl std::fmt::Debug for BeforePivot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforePivot(..)")
     }
 }
 
@@ -162,6 +176,8 @@ struct Plan {
     preserve_fds: u32,
     /// See [`reserve_preserved`]: closed by the child before exec.
     reserved: Vec<OwnedFd>,
+    /// The child stops before pivot_root for [`ContainerOptions::before_pivot`].
+    stop_before_pivot: bool,
     hooks: Option<InContainerHooks>,
     /// The host terminal's size, for a container terminal.
     winsize: Option<libc::winsize>,
@@ -341,6 +357,7 @@ impl Container {
             init: opts.init,
             preserve_fds: opts.preserve_fds,
             reserved,
+            stop_before_pivot: opts.before_pivot.is_some(),
             hooks: InContainerHooks::from_spec(spec, &opts.id, &opts.hook_state),
             // The spec's console size wins over the host terminal's.
             winsize: process
@@ -474,7 +491,7 @@ impl Container {
         };
         tracing::debug!(id = %container.id, pid = pid.as_raw(), "container process cloned");
         // From here on, dropping `container` on an error kills and reaps the child.
-        container.release(&plan, &parent_sock, in_cgroup)?;
+        container.release(&plan, &parent_sock, in_cgroup, opts.before_pivot)?;
         Ok(Created {
             container,
             plan: Box::new(plan),
@@ -482,7 +499,13 @@ impl Container {
         })
     }
 
-    fn release(&mut self, plan: &Plan, sock: &OwnedFd, in_cgroup: bool) -> Result<(), Error> {
+    fn release(
+        &mut self,
+        plan: &Plan,
+        sock: &OwnedFd,
+        in_cgroup: bool,
+        mut before_pivot: Option<BeforePivot>,
+    ) -> Result<(), Error> {
         // The container must be in its cgroup before it execs (and before it can fork).
         if let Some(cg) = self.cgroup.as_ref().filter(|_| !in_cgroup) {
             cg.add_task(self.pid)?;
@@ -504,7 +527,7 @@ impl Container {
         // namespace and its in-container hooks' state must name.
         syscall::write_all(sock.as_fd(), &self.pid.as_raw().to_ne_bytes())
             .map_err(Error::sys("releasing the container process"))?;
-        match self.follow(plan, sock)? {
+        match self.follow(plan, sock, before_pivot.as_mut())? {
             true => Ok(()),
             // Every process stops at the gate before it execs: an exec'd or ended one
             // skipped it.
@@ -513,8 +536,14 @@ impl Container {
     }
 
     /// Reads the child's reports until it waits at its gate (`true`) or has exec'd or
-    /// ended (`false`); a failure it reports is the error.
-    fn follow(&mut self, plan: &Plan, sock: &OwnedFd) -> Result<bool, Error> {
+    /// ended (`false`); a failure it reports is the error. A stop before pivot_root runs
+    /// `before_pivot`, then lets the child go on.
+    fn follow(
+        &mut self,
+        plan: &Plan,
+        sock: &OwnedFd,
+        mut before_pivot: Option<&mut BeforePivot>,
+    ) -> Result<bool, Error> {
         let mut buf = [0u8; ChildFailure::SIZE];
         let got = loop {
             let (n, fd) = match recv_record(sock, &mut buf) {
@@ -529,6 +558,13 @@ impl Container {
             if n == ChildFailure::SIZE && buf == ChildFailure::AT_GATE {
                 // Set up and waiting for `start`: created.
                 return Ok(true);
+            }
+            if n == ChildFailure::SIZE && buf == ChildFailure::BEFORE_PIVOT {
+                let cb = before_pivot.as_mut().ok_or(Error::Protocol)?;
+                (cb.0)(self.pid)?;
+                syscall::write_all(sock.as_fd(), &[1])
+                    .map_err(Error::sys("resuming the container process"))?;
+                continue;
             }
             break n;
         };
@@ -718,7 +754,7 @@ impl Created {
         };
         // A failure the process reports (a startContainer hook, the exec) comes first: it
         // says more than a gate that closed without its byte.
-        if self.container.follow(&self.plan, &self.sock)? {
+        if self.container.follow(&self.plan, &self.sock, None)? {
             // A second stop at the gate: not what a child of this runtime does.
             return Err(Error::Protocol);
         }
@@ -945,6 +981,13 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
     umask(Mode::empty());
 
     let root = plan.mounts.setup_rootfs()?;
+    if plan.stop_before_pivot {
+        // The runtime's own hooks (prestart, createRuntime) see the mounts where the spec
+        // puts them, the rootfs still at its host path.
+        syscall::write_all(sock.as_fd(), &ChildFailure::BEFORE_PIVOT)
+            .map_err(at(Stage::Sync, 0))?;
+        wait_for_go(sock).map_err(at(Stage::Sync, 0))?;
+    }
     if let Some(h) = &plan.hooks {
         // In the container's namespaces, the host's paths still in view.
         h.run(Stage::CreateContainerHook, host_pid)?;

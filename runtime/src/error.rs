@@ -108,7 +108,8 @@ pub enum Error {
     /// the runtime's own binary or another process's files, not to the image (docker's 126).
     #[error("{0}: refusing to execute a program reached through a /proc magic link such as /proc/self/exe")]
     ExecMagicLink(String),
-    /// A `createContainer` or `startContainer` hook, run inside the container, failed.
+    /// A hook failed: `createContainer` or `startContainer`, run inside the container, or
+    /// a runtime hook run before pivot_root.
     #[error("the {kind} hook {path} {why}")]
     Hook {
         kind: &'static str,
@@ -267,6 +268,10 @@ impl ChildFailure {
     /// The record that says the process is set up and waits at its start gate (the OCI
     /// `created` state).
     pub const AT_GATE: [u8; Self::SIZE] = [0xfe; Self::SIZE];
+
+    /// The record that says the process has its namespaces and rootfs mounts and waits
+    /// before pivot_root (`ContainerOptions::before_pivot`).
+    pub const BEFORE_PIVOT: [u8; Self::SIZE] = [0xfd; Self::SIZE];
 
     pub fn decode(b: &[u8; Self::SIZE]) -> Option<ChildFailure> {
         let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];

@@ -41,6 +41,28 @@ pub enum HookError {
     },
 }
 
+impl HookError {
+    /// What happened, without the hook's path (for a message that names it already).
+    pub fn reason(&self) -> String {
+        match self {
+            HookError::Spawn { source, .. } => format!("could not run: {source}"),
+            HookError::Failed { status, .. } => format!("failed ({status})"),
+            HookError::TimedOut { secs, .. } => format!("timed out after {secs} s"),
+            other => other.to_string(),
+        }
+    }
+
+    /// The hook's path, where the failure is one hook's.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            HookError::Spawn { path, .. }
+            | HookError::Failed { path, .. }
+            | HookError::TimedOut { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
 /// Runs `hooks` in order; the first failure stops them and is the error (`prestart`,
 /// `createRuntime`).
 pub fn run(hooks: &[Hook], state: &serde_json::Value) -> Result<(), HookError> {

@@ -46,7 +46,7 @@ mod syscall;
 pub mod time;
 
 pub use caps::{docker_default_capabilities, DOCKER_DEFAULT};
-pub use container::{Container, ContainerOptions, Created, ExitStatus};
+pub use container::{BeforePivot, Container, ContainerOptions, Created, ExitStatus};
 pub use error::Error;
 pub use mounts::{Rootfs, DOCKER_MASKED_PATHS, DOCKER_READONLY_PATHS};
 pub use supervise::{supervise, FORWARDED};

@@ -83,8 +83,6 @@ pub enum LifecycleError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error(transparent)]
-    Hook(#[from] HookError),
-    #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Runtime(#[from] Error),
@@ -218,12 +216,10 @@ impl StateRoot {
         all
     }
 
-    /// The OCI `create`: sets the container up from `bundle` (its process runs the
-    /// `createContainer` hooks before `pivot_root`) and leaves its process waiting at the
-    /// gate, then runs the `prestart` and `createRuntime` hooks (its namespaces exist and the
-    /// state's pid can be entered; the spec places `createRuntime` before `pivot_root`,
-    /// which the child does by itself, so here they come after it). A failure leaves
-    /// nothing behind.
+    /// The OCI `create`: sets the container up from `bundle` and leaves its process waiting
+    /// at the gate. On the way, while the process waits before `pivot_root`, the `prestart`
+    /// and `createRuntime` hooks run here ([`runtime_hooks`]), then the process runs the
+    /// `createContainer` ones. A failure leaves nothing behind.
     pub fn create(
         &self,
         id: &str,
@@ -295,7 +291,7 @@ impl StateRoot {
         let copy = serde_json::to_vec(&spec).map_err(|e| io("serialise", dir)(e.into()))?;
         crate::fsutil::write_atomic(&dir.join(CONFIG_COPY), &copy, 0o600)
             .map_err(io("write", &dir.join(CONFIG_COPY)))?;
-        let hooks = spec.hooks().clone();
+        let spec_hooks = spec.hooks().clone();
         let mut copts = ContainerOptions::new(id, spec, Rootfs::Dir(rootfs));
         copts.start_gate = Some(gate);
         copts.die_with_parent = opts.die_with_parent;
@@ -304,6 +300,7 @@ impl StateRoot {
         copts.clone_into_cgroup = opts.clone_into_cgroup;
         copts.seccomp_cache = Some(self.seccomp_cache());
         copts.hook_state = entry.state_as(Status::Creating);
+        copts.before_pivot = runtime_hooks(&entry, spec_hooks.as_ref());
         let mut created = Container::create(copts)?;
         if let Some(sock) = &opts.console_socket {
             let master = created.take_pty_master().ok_or(Error::ChildDied)?;
@@ -317,15 +314,48 @@ impl StateRoot {
             .host_root_mount()
             .map(|(p, id)| (p.to_path_buf(), id));
         entry.save()?;
-        if let Some(h) = &hooks {
-            let state = entry.state();
-            for list in [h.prestart(), h.create_runtime()] {
-                // Dropping `created` on the error kills the process and removes its cgroup.
-                hooks::run(list.as_deref().unwrap_or_default(), &state)?;
-            }
-        }
         Ok((entry, created))
     }
+}
+
+/// The spec's `prestart` and `createRuntime` hooks, for the stop the container's process
+/// makes before pivot_root ([`ContainerOptions::before_pivot`]): the state, with the pid,
+/// is saved first (a hook may ask `state`), then each list runs in the runtime's
+/// namespaces; the first failure ends the create. `None` without such hooks: no stop.
+fn runtime_hooks(
+    entry: &Entry,
+    hooks: Option<&oci_spec::runtime::Hooks>,
+) -> Option<crate::BeforePivot> {
+    let h = hooks?;
+    let lists = [
+        ("prestart", h.prestart().clone().unwrap_or_default()),
+        (
+            "createRuntime",
+            h.create_runtime().clone().unwrap_or_default(),
+        ),
+    ];
+    if lists.iter().all(|(_, l)| l.is_empty()) {
+        return None;
+    }
+    let mut entry = entry.clone();
+    Some(crate::BeforePivot(Box::new(move |pid: Pid| {
+        entry.saved.pid = pid.as_raw();
+        entry.saved.pid_start = process_start_time(pid.as_raw());
+        entry.save().map_err(|e| Error::Io {
+            op: "writing the container's state",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        // runc's and the suite's (hooks_stdin): these hooks see `created`.
+        let state = entry.state_as(Status::Created);
+        for (kind, list) in &lists {
+            hooks::run(list, &state).map_err(|e| Error::Hook {
+                kind,
+                path: e.path().map(Path::to_path_buf).unwrap_or_default(),
+                why: e.reason(),
+            })?;
+        }
+        Ok(())
+    })))
 }
 
 /// The state root, created 0700: it names pids and bundles of root's containers.

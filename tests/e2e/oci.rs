@@ -595,7 +595,19 @@ fn in_container_hooks_run_where_and_when_the_spec_says() {
     let dir = TestDir::new("oci-in-hooks");
     let host_log = dir.path().join("create.log");
     let l = host_log.display();
-    let create_hook = json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {l}; echo >> {l}; readlink /proc/self/ns/mnt >> {l}")]});
+    let order = dir.path().join("order.log");
+    let o = order.display();
+    let create_hook = json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {l}; echo >> {l}; readlink /proc/self/ns/mnt >> {l}; echo createContainer >> {o}")]});
+    // prestart and createRuntime run in the runtime's namespaces before pivot_root: the
+    // container's mount table still has its rootfs at the host path (what a hook that
+    // mounts into the rootfs, nvidia's, relies on). They count that mount.
+    let rootfs = dir.path().join("bundle/rootfs");
+    let r = rootfs.display();
+    let rootfs_mount = |kind: &str| {
+        json!({"path": "/bin/sh", "args": ["sh", "-c", format!(
+            "s=$(cat); p=${{s#*pid?:}}; p=${{p%%,*}}; echo {kind} $(awk -v r={r} '$5 == r' /proc/$p/mountinfo | wc -l) >> {o}"
+        )]})
+    };
     let start_hook =
         json!({"path": "/bin/sh", "args": ["sh", "-c", "cat > /start.json; echo start >> /order"]});
     let args = [
@@ -605,7 +617,12 @@ fn in_container_hooks_run_where_and_when_the_spec_says() {
     ];
     let b = bundle(dir.path(), &args, |c| {
         c["root"]["readonly"] = json!(false);
-        c["hooks"] = json!({"createContainer": [create_hook], "startContainer": [start_hook]});
+        c["hooks"] = json!({
+            "prestart": [rootfs_mount("prestart")],
+            "createRuntime": [rootfs_mount("createRuntime")],
+            "createContainer": [create_hook],
+            "startContainer": [start_hook],
+        });
     });
     let rt = Runc {
         root: dir.path().join("state"),
@@ -627,6 +644,10 @@ fn in_container_hooks_run_where_and_when_the_spec_says() {
     assert!(
         !b.join("rootfs/order").exists(),
         "created: nothing ran inside yet"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&order).expect("hooks ran"),
+        "prestart 1\ncreateRuntime 1\ncreateContainer\n"
     );
     rt.ok(&["start", &id]);
     let order = std::fs::read_to_string(b.join("rootfs/order")).unwrap_or_default();
