@@ -70,4 +70,25 @@ check "slate-runc: kill and delete leave no state and no cgroup" \
   "state: $(oci state oci-vm 2>&1 | one_line); cgroup dir ${cg_dir} $( [ -d "$cg_dir" ] && echo is left)" \
   sh -c "! \"$RUNC\" --root $oci_root state oci-vm >/dev/null 2>&1 && [ -n \"$cg\" ] && [ ! -d \"$cg_dir\" ]"
 oci delete --force oci-vm >/dev/null 2>&1
+
+# Start latency on pure v2 (issue 14), printed, not checked: `slate-runc run` of `true` on
+# the same bundle, cloned into its cgroup (clone3 CLONE_INTO_CGROUP, the default) and the
+# other way (a write to cgroup.procs after the clone, SLATE_CLONE_INTO_CGROUP=0), taking
+# turns. Under TCG the absolute times are many times a board's; the two paths compare.
+sed -i 's/"args": \[[^]]*\]/"args": ["true"]/' "$oci_dir/bundle/config.json"
+bench_ns() { # env-assignment -> total ns of one run
+  local t0 t1
+  t0=$(date +%s%N)
+  (cd "$oci_dir/bundle" && env "$1" "$RUNC" --root "$oci_root" run "bench-$$" >/dev/null 2>&1)
+  t1=$(date +%s%N)
+  echo $((t1 - t0))
+}
+clone3=(); procs=()
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  clone3+=("$(bench_ns SLATE_CLONE_INTO_CGROUP=1)")
+  procs+=("$(bench_ns SLATE_CLONE_INTO_CGROUP=0)")
+done
+median_ms() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]/1e6}'; }
+echo "# bench: slate-runc run of true on cgroup v2 under TCG, median of 10: clone3 into the cgroup $(median_ms "${clone3[@]}") ms, clone then cgroup.procs $(median_ms "${procs[@]}") ms"
+oci delete --force "bench-$$" >/dev/null 2>&1
 rm -rf "$oci_dir" "$oci_root" "$RUNC"
