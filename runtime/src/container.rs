@@ -1058,28 +1058,27 @@ fn child_setup(plan: &Plan, sock: &OwnedFd) -> Result<Never, ChildFailure> {
 }
 
 /// Blocks until the caller releases the process (after the cgroup and the id maps), with its
-/// pid as the host sees it. An end of file means the caller is gone: nothing to do.
+/// pid as the host sees it.
 fn wait_for_release(sock: &OwnedFd) -> Result<i32, Errno> {
     let mut pid = [0u8; 4];
-    loop {
-        match nix::unistd::read(sock.as_raw_fd(), &mut pid) {
-            Ok(4) => return Ok(i32::from_ne_bytes(pid)),
-            Ok(0) => syscall::exit_now(125),
-            Ok(_) => return Err(Errno::EPROTO),
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
+    match read_from_caller(sock, &mut pid)? {
+        4 => Ok(i32::from_ne_bytes(pid)),
+        _ => Err(Errno::EPROTO),
     }
 }
 
-/// Blocks until the caller sends its one byte on the sync socket. An end of file means the
-/// caller is gone or gave up on this container: nothing more to do.
+/// Blocks until the caller sends its one byte on the sync socket.
 fn wait_for_go(sock: &OwnedFd) -> Result<(), Errno> {
-    let mut go = [0u8; 1];
+    read_from_caller(sock, &mut [0u8; 1]).map(drop)
+}
+
+/// One record from the caller on the sync socket. An end of file means the caller is gone
+/// or gave up on this container: nothing more to do.
+fn read_from_caller(sock: &OwnedFd, buf: &mut [u8]) -> Result<usize, Errno> {
     loop {
-        match nix::unistd::read(sock.as_raw_fd(), &mut go) {
-            Ok(1) => return Ok(()),
-            Ok(_) => syscall::exit_now(125),
+        match nix::unistd::read(sock.as_raw_fd(), buf) {
+            Ok(0) => syscall::exit_now(125),
+            Ok(n) => return Ok(n),
             Err(Errno::EINTR) => {}
             Err(e) => return Err(e),
         }
@@ -1170,29 +1169,27 @@ impl InContainerHooks {
         let mut state = self.state.clone();
         state["pid"] = pid.into();
         state["status"] = status.into();
-        for (i, h) in list.iter().enumerate() {
-            if let Err(e) = crate::hooks::run(std::slice::from_ref(h), &state) {
-                let errno = match e {
-                    crate::hooks::HookError::Failed { status, .. } => {
-                        use std::os::unix::process::ExitStatusExt as _;
-                        status
-                            .code()
-                            .or(status.signal().map(|s| 128 + s))
-                            .unwrap_or(1)
-                    }
-                    crate::hooks::HookError::TimedOut { .. } => -libc::ETIMEDOUT,
-                    crate::hooks::HookError::Spawn { source, .. }
-                    | crate::hooks::HookError::Io { source, .. } => {
-                        -source.raw_os_error().unwrap_or(libc::EIO)
-                    }
-                    crate::hooks::HookError::StateTooLarge(_) => -libc::E2BIG,
-                };
-                return Err(ChildFailure {
-                    stage,
-                    index: i as u32,
-                    errno,
-                });
-            }
+        if let Err((i, e)) = crate::hooks::run_indexed(list, &state) {
+            let errno = match e {
+                crate::hooks::HookError::Failed { status, .. } => {
+                    use std::os::unix::process::ExitStatusExt as _;
+                    status
+                        .code()
+                        .or(status.signal().map(|s| 128 + s))
+                        .unwrap_or(1)
+                }
+                crate::hooks::HookError::TimedOut { .. } => -libc::ETIMEDOUT,
+                crate::hooks::HookError::Spawn { source, .. }
+                | crate::hooks::HookError::Io { source, .. } => {
+                    -source.raw_os_error().unwrap_or(libc::EIO)
+                }
+                crate::hooks::HookError::StateTooLarge(_) => -libc::E2BIG,
+            };
+            return Err(ChildFailure {
+                stage,
+                index: i as u32,
+                errno,
+            });
         }
         Ok(())
     }

@@ -66,12 +66,18 @@ impl HookError {
 /// Runs `hooks` in order; the first failure stops them and is the error (`prestart`,
 /// `createRuntime`).
 pub fn run(hooks: &[Hook], state: &serde_json::Value) -> Result<(), HookError> {
-    let input = serde_json::to_vec(state).map_err(|e| HookError::Io {
-        op: "serialising the state",
-        source: e.into(),
-    })?;
-    for h in hooks {
-        run_one(h, &input)?;
+    run_indexed(hooks, state).map_err(|(_, e)| e)
+}
+
+/// [`run`], the failure with the index of the hook that failed (the container's process
+/// reports in-container hooks by index).
+pub(crate) fn run_indexed(
+    hooks: &[Hook],
+    state: &serde_json::Value,
+) -> Result<(), (usize, HookError)> {
+    let input = state_bytes(state).map_err(|e| (0, e))?;
+    for (i, h) in hooks.iter().enumerate() {
+        run_one(h, &input).map_err(|e| (i, e))?;
     }
     Ok(())
 }
@@ -79,14 +85,22 @@ pub fn run(hooks: &[Hook], state: &serde_json::Value) -> Result<(), HookError> {
 /// Runs every hook of `hooks`; a failing one does not stop the rest (`poststart`,
 /// `poststop`). Returns the failures, which the caller reports as warnings.
 pub fn run_all(hooks: &[Hook], state: &serde_json::Value) -> Vec<HookError> {
-    let mut failed = Vec::new();
-    for h in hooks {
-        if let Err(e) = run(std::slice::from_ref(h), state) {
-            tracing::debug!(error = %e, "hook failed");
-            failed.push(e);
-        }
-    }
-    failed
+    let input = match state_bytes(state) {
+        Ok(i) => i,
+        Err(e) => return vec![e],
+    };
+    hooks
+        .iter()
+        .filter_map(|h| run_one(h, &input).err())
+        .inspect(|e| tracing::debug!(error = %e, "hook failed"))
+        .collect()
+}
+
+fn state_bytes(state: &serde_json::Value) -> Result<Vec<u8>, HookError> {
+    serde_json::to_vec(state).map_err(|e| HookError::Io {
+        op: "serialising the state",
+        source: e.into(),
+    })
 }
 
 fn run_one(h: &Hook, input: &[u8]) -> Result<(), HookError> {
